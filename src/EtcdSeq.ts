@@ -1,0 +1,416 @@
+/**
+ * Membership of a group: every member gets its `(index, count)` and keeps it right while members come and go.
+ *
+ * @since 0.1.0
+ */
+import {
+  Config,
+  Context,
+  Duration,
+  Effect,
+  Equal,
+  ExecutionStrategy,
+  Exit,
+  Layer,
+  Metric,
+  Option,
+  RcMap,
+  Schedule,
+  Scope,
+  Stream,
+  SubscriptionRef
+} from "effect"
+import type { ConfigError } from "effect/ConfigError"
+import { Etcd, type EtcdClient } from "./Etcd.js"
+import { EtcdUnavailable, InvalidOptions } from "./EtcdSeqError.js"
+import type { EtcdSeqError } from "./EtcdSeqError.js"
+import { Info } from "./Info.js"
+import * as Lease from "./internal/lease.js"
+import { request } from "./internal/request.js"
+import * as View from "./internal/view.js"
+import type { GroupWatch } from "./internal/watch.js"
+
+/**
+ * Options of one membership.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EtcdSeqOptions {
+  /**
+   * The group: `/`-separated segments of letters, digits, `.`, `_` and `-`, such as `prod/indexer`. Members write
+   * under `<key>/members/`, so `members` and `locks` are reserved segments: no group nests in another's keys.
+   */
+  readonly key: string
+  /** Lease TTL: how long a crashed member keeps its index. At least 1 second, at most 24 hours. Default 10 s. */
+  readonly ttl?: Duration.DurationInput | undefined
+  /** A string stored with the member (its address, say), visible to all through `members`. At most 1 MiB. */
+  readonly metadata?: string | undefined
+  /**
+   * How re-registration after a lost lease is retried. Default: exponential from 100 ms, capped at 5 s, forever.
+   * When it gives up, `changes` fails with the last registration error.
+   */
+  readonly reregister?: Schedule.Schedule<unknown, EtcdSeqError> | undefined
+}
+
+/**
+ * A live member of the group, as `EtcdSeq.members` lists it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Member {
+  /** The member's lease id in hex; its key is `<group>/members/<id>`. */
+  readonly id: string
+  readonly metadata: string
+  readonly index: number
+  /** Revision at which the member joined (its key's create revision): the join order. */
+  readonly joinRevision: number
+}
+
+/**
+ * The service of one membership.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EtcdSeqService {
+  /** The group key. */
+  readonly group: string
+  /**
+   * The member's Info: the current one first, then every change, never two equal Infos in a row. While the
+   * membership is lost (and being re-registered) it is `Info.invalid`. When the membership ends (its scope
+   * closed) the stream emits `Info.invalid` and completes; it fails only when re-registration gives up.
+   */
+  readonly changes: Stream.Stream<Info, EtcdSeqError>
+  /** The member's Info now. */
+  readonly current: Effect.Effect<Info>
+  /** The live members of the group in index order, as this member's view holds them. */
+  readonly members: Effect.Effect<ReadonlyArray<Member>, EtcdSeqError>
+}
+
+/**
+ * One membership of a group, held for the life of a scope.
+ *
+ * Acquiring it grants a lease, writes the member's key under that lease and reads the group; releasing it revokes
+ * the lease, a graceful leave the other members see at once. A member that crashes leaves after the lease TTL.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
+ *
+ * const program = EtcdSeq.changes.pipe(
+ *   Stream.runForEach((info) => Effect.log(`I am ${info.index} of ${info.count}`))
+ * )
+ * Effect.runFork(program.pipe(Effect.provide(EtcdSeqLive)))
+ * ```
+ * @since 0.1.0
+ * @category tags
+ */
+export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, EtcdSeqService>() {
+  /**
+   * Joins the group for the life of the scope. When it returns, the member is registered and `current` holds
+   * its valid Info.
+   *
+   * Errors: `InvalidOptions` (before any I/O), `EtcdUnavailable`, `EtcdRequestFailed`.
+   *
+   * @example
+   * ```ts
+   * const seq = yield* EtcdSeq.make({ key: "indexer", ttl: "5 seconds", metadata: "10.0.0.7:8080" })
+   * const info = yield* seq.current
+   * ```
+   * @since 0.1.0
+   * @category constructors
+   */
+  static make(options: EtcdSeqOptions): Effect.Effect<EtcdSeqService, EtcdSeqError, Etcd | Scope.Scope> {
+    return Effect.gen(function*() {
+      const settings = yield* validate(options)
+      const etcd = yield* Etcd
+      return yield* makeMember(etcd, settings)
+    }).pipe(Effect.withSpan("EtcdSeq.make", { attributes: { group: options.key } }))
+  }
+
+  /**
+   * The membership as a layer over an `Etcd` client.
+   *
+   * @example
+   * ```ts
+   * const Live = EtcdSeq.layer({ key: "indexer" }).pipe(Layer.provide(Etcd.layerConfig()))
+   * ```
+   * @since 0.1.0
+   * @category layers
+   */
+  static layer(options: EtcdSeqOptions): Layer.Layer<EtcdSeq, EtcdSeqError, Etcd> {
+    return Layer.scoped(EtcdSeq, EtcdSeq.make(options))
+  }
+
+  /**
+   * The membership's options from configuration: `ETCDSEQ_KEY` (required), `ETCDSEQ_TTL` (a duration such as
+   * `10 seconds`, optional), `ETCDSEQ_METADATA` (optional).
+   *
+   * @since 0.1.0
+   * @category config
+   */
+  static readonly config: Config.Config<EtcdSeqOptions> = Config.all({
+    key: Config.string("ETCDSEQ_KEY"),
+    ttl: Config.option(Config.duration("ETCDSEQ_TTL")),
+    metadata: Config.option(Config.string("ETCDSEQ_METADATA"))
+  }).pipe(Config.map(({ key, metadata, ttl }) => ({
+    key,
+    ttl: Option.getOrUndefined(ttl),
+    metadata: Option.getOrUndefined(metadata)
+  })))
+
+  /**
+   * The membership as a layer whose options come from `Config` (by default {@link EtcdSeq.config}).
+   *
+   * @since 0.1.0
+   * @category layers
+   */
+  static layerConfig(
+    config: Config.Config<EtcdSeqOptions> = EtcdSeq.config
+  ): Layer.Layer<EtcdSeq, EtcdSeqError | ConfigError, Etcd> {
+    return Layer.scoped(EtcdSeq, Effect.flatMap(config, EtcdSeq.make))
+  }
+
+  /**
+   * `changes` of the `EtcdSeq` in the context.
+   *
+   * @since 0.1.0
+   * @category accessors
+   */
+  static readonly changes: Stream.Stream<Info, EtcdSeqError, EtcdSeq> = Stream.unwrap(
+    Effect.map(EtcdSeq, (seq) => seq.changes)
+  )
+
+  /**
+   * `current` of the `EtcdSeq` in the context.
+   *
+   * @since 0.1.0
+   * @category accessors
+   */
+  static readonly current: Effect.Effect<Info, never, EtcdSeq> = Effect.flatMap(EtcdSeq, (seq) => seq.current)
+
+  /**
+   * `members` of the `EtcdSeq` in the context.
+   *
+   * @since 0.1.0
+   * @category accessors
+   */
+  static readonly members: Effect.Effect<ReadonlyArray<Member>, EtcdSeqError, EtcdSeq> = Effect.flatMap(
+    EtcdSeq,
+    (seq) => seq.members
+  )
+}
+
+/**
+ * A membership and its etcd client from configuration: `ETCDSEQ_KEY` (required), `ETCD_ENDPOINTS` (default
+ * `http://127.0.0.1:2379`), `ETCDSEQ_TTL`, and the other variables of {@link Etcd.config} and
+ * {@link EtcdSeq.config}. This is the layer behind `Effect.provide(EtcdSeqLive)`.
+ *
+ * @example
+ * ```ts
+ * EtcdSeq.changes.pipe(Stream.runForEach(Effect.log), Effect.provide(EtcdSeqLive))
+ * ```
+ * @since 0.1.0
+ * @category layers
+ */
+export const EtcdSeqLive: Layer.Layer<EtcdSeq, EtcdSeqError | ConfigError> = EtcdSeq.layerConfig().pipe(
+  Layer.provide(Etcd.layerConfig())
+)
+
+// internal
+
+interface Settings {
+  readonly key: string
+  readonly ttl: Duration.Duration
+  readonly metadata: string
+  readonly reregister: Schedule.Schedule<unknown, EtcdSeqError>
+}
+
+type End = { readonly _tag: "Open" } | { readonly _tag: "Closed" } | {
+  readonly _tag: "Failed"
+  readonly error: EtcdSeqError
+}
+
+interface Status {
+  readonly info: Info
+  readonly end: End
+}
+
+interface Registration {
+  readonly scope: Scope.CloseableScope
+  readonly lease: Lease.LeaseSession
+  readonly id: string
+  readonly createRevision: number
+}
+
+const membershipChanges = Metric.counter("etcdseq_membership_changes", {
+  description: "Infos a member moved to (joins, leaves and re-registrations of any member of its group)"
+})
+const leaseLosses = Metric.counter("etcdseq_lease_losses", {
+  description: "Memberships lost: lease expired or revoked, keepalive failing past the TTL, or key deleted"
+})
+const reregistrations = Metric.counter("etcdseq_reregistrations", {
+  description: "Successful registrations after a lost membership"
+})
+
+const defaultReregister: Schedule.Schedule<unknown, EtcdSeqError> = Schedule.exponential("100 millis").pipe(
+  Schedule.union(Schedule.spaced("5 seconds"))
+)
+
+const makeMember = (etcd: EtcdClient, settings: Settings) =>
+  Effect.gen(function*() {
+    const memberScope = yield* Effect.scope
+    // Acquired first, so released last: the view outlives the member's own keys.
+    const watch: GroupWatch = yield* RcMap.get(etcd.groups, settings.key)
+    const status = yield* SubscriptionRef.make<Status>({ info: Info.invalid, end: { _tag: "Open" } })
+    const setInfo = (info: Info) =>
+      SubscriptionRef.modify(status, (s) => [!Equal.equals(s.info, info), { ...s, info }]).pipe(
+        Effect.flatMap((changed) =>
+          changed
+            ? Metric.increment(membershipChanges).pipe(
+              Effect.zipRight(Effect.logDebug(`membership ${info.toString()}`))
+            )
+            : Effect.void
+        )
+      )
+
+    const standings = (id: string, createRevision: number) =>
+      watch.view.changes.pipe(Stream.map((view) => View.standing(view, id, createRevision)))
+
+    const register: Effect.Effect<Registration, EtcdSeqError> = Effect.gen(function*() {
+      const scope = yield* Scope.fork(memberScope, ExecutionStrategy.sequential)
+      return yield* Effect.gen(function*() {
+        const lease = yield* Lease.make(etcd, settings.ttl)
+        const id = View.leaseIdToHex(lease.id)
+        const put = yield* request(
+          etcd,
+          "put",
+          (client) =>
+            client.put(watch.membersPrefix + id).value(View.encodeValue(settings.metadata)).lease(lease.id).exec()
+        )
+        const createRevision = Number(put.header.revision)
+        // The member is registered once the shared view has applied its own join.
+        const first = yield* standings(id, createRevision).pipe(
+          Stream.filter((s) => s._tag !== "Pending"),
+          Stream.runHead,
+          Effect.timeoutFail({
+            duration: etcd.requestTimeout,
+            onTimeout: () => new EtcdUnavailable({ endpoints: etcd.endpoints, timeout: etcd.requestTimeout })
+          })
+        )
+        if (Option.isSome(first) && first.value._tag === "Member") yield* setInfo(first.value.info)
+        return { scope, lease, id, createRevision }
+      }).pipe(
+        Scope.extend(scope),
+        Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void),
+        Effect.withSpan("EtcdSeq.register", { attributes: { group: settings.key } })
+      )
+    })
+
+    /** Follows the view until the membership is lost, and says why. */
+    const follow = (registration: Registration): Effect.Effect<string> =>
+      Effect.raceFirst(
+        registration.lease.lost,
+        standings(registration.id, registration.createRevision).pipe(
+          Stream.takeWhile((s) => s._tag !== "Gone"),
+          Stream.runForEach((s) => s._tag === "Member" ? setInfo(s.info) : Effect.void),
+          Effect.as("its key was deleted")
+        )
+      )
+
+    const life = (first: Registration) =>
+      Effect.gen(function*() {
+        let registration = first
+        while (true) {
+          const reason = yield* follow(registration)
+          yield* setInfo(Info.invalid)
+          yield* Metric.increment(leaseLosses)
+          yield* Effect.logWarning(`membership lost: ${reason}; registering again`)
+          yield* Scope.close(registration.scope, Exit.void)
+          registration = yield* register.pipe(
+            Effect.tapError((e) => Effect.logWarning("registration failed; retrying", e)),
+            Effect.retry(settings.reregister)
+          )
+          yield* Metric.increment(reregistrations)
+        }
+      }).pipe(
+        Effect.catchAll((error) =>
+          Effect.logError("re-registration gave up", error).pipe(
+            Effect.zipRight(SubscriptionRef.set(status, { info: Info.invalid, end: { _tag: "Failed", error } }))
+          )
+        )
+      )
+
+    const first = yield* register
+    yield* Effect.forkIn(life(first), memberScope)
+    // Added last, so run first: the member hears that its membership ended before its lease is revoked.
+    yield* Effect.addFinalizer(() =>
+      SubscriptionRef.update(status, (s): Status =>
+        s.end._tag === "Open" ? { info: Info.invalid, end: { _tag: "Closed" } } : s)
+    )
+
+    const changes: Stream.Stream<Info, EtcdSeqError> = status.changes.pipe(
+      Stream.takeUntil((s) =>
+        s.end._tag !== "Open"
+      ),
+      Stream.flatMap((s) =>
+        s.end._tag === "Failed"
+          ? Stream.concat(Stream.succeed(s.info), Stream.fail(s.end.error))
+          : Stream.succeed(s.info)
+      ),
+      Stream.changes
+    )
+
+    return {
+      group: settings.key,
+      changes,
+      current: Effect.map(SubscriptionRef.get(status), (s) => s.info),
+      members: Effect.map(SubscriptionRef.get(watch.view), (view) =>
+        view.members.map((e, index): Member => ({
+          id: e.id,
+          metadata: e.metadata,
+          index,
+          joinRevision: e.createRevision
+        })))
+    } satisfies EtcdSeqService
+  }).pipe(Effect.annotateLogs({ group: settings.key }))
+
+const keyPattern = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/
+const reservedSegments = new Set(["members", "locks", ".", ".."])
+const maxMetadataBytes = 1024 * 1024
+
+const validate = (options: EtcdSeqOptions): Effect.Effect<Settings, InvalidOptions> =>
+  Effect.gen(function*() {
+    const invalid = (field: string, reason: string) => Effect.fail(new InvalidOptions({ field, reason }))
+    const key = options.key
+    if (typeof key !== "string" || key.trim() === "") return yield* invalid("key", "must not be empty")
+    if (key.length > 512) return yield* invalid("key", "must be at most 512 characters")
+    if (!keyPattern.test(key)) {
+      return yield* invalid(
+        "key",
+        `"${key}" must be /-separated segments of letters, digits, ".", "_" and "-", without a leading or trailing /`
+      )
+    }
+    const reserved = key.split("/").find((segment) => reservedSegments.has(segment))
+    if (reserved !== undefined) {
+      return yield* invalid("key", `"${reserved}" is a reserved segment (it would nest in another group's keys)`)
+    }
+
+    const ttlInput = options.ttl ?? Duration.seconds(10)
+    const ttl = Duration.decodeUnknown(ttlInput)
+    if (Option.isNone(ttl)) return yield* invalid("ttl", `${String(ttlInput)} is not a duration`)
+    if (!Duration.isFinite(ttl.value) || Duration.lessThan(ttl.value, Duration.seconds(1))) {
+      return yield* invalid("ttl", "must be at least 1 second (etcd counts lease TTLs in seconds)")
+    }
+    if (Duration.greaterThan(ttl.value, Duration.hours(24))) return yield* invalid("ttl", "must be at most 24 hours")
+
+    const metadata = options.metadata ?? ""
+    if (typeof metadata !== "string") return yield* invalid("metadata", "must be a string")
+    if (Buffer.byteLength(View.encodeValue(metadata)) > maxMetadataBytes) {
+      return yield* invalid("metadata", "must be at most 1 MiB (etcd refuses larger requests)")
+    }
+    return { key, ttl: ttl.value, metadata, reregister: options.reregister ?? defaultReregister }
+  })

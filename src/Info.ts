@@ -1,0 +1,105 @@
+/**
+ * `Info`: what a member knows of its place in the group.
+ *
+ * @since 0.1.0
+ */
+import { Equal, Hash, Inspectable } from "effect"
+
+const TypeId: unique symbol = Symbol.for("effect-etcdseq/Info")
+
+/**
+ * A member's `(index, count)` in its group, and the `revision` that names the view it comes from.
+ *
+ * - `index`: the member's position in join order among the live members (0-based), `-1` when invalid.
+ * - `count`: the number of live members, `0` when invalid.
+ * - `revision`: the etcd revision of the last membership change (a join or a leave) the view includes. Every
+ *   member holding the same view holds the same revision, so it names the view across the group.
+ *
+ * Two Infos are `Equal.equals` when index and count are equal; the revision is ignored, so
+ * `Stream.changes` drops a view change that leaves a member's share untouched.
+ *
+ * @example
+ * ```ts
+ * import { Info } from "effect-etcdseq"
+ * const mine = (hash: number, info: Info) => Info.isValid(info) && hash % info.count === info.index
+ * ```
+ * @since 0.1.0
+ * @category models
+ */
+export class Info implements Equal.Equal, Inspectable.Inspectable {
+  readonly [TypeId]: typeof TypeId = TypeId
+
+  private constructor(
+    readonly index: number,
+    readonly count: number,
+    readonly revision: number
+  ) {}
+
+  /**
+   * Builds a valid Info. Most code receives Infos from `EtcdSeq.changes`; this is for tests and test layers.
+   *
+   * @example
+   * ```ts
+   * const second = Info.make(1, 3, 42) // 1/3
+   * ```
+   * @since 0.1.0
+   * @category constructors
+   */
+  static make(index: number, count: number, revision: number): Info {
+    return new Info(index, count, revision)
+  }
+
+  /**
+   * The Info of a member that holds no membership: index -1, count 0, revision 0. A member that sees it must stop
+   * its work.
+   *
+   * @since 0.1.0
+   * @category constructors
+   */
+  static readonly invalid: Info = new Info(-1, 0, 0)
+
+  /**
+   * True when the member holds a membership (`0 <= index < count`).
+   *
+   * @example
+   * ```ts
+   * Stream.filter(seq.changes, Info.isValid)
+   * ```
+   * @since 0.1.0
+   * @category predicates
+   */
+  static isValid(info: Info): boolean {
+    return info.count > 0 && info.index >= 0 && info.index < info.count
+  }
+
+  /**
+   * True when `u` is an Info.
+   *
+   * @since 0.1.0
+   * @category predicates
+   */
+  static isInfo(u: unknown): u is Info {
+    return typeof u === "object" && u !== null && TypeId in u
+  }
+
+  [Equal.symbol](that: Equal.Equal): boolean {
+    return Info.isInfo(that) && that.index === this.index && that.count === this.count
+  }
+
+  [Hash.symbol](): number {
+    return Hash.cached(this, Hash.combine(Hash.number(this.index))(Hash.number(this.count)))
+  }
+
+  /** `"2/5@1234"`, or `"invalid"`. */
+  toString(): string {
+    return Info.isValid(this) ? `${this.index}/${this.count}@${this.revision}` : "invalid"
+  }
+
+  toJSON(): unknown {
+    return { _id: "Info", index: this.index, count: this.count, revision: this.revision }
+  }
+
+  [Inspectable.NodeInspectSymbol](): unknown {
+    return this.toJSON()
+  }
+}

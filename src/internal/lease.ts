@@ -1,0 +1,106 @@
+/**
+ * A lease kept alive, as a scoped resource (etcd's `concurrency.Session`).
+ *
+ * Acquire grants the lease and forks its keepalive; release stops the keepalive and revokes, bounded by the TTL
+ * (past it the lease has expired anyway). `lost` completes when the lease can no longer be trusted: etcd said it is
+ * gone, or no keepalive succeeded for a whole TTL, measured from the send time of the last one that did. The
+ * lease may outlive that moment at etcd by up to the TTL, never the other way round, so a member that stops at
+ * `lost` has stopped before any other member can take its place.
+ */
+import { Clock, Deferred, Duration, Effect, type Scope } from "effect"
+import type { Lease } from "etcd3"
+import { EtcdLeaseInvalidError } from "etcd3"
+import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
+import { classify, type Connection, request } from "./request.js"
+
+export type LostReason = "revoked or expired at etcd" | "no keepalive succeeded within the TTL"
+
+export interface LeaseSession {
+  /** The lease id as etcd prints it on the wire (int64 decimal). */
+  readonly id: string
+  readonly ttl: Duration.Duration
+  /** Completes with the reason once the lease is lost. */
+  readonly lost: Effect.Effect<LostReason>
+  readonly isLost: Effect.Effect<boolean>
+}
+
+/** etcd counts TTLs in whole seconds; the local watchdog keeps the exact, shorter duration. */
+export const ttlSeconds = (ttl: Duration.Duration): number => Math.max(1, Math.ceil(Duration.toSeconds(ttl)))
+
+export const make = (
+  connection: Connection,
+  ttl: Duration.Duration
+): Effect.Effect<LeaseSession, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
+  Effect.gen(function*() {
+    const lost = yield* Deferred.make<LostReason>()
+    const lease = yield* Effect.acquireRelease(
+      Effect.gen(function*() {
+        const lease: Lease = connection.client.lease(ttlSeconds(ttl), { autoKeepAlive: false })
+        // etcd3 emits "lost" on a failed grant or an invalid lease; the outcome reaches us through the promises.
+        lease.on("lost", () => {})
+        const grantedAt = yield* Clock.currentTimeMillis
+        const id = yield* request(connection, "lease.grant", () => lease.grant()).pipe(
+          Effect.tapError(() => Effect.sync(() => lease.release()))
+        )
+        return { lease, id, grantedAt }
+      }),
+      ({ lease }) =>
+        Effect.gen(function*() {
+          if (yield* Deferred.isDone(lost)) return lease.release()
+          yield* request(connection, "lease.revoke", () => lease.revoke()).pipe(
+            Effect.timeout(Duration.min(ttl, connection.requestTimeout)),
+            Effect.catchAll((e) => Effect.logWarning("lease revoke failed; it expires after its TTL", e)),
+            Effect.ensuring(Effect.sync(() => lease.release()))
+          )
+        })
+    )
+
+    let lastSentOk = lease.grantedAt
+    const ttlMillis = Duration.toMillis(ttl)
+    const interval = Duration.millis(Math.max(50, ttlMillis / 3))
+    const retryAfterFailure = Duration.min(interval, Duration.millis(250))
+    const keepaliveOnce: Effect.Effect<"renewed" | "failed" | LostReason> = Effect.gen(function*() {
+      const sentAt = yield* Clock.currentTimeMillis
+      const deadline = new Date(Date.now() + Duration.toMillis(Duration.min(ttl, connection.requestTimeout)))
+      const outcome = yield* Effect.tryPromise({
+        try: () => lease.lease.keepaliveOnce({ deadline }),
+        catch: (cause) => cause
+      }).pipe(Effect.either)
+      if (outcome._tag === "Right") {
+        lastSentOk = Math.max(lastSentOk, sentAt)
+        return "renewed" as const
+      }
+      if (outcome.left instanceof EtcdLeaseInvalidError) return "revoked or expired at etcd" as const
+      yield* Effect.logDebug("lease keepalive failed; retrying", classify(connection, "lease.keepalive")(outcome.left))
+      return "failed" as const
+    })
+    // Keepalives every TTL/3, as etcd's own clients send them; after a failure sooner, so a blip costs little.
+    const keepalive: Effect.Effect<LostReason> = Effect.gen(function*() {
+      let wait = interval
+      while (true) {
+        yield* Effect.sleep(wait)
+        const outcome = yield* keepaliveOnce
+        if (outcome !== "renewed" && outcome !== "failed") return outcome
+        wait = outcome === "renewed" ? interval : retryAfterFailure
+      }
+    })
+    const watchdog: Effect.Effect<LostReason> = Effect.gen(function*() {
+      while (true) {
+        const now = yield* Clock.currentTimeMillis
+        const expiresAt = lastSentOk + ttlMillis
+        if (now >= expiresAt) return "no keepalive succeeded within the TTL" as const
+        yield* Effect.sleep(Duration.millis(expiresAt - now))
+      }
+    })
+    yield* Effect.raceFirst(keepalive, watchdog).pipe(
+      Effect.flatMap((reason) => Deferred.succeed(lost, reason)),
+      Effect.forkScoped
+    )
+
+    return {
+      id: lease.id,
+      ttl,
+      lost: Deferred.await(lost),
+      isLost: Deferred.isDone(lost)
+    }
+  })

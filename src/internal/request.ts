@@ -1,0 +1,55 @@
+/**
+ * The one place etcd3 promises become Effects, with their failures sorted into the public error union.
+ */
+import { Duration, Effect } from "effect"
+import type { Etcd3 } from "etcd3"
+import { isRecoverableError } from "etcd3"
+import { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
+
+/** What internal modules need of a client: the connection and the bounds its requests run under. */
+export interface Connection {
+  readonly client: Etcd3
+  readonly endpoints: ReadonlyArray<string>
+  readonly requestTimeout: Duration.Duration
+}
+
+const unavailableNames = new Set([
+  "GRPCUnavailableError",
+  "GRPCDeadlineExceededError",
+  "GRPCCancelledError",
+  "BrokenCircuitError",
+  "TaskCancelledError",
+  "ClientClosedError"
+])
+
+/** True when a failure means "no etcd answered", as opposed to "etcd answered no". */
+export const isUnavailability = (cause: unknown): boolean =>
+  cause instanceof Error && (unavailableNames.has(cause.name) || unavailableNames.has(cause.constructor.name) ||
+    isRecoverableError(cause))
+
+export const classify = (
+  connection: Connection,
+  operation: string,
+  timeout: Duration.Duration = connection.requestTimeout
+) =>
+(cause: unknown): EtcdUnavailable | EtcdRequestFailed =>
+  isUnavailability(cause)
+    ? new EtcdUnavailable({ endpoints: connection.endpoints, timeout, cause })
+    : new EtcdRequestFailed({ operation, cause })
+
+/**
+ * Runs one etcd request. Unary requests carry a gRPC deadline of `requestTimeout` (set on the client); the Effect
+ * timeout here is a second bound in case a request is queued behind a reconnect that never completes.
+ */
+export const request = <A>(
+  connection: Connection,
+  operation: string,
+  run: (client: Etcd3) => Promise<A>
+): Effect.Effect<A, EtcdUnavailable | EtcdRequestFailed> =>
+  Effect.tryPromise({ try: () => run(connection.client), catch: classify(connection, operation) }).pipe(
+    Effect.timeoutFail({
+      duration: Duration.sum(connection.requestTimeout, Duration.millis(500)),
+      onTimeout: () => new EtcdUnavailable({ endpoints: connection.endpoints, timeout: connection.requestTimeout })
+    }),
+    Effect.withSpan(`etcd.${operation}`, { kind: "client" })
+  )

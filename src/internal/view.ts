@@ -1,0 +1,189 @@
+/**
+ * The ordered membership view of one group, as plain data and pure functions: no etcd, no effects.
+ *
+ * Join order is a member key's create revision: etcd assigns revisions from one global, total order (also across a
+ * multi-member cluster), so every client that applies the same events derives the same order.
+ */
+import { Info } from "../Info.js"
+
+/** One live member of the view. `id` is its lease id in hex, which is also the last segment of its key. */
+export interface Entry {
+  readonly id: string
+  readonly createRevision: number
+  readonly metadata: string
+}
+
+export interface View {
+  /** Live members ordered by `createRevision`. */
+  readonly members: ReadonlyArray<Entry>
+  /** Revision of the last join or leave the view includes: the view's name across the group. */
+  readonly revision: number
+  /** Highest revision whose events under the group prefix the view has applied. */
+  readonly seen: number
+}
+
+/** A key-value as etcd reports it, reduced to what the view needs. */
+export interface RawKeyValue {
+  readonly key: string
+  readonly value: string
+  readonly lease: string
+  readonly createRevision: number
+  readonly modRevision: number
+}
+
+export type RawEvent =
+  | { readonly _tag: "Put"; readonly kv: RawKeyValue }
+  | { readonly _tag: "Delete"; readonly key: string; readonly modRevision: number }
+
+/** The value a member writes under its key. The version lets a later format be told apart. */
+interface StoredValue {
+  readonly v: 1
+  readonly metadata: string
+}
+
+export const encodeValue = (metadata: string): string => JSON.stringify({ v: 1, metadata } satisfies StoredValue)
+
+/** Lease ids are int64 decimals on the wire; keys carry them in hex, as etcd's own tools print them. */
+export const leaseIdToHex = (leaseId: string): string => BigInt(leaseId).toString(16)
+
+/**
+ * The member id a key stands for, when the key is a member key of this prefix: exactly `<prefix><hex lease id>`.
+ * Anything else under the prefix (a nested key, a foreign name) is not a member.
+ */
+export const idOfKey = (membersPrefix: string, key: string): string | undefined => {
+  if (!key.startsWith(membersPrefix)) return undefined
+  const id = key.slice(membersPrefix.length)
+  return /^[0-9a-f]{1,16}$/.test(id) ? id : undefined
+}
+
+export type Decoded =
+  | { readonly _tag: "Member"; readonly entry: Entry }
+  | { readonly _tag: "Foreign"; readonly key: string; readonly reason: string }
+
+/**
+ * Decodes a key-value under the members prefix. A key counts as a member only when its name is the lease it is
+ * bound to and its value is what this library writes, so a stray key can never take an index (it would never
+ * leave: nothing would revoke it).
+ */
+export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
+  const id = idOfKey(membersPrefix, kv.key)
+  if (id === undefined) return { _tag: "Foreign", key: kv.key, reason: "not a member key" }
+  if (kv.lease === "0" || leaseIdToHex(kv.lease) !== id) {
+    return { _tag: "Foreign", key: kv.key, reason: "not bound to the lease it names" }
+  }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(kv.value)
+  } catch {
+    return { _tag: "Foreign", key: kv.key, reason: "value is not JSON" }
+  }
+  if (
+    typeof parsed !== "object" || parsed === null || (parsed as StoredValue).v !== 1 ||
+    typeof (parsed as StoredValue).metadata !== "string"
+  ) {
+    return { _tag: "Foreign", key: kv.key, reason: "value is not a member record" }
+  }
+  return {
+    _tag: "Member",
+    entry: { id, createRevision: kv.createRevision, metadata: (parsed as StoredValue).metadata }
+  }
+}
+
+export const empty: View = { members: [], revision: 0, seen: 0 }
+
+/** Position where an entry of `createRevision` is or would be inserted. */
+const search = (members: ReadonlyArray<Entry>, createRevision: number): number => {
+  let lo = 0
+  let hi = members.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (members[mid]!.createRevision < createRevision) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+/**
+ * The view read at `readRevision`. A read cannot see when the last leave happened, so the revision is the newest
+ * join it holds; members only take Infos from views that include their own join, which comes later than any
+ * read they started from, so they agree on it.
+ */
+export const fromSnapshot = (entries: Iterable<Entry>, readRevision: number): View => {
+  const members = [...entries].sort((a, b) => a.createRevision - b.createRevision)
+  const revision = members.reduce((max, e) => Math.max(max, e.createRevision), 0)
+  return { members, revision, seen: readRevision }
+}
+
+/**
+ * Applies the events of one watch response. The result is a new view only when something changed; one response
+ * makes at most one new view, whatever number of events it carries.
+ */
+export const applyEvents = (
+  view: View,
+  membersPrefix: string,
+  events: ReadonlyArray<RawEvent>
+): View => {
+  let members: Array<Entry> | undefined
+  let revision = view.revision
+  let seen = view.seen
+  const current = (): Array<Entry> => (members ??= view.members.slice())
+  for (const event of events) {
+    if (event._tag === "Put") {
+      seen = Math.max(seen, event.kv.modRevision)
+      const decoded = decode(membersPrefix, event.kv)
+      if (decoded._tag === "Foreign") {
+        // A member key rewritten into something else (another lease, a foreign value) no longer leaves with its
+        // lease, so it stops counting: its owner sees itself gone and registers anew.
+        const id = idOfKey(membersPrefix, event.kv.key)
+        const at = id === undefined ? -1 : (members ?? view.members).findIndex((e) => e.id === id)
+        if (at >= 0) {
+          current().splice(at, 1)
+          revision = event.kv.modRevision
+        }
+        continue
+      }
+      const entry = decoded.entry
+      const list = current()
+      const at = search(list, entry.createRevision)
+      const existing = list[at]
+      if (existing !== undefined && existing.id === entry.id) {
+        // A rewrite of a member's value keeps its place: the member set is unchanged.
+        list[at] = entry
+      } else {
+        list.splice(at, 0, entry)
+        revision = event.kv.modRevision
+      }
+    } else {
+      seen = Math.max(seen, event.modRevision)
+      const id = idOfKey(membersPrefix, event.key)
+      if (id === undefined) continue
+      const list = current()
+      const at = list.findIndex((e) => e.id === id)
+      if (at < 0) continue
+      list.splice(at, 1)
+      revision = event.modRevision
+    }
+  }
+  if (members === undefined && seen === view.seen) return view
+  return { members: members ?? view.members, revision, seen }
+}
+
+/** Index of the member with this id and create revision, or -1. */
+export const indexOf = (view: View, id: string, createRevision: number): number => {
+  const at = search(view.members, createRevision)
+  return view.members[at]?.id === id ? at : -1
+}
+
+export type Standing =
+  | { readonly _tag: "Member"; readonly info: Info }
+  /** The view has not yet applied the member's own join. */
+  | { readonly _tag: "Pending" }
+  /** The view has applied the member's join and later lost it: the key is gone. */
+  | { readonly _tag: "Gone" }
+
+/** Where a member registered at `createRevision` stands in a view. */
+export const standing = (view: View, id: string, createRevision: number): Standing => {
+  const index = indexOf(view, id, createRevision)
+  if (index >= 0) return { _tag: "Member", info: Info.make(index, view.members.length, view.revision) }
+  return view.seen >= createRevision ? { _tag: "Gone" } : { _tag: "Pending" }
+}

@@ -1,0 +1,169 @@
+/**
+ * One watch per client and group, shared by the members of that group on that client and feeding their view.
+ *
+ * The group is read once; a watch then resumes from the read's revision + 1, so no change is missed, and each
+ * watch response updates the view incrementally. A watch that ends (connection lost) resumes from the last
+ * revision the view applied; a watch etcd cancels (its start revision was compacted) re-reads the group first.
+ */
+import { Data, Effect, Metric, Schedule, type Scope, Stream, SubscriptionRef } from "effect"
+import type { IKeyValue, IWatchResponse, Watcher } from "etcd3"
+import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
+import { type Connection, request } from "./request.js"
+import * as View from "./view.js"
+
+export interface GroupWatch {
+  readonly group: string
+  readonly membersPrefix: string
+  readonly view: SubscriptionRef.SubscriptionRef<View.View>
+}
+
+/** The prefix under which a group's member keys live. */
+export const membersPrefix = (group: string): string => `${group}/members/`
+
+class WatchEnded extends Data.TaggedError("WatchEnded")<{
+  /** etcd cancelled the watch (compacted start revision, or another server-side cancel): re-read. */
+  readonly canceled: boolean
+  /** The watch had been established before it ended, so resuming at once is reasonable. */
+  readonly wasConnected: boolean
+  readonly cause: unknown
+}> {}
+
+const toRaw = (kv: IKeyValue): View.RawKeyValue => ({
+  key: kv.key.toString(),
+  value: kv.value.toString(),
+  lease: kv.lease,
+  createRevision: Number(kv.create_revision),
+  modRevision: Number(kv.mod_revision)
+})
+
+const toEvents = (response: IWatchResponse): ReadonlyArray<View.RawEvent> =>
+  response.events.map((event) =>
+    event.type === "Put"
+      ? { _tag: "Put", kv: toRaw(event.kv) }
+      : { _tag: "Delete", key: event.kv.key.toString(), modRevision: Number(event.kv.mod_revision) }
+  )
+
+/**
+ * The watch responses for keys under `prefix` from `startRevision`, as a stream that always ends by failing with
+ * `WatchEnded`. Every listener is removed and the watcher cancelled when the stream's scope closes.
+ */
+export const watchPrefix = (
+  connection: Connection,
+  prefix: string,
+  startRevision: number
+): Stream.Stream<IWatchResponse, WatchEnded> =>
+  Stream.asyncScoped<IWatchResponse, WatchEnded>((emit) =>
+    Effect.acquireRelease(
+      Effect.sync(() => {
+        let wasConnected = false
+        const watcher: Watcher = connection.client.watch().prefix(prefix).startRevision(String(startRevision))
+          .watcher()
+        const listeners = {
+          connected: () => {
+            wasConnected = true
+          },
+          data: (response: IWatchResponse) => void emit.single(response),
+          disconnected: (cause: unknown) => void emit.fail(new WatchEnded({ canceled: false, wasConnected, cause })),
+          error: (cause: unknown) => void emit.fail(new WatchEnded({ canceled: true, wasConnected, cause }))
+        }
+        for (const [event, listener] of Object.entries(listeners)) watcher.on(event as "data", listener)
+        return { watcher, listeners }
+      }),
+      ({ listeners, watcher }) =>
+        Effect.gen(function*() {
+          for (const [event, listener] of Object.entries(listeners)) watcher.removeListener(event, listener)
+          // A late server-side cancel must not surface as an unhandled "error" event.
+          const ignore = () => {}
+          watcher.on("error", ignore)
+          yield* Effect.tryPromise(() => watcher.cancel()).pipe(
+            Effect.timeout(connection.requestTimeout),
+            Effect.ignore,
+            Effect.ensuring(Effect.sync(() => watcher.removeListener("error", ignore)))
+          )
+        })
+    )
+  )
+
+/** Reads the whole group once: the starting point of a watch, and the recovery after a compaction. */
+export const readGroup = (
+  connection: Connection,
+  prefix: string
+): Effect.Effect<View.View, EtcdUnavailable | EtcdRequestFailed> =>
+  request(connection, "range", (client) => client.getAll().prefix(prefix).exec()).pipe(
+    Effect.tap(() => Metric.increment(groupReads)),
+    Effect.flatMap((response) => {
+      const entries: Array<View.Entry> = []
+      const foreign: Array<string> = []
+      for (const kv of response.kvs) {
+        const decoded = View.decode(prefix, toRaw(kv))
+        if (decoded._tag === "Member") entries.push(decoded.entry)
+        else foreign.push(`${decoded.key} (${decoded.reason})`)
+      }
+      return Effect.as(
+        foreign.length === 0 ? Effect.void : Effect.logWarning("ignoring keys that are not members", foreign),
+        View.fromSnapshot(entries, Number(response.header.revision))
+      )
+    })
+  )
+
+const groupReads = Metric.counter("etcdseq_group_reads", {
+  description: "Full reads of a group's members (start of a shared watch, or recovery after compaction)"
+})
+const watchResponses = Metric.counter("etcdseq_watch_responses", {
+  description: "Watch responses applied to shared views"
+})
+
+/** Backoff for re-establishing a watch that keeps failing before it connects; capped so recovery stays prompt. */
+const reconnect = Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")))
+
+/**
+ * Reads the group and starts its watch. The watch runs until the scope closes, through disconnections and
+ * compactions; the view it feeds is what every member of the group on this client derives its Info from.
+ */
+export const make = (
+  connection: Connection,
+  group: string
+): Effect.Effect<GroupWatch, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
+  Effect.gen(function*() {
+    const prefix = membersPrefix(group)
+    const view = yield* SubscriptionRef.make(yield* readGroup(connection, prefix))
+
+    const reread = readGroup(connection, prefix).pipe(
+      Effect.flatMap((fresh) =>
+        SubscriptionRef.update(view, (old) => {
+          // Same members: keep the name the group already uses for this view.
+          const same = old.members.length === fresh.members.length &&
+            old.members.every((e, i) => e.id === fresh.members[i]!.id)
+          return same ? { ...fresh, revision: old.revision } : fresh
+        })
+      ),
+      Effect.tap(() => Effect.logInfo("re-read group after its watch was cancelled"))
+    )
+
+    const session = Effect.gen(function*() {
+      const from = (yield* SubscriptionRef.get(view)).seen + 1
+      return yield* watchPrefix(connection, prefix, from).pipe(
+        Stream.runForEach((response) =>
+          SubscriptionRef.update(view, (v) => View.applyEvents(v, prefix, toEvents(response))).pipe(
+            Effect.zipRight(Metric.increment(watchResponses))
+          )
+        )
+      )
+    }).pipe(
+      Effect.catchTag("WatchEnded", (ended): Effect.Effect<void, WatchEnded | EtcdUnavailable | EtcdRequestFailed> =>
+        ended.canceled
+          ? reread
+          : ended.wasConnected
+          ? Effect.logDebug("watch disconnected; resuming", ended.cause)
+          : Effect.fail(ended))
+    )
+
+    yield* session.pipe(
+      Effect.retry(reconnect),
+      Effect.forever,
+      Effect.annotateLogs({ group }),
+      Effect.withSpan("EtcdSeq.groupWatch", { attributes: { group } }),
+      Effect.forkScoped
+    )
+    return { group, membersPrefix: prefix, view }
+  })
