@@ -216,8 +216,12 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
  * @since 0.1.0
  * @category layers
  */
-export const EtcdSeqLive: Layer.Layer<EtcdSeq, EtcdSeqError | ConfigError> = EtcdSeq.layerConfig().pipe(
-  Layer.provide(Etcd.layerConfig())
+export const EtcdSeqLive: Layer.Layer<EtcdSeq, EtcdSeqError | ConfigError> = Layer.unwrapEffect(
+  // Both configurations are read before any I/O, so a missing ETCDSEQ_KEY never waits on a connection.
+  Effect.map(
+    Config.all([Etcd.config, EtcdSeq.config]),
+    ([client, membership]) => EtcdSeq.layer(membership).pipe(Layer.provide(Etcd.layer(client)))
+  )
 )
 
 // internal

@@ -47,6 +47,8 @@ export const request = <A>(
   run: (client: Etcd3) => Promise<A>
 ): Effect.Effect<A, EtcdUnavailable | EtcdRequestFailed> =>
   Effect.tryPromise({ try: () => run(connection.client), catch: classify(connection, operation) }).pipe(
+    // Interruptible even in a finalizer (a revoke on release), so the timeout below always bounds it.
+    Effect.interruptible,
     Effect.timeoutFail({
       duration: Duration.sum(connection.requestTimeout, Duration.millis(500)),
       onTimeout: () => new EtcdUnavailable({ endpoints: connection.endpoints, timeout: connection.requestTimeout })

@@ -157,10 +157,9 @@ export const applyEvents = (
       seen = Math.max(seen, event.modRevision)
       const id = idOfKey(membersPrefix, event.key)
       if (id === undefined) continue
-      const list = current()
-      const at = list.findIndex((e) => e.id === id)
+      const at = (members ?? view.members).findIndex((e) => e.id === id)
       if (at < 0) continue
-      list.splice(at, 1)
+      current().splice(at, 1)
       revision = event.modRevision
     }
   }

@@ -55,27 +55,34 @@ export const watchPrefix = (
   Stream.asyncScoped<IWatchResponse, WatchEnded>((emit) =>
     Effect.acquireRelease(
       Effect.sync(() => {
-        let wasConnected = false
+        const state = { wasConnected: false, canceled: false }
         const watcher: Watcher = connection.client.watch().prefix(prefix).startRevision(String(startRevision))
           .watcher()
         const listeners = {
           connected: () => {
-            wasConnected = true
+            state.wasConnected = true
           },
           data: (response: IWatchResponse) => void emit.single(response),
-          disconnected: (cause: unknown) => void emit.fail(new WatchEnded({ canceled: false, wasConnected, cause })),
-          error: (cause: unknown) => void emit.fail(new WatchEnded({ canceled: true, wasConnected, cause }))
+          disconnected: (cause: unknown) =>
+            void emit.fail(new WatchEnded({ canceled: false, wasConnected: state.wasConnected, cause })),
+          error: (cause: unknown) => {
+            state.canceled = true
+            void emit.fail(new WatchEnded({ canceled: true, wasConnected: state.wasConnected, cause }))
+          }
         }
         for (const [event, listener] of Object.entries(listeners)) watcher.on(event as "data", listener)
-        return { watcher, listeners }
+        return { watcher, listeners, state }
       }),
-      ({ listeners, watcher }) =>
+      ({ listeners, state, watcher }) =>
         Effect.gen(function*() {
           for (const [event, listener] of Object.entries(listeners)) watcher.removeListener(event, listener)
+          // A watch etcd cancelled is already detached; cancelling it again would wait for an answer never sent.
+          if (state.canceled) return
           // A late server-side cancel must not surface as an unhandled "error" event.
           const ignore = () => {}
           watcher.on("error", ignore)
-          yield* Effect.tryPromise(() => watcher.cancel()).pipe(
+          yield* Effect.promise(() => watcher.cancel()).pipe(
+            Effect.interruptible,
             Effect.timeout(connection.requestTimeout),
             Effect.ignore,
             Effect.ensuring(Effect.sync(() => watcher.removeListener("error", ignore)))
@@ -106,10 +113,10 @@ export const readGroup = (
     })
   )
 
-const groupReads = Metric.counter("etcdseq_group_reads", {
+export const groupReads = Metric.counter("etcdseq_group_reads", {
   description: "Full reads of a group's members (start of a shared watch, or recovery after compaction)"
 })
-const watchResponses = Metric.counter("etcdseq_watch_responses", {
+export const watchResponses = Metric.counter("etcdseq_watch_responses", {
   description: "Watch responses applied to shared views"
 })
 

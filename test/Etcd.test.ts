@@ -1,0 +1,213 @@
+import { describe, expect, it, layer } from "@effect/vitest"
+import { Clock, ConfigProvider, Effect, Exit, Layer, Stream } from "effect"
+import * as net from "node:net"
+import type { EtcdClient } from "../src/Etcd.js"
+import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqOptions } from "../src/index.js"
+import type { Connection } from "../src/internal/request.js"
+import * as GroupWatch from "../src/internal/watch.js"
+import { EtcdEndpoints } from "./support/etcd.js"
+import { client, uniqueGroup } from "./support/members.js"
+
+/** A loopback port that nothing listens on (bound, then released). */
+const closedPort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const { port } = server.address() as net.AddressInfo
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+/** A loopback server that accepts connections and never answers: a hung etcd, not a refused one. */
+const blackhole = Effect.acquireRelease(
+  Effect.async<{ server: net.Server; sockets: Set<net.Socket>; port: number }>((resume) => {
+    const sockets = new Set<net.Socket>()
+    const server = net.createServer((socket) => {
+      sockets.add(socket)
+      socket.on("close", () => sockets.delete(socket))
+    })
+    server.listen(
+      0,
+      "127.0.0.1",
+      () => resume(Effect.succeed({ server, sockets, port: (server.address() as net.AddressInfo).port }))
+    )
+  }),
+  ({ server, sockets }) =>
+    Effect.async<void>((resume) => {
+      for (const socket of sockets) socket.destroy()
+      server.close(() => resume(Effect.void))
+    })
+)
+
+const timed = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const start = yield* Clock.currentTimeMillis
+    const exit = yield* Effect.exit(self)
+    return { exit, millis: (yield* Clock.currentTimeMillis) - start }
+  })
+
+const failureTag = <A, E extends { _tag: string }>(exit: Exit.Exit<A, E>) =>
+  Exit.match(exit, {
+    onFailure: (cause) => cause._tag === "Fail" ? cause.error._tag : `defect: ${String(cause)}`,
+    onSuccess: () => "success"
+  })
+
+describe("Etcd", () => {
+  it.live("an endpoint that refuses connections fails the layer with EtcdUnavailable within the timeout", () =>
+    Effect.gen(function*() {
+      const port = yield* closedPort
+      const { exit, millis } = yield* timed(
+        Effect.scoped(Etcd.make({ endpoints: [`http://127.0.0.1:${port}`], connectTimeout: "1 second" }))
+      )
+      expect(failureTag(exit)).toBe("EtcdUnavailable")
+      expect(millis).toBeLessThan(2_000)
+    }))
+
+  it.live("an endpoint that never answers fails with EtcdUnavailable after the connect timeout, not a hang", () =>
+    Effect.gen(function*() {
+      const { port } = yield* blackhole
+      const { exit, millis } = yield* timed(
+        Effect.scoped(Etcd.make({ endpoints: [`http://127.0.0.1:${port}`], connectTimeout: "1 second" }))
+      )
+      expect(failureTag(exit)).toBe("EtcdUnavailable")
+      expect(millis).toBeGreaterThanOrEqual(900)
+      expect(millis).toBeLessThan(2_500)
+    }).pipe(Effect.scoped))
+
+  it.live("EtcdSeqLive with an unreachable ETCD_ENDPOINTS fails with EtcdUnavailable", () =>
+    Effect.gen(function*() {
+      const port = yield* closedPort
+      const { exit, millis } = yield* timed(
+        EtcdSeq.current.pipe(
+          Effect.provide(EtcdSeqLive),
+          Effect.withConfigProvider(ConfigProvider.fromMap(
+            new Map([
+              ["ETCDSEQ_KEY", "unreachable"],
+              ["ETCD_ENDPOINTS", `http://127.0.0.1:${port}`],
+              ["ETCD_CONNECT_TIMEOUT", "1 second"]
+            ])
+          ))
+        )
+      )
+      expect(failureTag(exit)).toBe("EtcdUnavailable")
+      expect(millis).toBeLessThan(2_000)
+    }))
+
+  it.live("EtcdSeqLive without ETCDSEQ_KEY fails with a ConfigError", () =>
+    Effect.gen(function*() {
+      const exit = yield* EtcdSeq.current.pipe(
+        Effect.provide(EtcdSeqLive),
+        Effect.withConfigProvider(ConfigProvider.fromMap(new Map())),
+        Effect.exit
+      )
+      expect(Exit.isFailure(exit) && String(exit.cause)).toContain("ETCDSEQ_KEY")
+    }))
+
+  it.effect.each(
+    [
+      [{ endpoints: [] }, "endpoints"],
+      [{ endpoints: ["127.0.0.1:2379"] }, "endpoints"],
+      [{ endpoints: ["ftp://127.0.0.1:2379"] }, "endpoints"],
+      [{ endpoints: ["http://127.0.0.1"] }, "endpoints"],
+      [{ endpoints: ["http://127.0.0.1:2379/v3"] }, "endpoints"],
+      [{ endpoints: ["not a url"] }, "endpoints"],
+      [{ endpoints: ["http://127.0.0.1:2379"], connectTimeout: 0 }, "connectTimeout"],
+      [{ endpoints: ["http://127.0.0.1:2379"], connectTimeout: "forever" }, "connectTimeout"],
+      [{ endpoints: ["http://127.0.0.1:2379"], requestTimeout: "-1 seconds" }, "requestTimeout"],
+      [{ endpoints: ["http://127.0.0.1:2379"], requestTimeout: Infinity }, "requestTimeout"]
+    ] as const
+  )("bad client option %# gets InvalidOptions naming the field", ([options, field]) =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(Etcd.make(options as never)))
+      expect(error).toMatchObject({ _tag: "InvalidOptions", field })
+      expect(error.message).toContain(field)
+    }))
+})
+
+describe("EtcdSeq options", () => {
+  // A client that throws on any use: InvalidOptions must come before any I/O.
+  const noIo = Layer.succeed(
+    Etcd,
+    new Proxy({}, {
+      get: () => {
+        throw new Error("I/O attempted")
+      }
+    }) as EtcdClient
+  )
+  const big = "x".repeat(1024 * 1024)
+  it.effect.each(
+    [
+      [{ key: "" }, "key"],
+      [{ key: "   " }, "key"],
+      [{ key: "/a" }, "key"],
+      [{ key: "a/" }, "key"],
+      [{ key: "a//b" }, "key"],
+      [{ key: "a b" }, "key"],
+      [{ key: "a/members" }, "key"],
+      [{ key: "locks/a" }, "key"],
+      [{ key: "a/../b" }, "key"],
+      [{ key: "k".repeat(513) }, "key"],
+      [{ key: "ok", ttl: 0 }, "ttl"],
+      [{ key: "ok", ttl: "-5 seconds" }, "ttl"],
+      [{ key: "ok", ttl: "500 millis" }, "ttl"],
+      [{ key: "ok", ttl: "25 hours" }, "ttl"],
+      [{ key: "ok", ttl: Infinity }, "ttl"],
+      [{ key: "ok", ttl: "soon" }, "ttl"],
+      [{ key: "ok", metadata: big }, "metadata"]
+    ] as const
+  )("bad membership option %# gets InvalidOptions naming the field", ([options, field]) =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(EtcdSeq.make(options as EtcdSeqOptions)))
+      expect(error).toMatchObject({ _tag: "InvalidOptions", field })
+    }).pipe(Effect.provide(noIo)))
+})
+
+layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })("watch boundary", (it) => {
+  it.scoped("a watch from a compacted revision is cancelled, which the group watch answers with a re-read", () =>
+    Effect.gen(function*() {
+      const etcd: EtcdClient = yield* client
+      const connection: Connection = etcd
+      const prefix = `${uniqueGroup("compacted")}/members/`
+      yield* Effect.promise(() => etcd.client.put(`${prefix}x`).value("1").exec())
+      const put = yield* Effect.promise(() => etcd.client.put(`${prefix}x`).value("2").exec())
+      yield* Effect.promise(() => etcd.client.kv.compact({ revision: put.header.revision, physical: true }))
+      const ended = yield* GroupWatch.watchPrefix(connection, prefix, 1).pipe(
+        Stream.runDrain,
+        Effect.flip,
+        Effect.timeout("5 seconds")
+      )
+      expect(ended).toMatchObject({ _tag: "WatchEnded", canceled: true })
+      yield* Effect.promise(() => etcd.client.delete().prefix(prefix).exec())
+    }))
+
+  it.scoped("a watch delivers every change from its start revision, and its scope cancels it", () =>
+    Effect.gen(function*() {
+      const etcd = yield* client
+      const prefix = `${uniqueGroup("from")}/members/`
+      const first = yield* Effect.promise(() => etcd.client.put(`${prefix}a`).value("1").exec())
+      yield* Effect.promise(() => etcd.client.put(`${prefix}b`).value("1").exec())
+      yield* Effect.promise(() => etcd.client.delete().key(`${prefix}a`).exec())
+      const events = yield* GroupWatch.watchPrefix(etcd, prefix, Number(first.header.revision)).pipe(
+        Stream.flatMap((response) => Stream.fromIterable(response.events)),
+        Stream.map((e) => `${e.type} ${e.kv.key.toString().slice(prefix.length)}`),
+        Stream.take(3),
+        Stream.runCollect,
+        Effect.timeout("5 seconds")
+      )
+      expect([...events]).toEqual(["Put a", "Put b", "Delete a"])
+      yield* Effect.promise(() => etcd.client.delete().prefix(prefix).exec())
+    }))
+
+  it.scoped("unexpected keys under the members prefix are ignored: a stray key never takes an index", () =>
+    Effect.gen(function*() {
+      const etcd = yield* client
+      const group = uniqueGroup("stray")
+      yield* Effect.promise(() => etcd.client.put(`${group}/members/abc`).value("hello").exec())
+      yield* Effect.promise(() => etcd.client.put(`${group}/members/nested/key`).value("{}").exec())
+      const seq = yield* EtcdSeq.make({ key: group }).pipe(Effect.provideService(Etcd, etcd))
+      expect(String(yield* seq.current).split("@")[0]).toBe("0/1")
+      yield* Effect.promise(() => etcd.client.put(`${group}/members/def`).value("{\"v\":1,\"metadata\":\"\"}").exec())
+      const members = yield* seq.members
+      expect(members).toHaveLength(1)
+      yield* Effect.promise(() => etcd.client.delete().prefix(`${group}/`).exec())
+    }))
+})

@@ -1,0 +1,209 @@
+import { describe, expect, layer } from "@effect/vitest"
+import { Clock, ConfigProvider, Effect, Exit, Fiber, Layer, Metric, Scope, Stream } from "effect"
+import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqService } from "../src/index.js"
+import * as GroupWatch from "../src/internal/watch.js"
+import { EtcdEndpoints } from "./support/etcd.js"
+import { client, expectNothingLeft, ic, record, strip, uniqueGroup, waitForInfo } from "./support/members.js"
+
+/** Joins in a scope of its own, so a test can make the member leave by closing it. */
+const join = (options: Parameters<typeof EtcdSeq.make>[0], etcd: Layer.Layer<Etcd>) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const seq = yield* EtcdSeq.make(options).pipe(Effect.provide(etcd), Scope.extend(scope))
+    return { seq, leave: Scope.close(scope, Exit.void) }
+  })
+
+const clientLayer = Effect.map(client, (c) => Layer.succeed(Etcd, c))
+
+layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })(
+  "EtcdSeq against a real etcd",
+  (it) => {
+    it.scoped("one member is 0/1, and lists itself with its metadata", () =>
+      Effect.gen(function*() {
+        const group = uniqueGroup("one")
+        const etcd = yield* clientLayer
+        const { leave, seq } = yield* join({ key: group, metadata: "10.0.0.7:8080" }, etcd)
+        const info = yield* seq.current
+        expect(ic(info)).toBe("0/1")
+        const members = yield* seq.members
+        expect(members).toHaveLength(1)
+        expect(members[0]).toMatchObject({ index: 0, metadata: "10.0.0.7:8080", joinRevision: info.revision })
+        yield* leave
+        yield* expectNothingLeft(group, members.map((m) => m.id))
+      }))
+
+    it.scoped("a second joins: 0/2 and 1/2; the first leaves: the second is 0/1 within a second", () =>
+      Effect.gen(function*() {
+        const group = uniqueGroup("two")
+        const first = yield* join({ key: group }, yield* clientLayer)
+        const firstSeen = yield* record(first.seq)
+        const second = yield* join({ key: group }, yield* clientLayer)
+        expect(ic(yield* second.seq.current)).toBe("1/2")
+        yield* waitForInfo(first.seq, 0, 2)
+        const [a, b] = [yield* first.seq.current, yield* second.seq.current]
+        expect(a.revision).toBe(b.revision) // one view, one name
+        const ids = (yield* second.seq.members).map((m) => m.id)
+
+        const leftAt = yield* Clock.currentTimeMillis
+        yield* first.leave
+        yield* waitForInfo(second.seq, 0, 1, "1 second")
+        const tookMillis = (yield* Clock.currentTimeMillis) - leftAt
+        expect(tookMillis).toBeLessThan(1000)
+
+        yield* Fiber.join(firstSeen.done)
+        expect(strip(yield* firstSeen.infos)).toEqual(["0/1", "0/2", "invalid"])
+        expect(ic(yield* first.seq.current)).toBe("invalid")
+        yield* second.leave
+        yield* expectNothingLeft(group, ids)
+      }))
+
+    it.scoped(
+      "20 members join one by one and leave one by one, every Info exact after each step",
+      () =>
+        Effect.gen(function*() {
+          const group = uniqueGroup("twenty")
+          const members: Array<{ seq: EtcdSeqService; leave: Effect.Effect<void> }> = []
+          const expectExact = Effect.suspend(() =>
+            Effect.forEach(members, (m, index) => waitForInfo(m.seq, index, members.length), {
+              concurrency: "unbounded"
+            })
+          ).pipe(Effect.flatMap((infos) => {
+            // Everyone converged on the same view, and each sees exactly its own place.
+            if (infos.length > 0) {
+              expect(
+                new Set(infos.map((i) => i.revision)).size
+              ).toBe(1)
+            }
+            return Effect.forEach(
+              members,
+              (m, index) => Effect.map(m.seq.current, (info) => expect(ic(info)).toBe(`${index}/${members.length}`))
+            )
+          }))
+          for (let n = 0; n < 20; n++) {
+            // Each member on its own client, as separate processes would be.
+            members.push(yield* join({ key: group }, yield* clientLayer))
+            yield* expectExact
+          }
+          const ids = (yield* members[0]!.seq.members).map((m) => m.id)
+          expect(ids).toHaveLength(20)
+          while (members.length > 0) {
+            // Alternate between the head (everyone moves down) and the middle.
+            const at = members.length % 2 === 0 ? 0 : Math.floor(members.length / 2)
+            const [gone] = members.splice(at, 1)
+            yield* gone!.leave
+            expect(ic(yield* gone!.seq.current)).toBe("invalid")
+            yield* expectExact
+          }
+          yield* expectNothingLeft(group, ids)
+        }),
+      { timeout: 60_000 }
+    )
+
+    it.scoped("members on one client share one read and one watch of their group", () =>
+      Effect.gen(function*() {
+        const group = uniqueGroup("shared")
+        const shared = yield* clientLayer
+        const readsBefore = (yield* Metric.value(GroupWatch.groupReads)).count
+        const a = yield* join({ key: group }, shared)
+        const b = yield* join({ key: group }, shared)
+        const c = yield* join({ key: group }, shared)
+        expect((yield* Metric.value(GroupWatch.groupReads)).count - readsBefore).toBe(1)
+        // Members on one client see one view: when a join returns, the others already hold it.
+        expect([ic(yield* a.seq.current), ic(yield* b.seq.current), ic(yield* c.seq.current)])
+          .toEqual(["0/3", "1/3", "2/3"])
+
+        // A join through another client costs one watch response per client, not one per member.
+        const responsesBefore = (yield* Metric.value(GroupWatch.watchResponses)).count
+        const d = yield* join({ key: group }, yield* clientLayer)
+        yield* Effect.all([waitForInfo(a.seq, 0, 4), waitForInfo(b.seq, 1, 4), waitForInfo(c.seq, 2, 4)])
+        expect(ic(yield* d.seq.current)).toBe("3/4")
+        expect((yield* Metric.value(GroupWatch.watchResponses)).count - responsesBefore).toBe(2)
+
+        // One member leaving does not disturb the others on its client.
+        yield* b.leave
+        yield* Effect.all([waitForInfo(a.seq, 0, 3), waitForInfo(c.seq, 1, 3), waitForInfo(d.seq, 2, 3)])
+        const ids = (yield* a.seq.members).map((m) => m.id)
+        yield* Effect.all([a.leave, c.leave, d.leave])
+        yield* expectNothingLeft(group, ids)
+      }))
+
+    it.scoped("a member whose key is deleted from outside goes invalid, then registers again at the end", () =>
+      Effect.gen(function*() {
+        const group = uniqueGroup("deleted")
+        const etcd = yield* client
+        const a = yield* join({ key: group }, Layer.succeed(Etcd, etcd))
+        const b = yield* join({ key: group }, yield* clientLayer)
+        yield* waitForInfo(a.seq, 0, 2)
+        const seen = yield* record(a.seq)
+        const [oldId] = (yield* a.seq.members).map((m) => m.id)
+        yield* Effect.promise(() => etcd.client.delete().key(`${group}/members/${oldId}`).exec())
+        expect(strip(yield* seen.atLeast(3))).toEqual(["0/2", "invalid", "1/2"])
+        yield* waitForInfo(b.seq, 0, 2)
+        const ids = (yield* b.seq.members).map((m) => m.id)
+        expect(ids[1]).not.toBe(oldId)
+        yield* Effect.all([a.leave, b.leave])
+        // The old lease was revoked when the member registered anew.
+        yield* expectNothingLeft(group, [...ids, oldId!])
+      }))
+
+    it.scoped("a short-TTL member whose lease is revoked from outside emits invalid, then a new valid Info", () =>
+      Effect.gen(function*() {
+        const group = uniqueGroup("revoked")
+        const etcd = yield* client
+        const a = yield* join({ key: group, ttl: "2 seconds" }, Layer.succeed(Etcd, etcd))
+        const seen = yield* record(a.seq)
+        const [oldId] = (yield* a.seq.members).map((m) => m.id)
+        yield* Effect.promise(() => etcd.client.leaseClient.leaseRevoke({ ID: BigInt(`0x${oldId}`).toString() }))
+        expect(strip(yield* seen.atLeast(3))).toEqual(["0/1", "invalid", "0/1"])
+        const ids = (yield* a.seq.members).map((m) => m.id)
+        expect(ids).toHaveLength(1)
+        expect(ids[0]).not.toBe(oldId)
+        yield* a.leave
+        yield* expectNothingLeft(group, [...ids, oldId!])
+      }))
+
+    it.scoped("keepalives hold a 2 s lease for three TTLs without a single invalid Info", () =>
+      Effect.gen(function*() {
+        const group = uniqueGroup("keepalive")
+        const a = yield* join({ key: group, ttl: "2 seconds" }, yield* clientLayer)
+        const seen = yield* record(a.seq)
+        // Time must pass here: the lease would expire after 2 s without keepalives.
+        yield* Effect.sleep("6 seconds")
+        expect(strip(yield* seen.infos)).toEqual(["0/1"])
+        const ids = (yield* a.seq.members).map((m) => m.id)
+        yield* a.leave
+        yield* expectNothingLeft(group, ids)
+      }), { timeout: 20_000 })
+
+    it.scoped("EtcdSeqLive reads ETCDSEQ_KEY and ETCD_ENDPOINTS through Config", () =>
+      Effect.gen(function*() {
+        const group = uniqueGroup("live")
+        const { endpoints } = yield* EtcdEndpoints
+        const first = yield* EtcdSeq.changes.pipe(
+          Stream.take(1),
+          Stream.runCollect,
+          Effect.provide(EtcdSeqLive),
+          Effect.withConfigProvider(ConfigProvider.fromMap(
+            new Map([["ETCDSEQ_KEY", group], ["ETCD_ENDPOINTS", endpoints.join(",")], ["ETCDSEQ_TTL", "3 seconds"]])
+          ))
+        )
+        expect([...first].map(ic)).toEqual(["0/1"])
+        yield* expectNothingLeft(group, [])
+      }))
+  }
+)
+
+describe("EtcdSeq without etcd", () => {
+  layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })((it) => {
+    it.effect("a stream subscribed after the scope closed emits invalid and completes", () =>
+      Effect.gen(function*() {
+        const group = uniqueGroup("after")
+        const seq = yield* Effect.scoped(Effect.flatMap(client, (c) =>
+          EtcdSeq.make({ key: group }).pipe(
+            Effect.provideService(Etcd, c)
+          )))
+        const after = yield* seq.changes.pipe(Stream.runCollect, Effect.timeout("2 seconds"))
+        expect([...after].map(ic)).toEqual(["invalid"])
+      }).pipe(Effect.scoped))
+  })
+})

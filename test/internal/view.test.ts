@@ -1,0 +1,186 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Equal, FastCheck as fc } from "effect"
+import { Info } from "../../src/Info.js"
+import * as View from "../../src/internal/view.js"
+
+const prefix = "g/members/"
+
+/** A simulated etcd: every operation takes the next revision, as a transaction would. */
+interface Model {
+  revision: number
+  nextLease: number
+  live: Array<{ id: string; lease: string; createRevision: number }>
+  lastChange: number
+  events: Array<View.RawEvent>
+}
+
+type Op =
+  | { readonly kind: "join"; readonly metadata: string }
+  | { readonly kind: "leave"; readonly pick: number }
+  | { readonly kind: "rewrite"; readonly pick: number; readonly metadata: string }
+  | { readonly kind: "foreign"; readonly name: string }
+
+const op: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 4, arbitrary: fc.record({ kind: fc.constant("join" as const), metadata: fc.string({ maxLength: 8 }) }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant("leave" as const), pick: fc.nat() }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant("rewrite" as const),
+      pick: fc.nat(),
+      metadata: fc.string({ maxLength: 8 })
+    })
+  },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("foreign" as const), name: fc.string({ maxLength: 12 }) }) }
+)
+
+const put = (
+  key: string,
+  value: string,
+  lease: string,
+  createRevision: number,
+  modRevision: number
+): View.RawEvent => ({
+  _tag: "Put",
+  kv: { key, value, lease, createRevision, modRevision }
+})
+
+const run = (ops: ReadonlyArray<Op>): Model => {
+  const model: Model = { revision: 1, nextLease: 7000, live: [], lastChange: 0, events: [] }
+  for (const o of ops) {
+    const rev = ++model.revision
+    if (o.kind === "join") {
+      const lease = String(model.nextLease++)
+      const id = View.leaseIdToHex(lease)
+      model.live.push({ id, lease, createRevision: rev })
+      model.lastChange = rev
+      model.events.push(put(prefix + id, View.encodeValue(o.metadata), lease, rev, rev))
+    } else if (o.kind === "leave") {
+      if (model.live.length === 0) continue
+      const [gone] = model.live.splice(o.pick % model.live.length, 1)
+      model.lastChange = rev
+      model.events.push({ _tag: "Delete", key: prefix + gone!.id, modRevision: rev })
+    } else if (o.kind === "rewrite") {
+      const m = model.live[o.pick % Math.max(1, model.live.length)]
+      if (m === undefined) continue
+      model.events.push(put(prefix + m.id, View.encodeValue(o.metadata), m.lease, m.createRevision, rev))
+    } else {
+      // Keys that are not member keys: nested, named otherwise, or unbound to the lease they name.
+      model.events.push(put(prefix + o.name + "/x", "{}", "0", rev, rev))
+      model.events.push(put(prefix + "zz" + o.name, "{}", "5", rev, rev))
+      model.events.push(put(prefix + "abc", "not json", String(0xabc), rev, rev))
+    }
+  }
+  return model
+}
+
+const chunk = <A>(items: ReadonlyArray<A>, sizes: ReadonlyArray<number>): Array<ReadonlyArray<A>> => {
+  const out: Array<ReadonlyArray<A>> = []
+  let at = 0
+  let i = 0
+  while (at < items.length) {
+    const size = 1 + (sizes[i++ % Math.max(1, sizes.length)] ?? 0)
+    out.push(items.slice(at, at + size))
+    at += size
+  }
+  return out
+}
+
+const applyAll = (model: Model, sizes: ReadonlyArray<number>): View.View =>
+  chunk(model.events, sizes).reduce((view, batch) => View.applyEvents(view, prefix, batch), View.empty)
+
+describe("view", () => {
+  it.prop(
+    "any joins, leaves, rewrites and foreign keys, in any batching, give a dense 0..n-1 in join order",
+    [fc.array(op, { maxLength: 80 }), fc.array(fc.nat({ max: 6 }), { maxLength: 10 })],
+    ([ops, sizes]) => {
+      const model = run(ops)
+      const view = applyAll(model, sizes)
+      expect(view.members.map((m) => m.id)).toEqual(model.live.map((m) => m.id))
+      expect(view.revision).toBe(model.lastChange)
+      model.live.forEach((m, index) => {
+        const standing = View.standing(view, m.id, m.createRevision)
+        expect(standing).toEqual({ _tag: "Member", info: Info.make(index, model.live.length, model.lastChange) })
+        if (standing._tag === "Member") expect(standing.info.revision).toBe(model.lastChange)
+      })
+    }
+  )
+
+  it.prop(
+    "batching does not change the result, and one batch yields at most one new view",
+    [fc.array(op, { maxLength: 60 }), fc.array(fc.nat({ max: 6 }), { maxLength: 10 })],
+    ([ops, sizes]) => {
+      const model = run(ops)
+      const oneByOne = applyAll(model, [0])
+      const batched = applyAll(model, sizes)
+      expect(batched.members).toEqual(oneByOne.members)
+      expect(batched.revision).toBe(oneByOne.revision)
+      expect(batched.seen).toBe(oneByOne.seen)
+    }
+  )
+
+  it.prop(
+    "a snapshot of the live members gives the same order and Infos as the events",
+    [fc.array(op, { maxLength: 60 })],
+    ([ops]) => {
+      const model = run(ops)
+      const incremental = applyAll(model, [0])
+      const entries = [...model.live].reverse().map((m) => ({
+        id: m.id,
+        createRevision: m.createRevision,
+        metadata: ""
+      }))
+      const snapshot = View.fromSnapshot(entries, model.revision)
+      expect(snapshot.members.map((m) => m.id)).toEqual(incremental.members.map((m) => m.id))
+      for (const m of model.live) {
+        const a = View.standing(snapshot, m.id, m.createRevision)
+        const b = View.standing(incremental, m.id, m.createRevision)
+        expect(a._tag === "Member" && b._tag === "Member" && Equal.equals(a.info, b.info)).toBe(true)
+      }
+    }
+  )
+
+  it.prop(
+    "a member is Pending before the view applies its join, and Gone once the view applied its leave",
+    [fc.array(op, { maxLength: 40 }), fc.nat()],
+    ([ops, pick]) => {
+      const model = run([{ kind: "join", metadata: "" }, ...ops])
+      const first = { id: View.leaseIdToHex("7000"), createRevision: 2 }
+      expect(View.standing(View.empty, first.id, first.createRevision)._tag).toBe("Pending")
+      const view = applyAll(model, [pick % 5])
+      const stillThere = model.live.some((m) => m.id === first.id)
+      expect(View.standing(view, first.id, first.createRevision)._tag).toBe(stillThere ? "Member" : "Gone")
+    }
+  )
+
+  it("a batch that changes nothing returns the same view", () => {
+    const joined = View.applyEvents(View.empty, prefix, [put(prefix + "1f", View.encodeValue(""), "31", 2, 2)])
+    expect(View.applyEvents(joined, prefix, [])).toBe(joined)
+    expect(View.applyEvents(joined, prefix, [{ _tag: "Delete", key: prefix + "ff", modRevision: 1 }])).toBe(joined)
+  })
+
+  it("a member key rewritten off its lease stops counting", () => {
+    const joined = View.applyEvents(View.empty, prefix, [
+      put(prefix + "1f", View.encodeValue(""), "31", 2, 2),
+      put(prefix + "20", View.encodeValue(""), "32", 3, 3)
+    ])
+    const hijacked = View.applyEvents(joined, prefix, [put(prefix + "1f", "whatever", "0", 2, 4)])
+    expect(hijacked.members.map((m) => m.id)).toEqual(["20"])
+    expect(hijacked.revision).toBe(4)
+    expect(View.standing(hijacked, "1f", 2)._tag).toBe("Gone")
+  })
+
+  it("decode names why a key is not a member", () => {
+    const decode = (key: string, value: string, lease: string) =>
+      View.decode(prefix, { key, value, lease, createRevision: 1, modRevision: 1 })
+    expect(decode(prefix + "1f", View.encodeValue("m"), "31")).toEqual({
+      _tag: "Member",
+      entry: { id: "1f", createRevision: 1, metadata: "m" }
+    })
+    expect(decode(prefix + "1f/x", "{}", "31")).toMatchObject({ _tag: "Foreign", reason: "not a member key" })
+    expect(decode(prefix + "1f", View.encodeValue(""), "0")).toMatchObject({ _tag: "Foreign" })
+    expect(decode(prefix + "1f", View.encodeValue(""), "32")).toMatchObject({ _tag: "Foreign" })
+    expect(decode(prefix + "1f", "nope", "31")).toMatchObject({ _tag: "Foreign", reason: "value is not JSON" })
+    expect(decode(prefix + "1f", "{\"v\":2}", "31")).toMatchObject({ _tag: "Foreign" })
+  })
+})
