@@ -21,14 +21,19 @@ import {
   SubscriptionRef
 } from "effect"
 import type { ConfigError } from "effect/ConfigError"
+import type { Assignment, Exclusive } from "./Assignment.js"
 import { Etcd, type EtcdClient } from "./Etcd.js"
 import { EtcdUnavailable, InvalidOptions } from "./EtcdSeqError.js"
 import type { EtcdSeqError } from "./EtcdSeqError.js"
 import { Info } from "./Info.js"
+import * as Assign from "./internal/assign.js"
 import * as Lease from "./internal/lease.js"
 import { request } from "./internal/request.js"
 import * as View from "./internal/view.js"
 import type { GroupWatch } from "./internal/watch.js"
+
+/** @internal */
+export const MembershipInternals: unique symbol = Symbol.for("effect-etcdseq/EtcdSeq/internals")
 
 /**
  * Options of one membership.
@@ -87,6 +92,8 @@ export interface EtcdSeqService {
   readonly current: Effect.Effect<Info>
   /** The live members of the group in index order, as this member's view holds them. */
   readonly members: Effect.Effect<ReadonlyArray<Member>, EtcdSeqError>
+  /** @internal */
+  readonly [MembershipInternals]: Internals
 }
 
 /**
@@ -202,6 +209,44 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
     EtcdSeq,
     (seq) => seq.members
   )
+
+  /**
+   * Runs `work` for every new valid Info of the membership in context, each run in a fresh scoped fiber.
+   *
+   * - When the Info changes, the previous run is interrupted and its scope closed (its finalizers are the "stop")
+   *   before the next starts. While the Info is invalid nothing runs. A burst of changes starts work only for the
+   *   latest Info.
+   * - If `work` fails, that failure (after its scope closed) is the result. If `work` completes, it is not run again
+   *   until the Info changes.
+   * - `exclusive` (default `"none"`): `"index"` holds the etcd lock `<key>/locks/<index>` (bound to the member's
+   *   lease, waiting while another holds it) for the life of each run, so no two members run work for one index at
+   *   once; `"group"` starts work of a view only after every live member has stopped work of older views, so no two
+   *   members ever run work whose shares overlap. In `"group"` mode every member of the group must run
+   *   `runAssigned` with `"group"`, since each waits for all the others.
+   * - Self-fencing in every mode: a member that cannot renew its lease sees `Info.invalid`, which stops its work,
+   *   a margin before the lease could expire at etcd.
+   *
+   * The effect never succeeds: it fails with the work's error or with `EtcdSeqError` when re-registration gives up,
+   * and it is interrupted when the membership ends (its scope closes).
+   *
+   * @example
+   * ```ts
+   * EtcdSeq.runAssigned((a) =>
+   *   Effect.gen(function*() {
+   *     yield* Effect.addFinalizer(() => Effect.log("stop consuming"))
+   *     yield* consume(a.shares(64), a.fence)
+   *   }), { exclusive: "group" }
+   * ).pipe(Effect.provide(EtcdSeqLive))
+   * ```
+   * @since 0.1.0
+   * @category combinators
+   */
+  static runAssigned<E, R>(
+    work: (assignment: Assignment) => Effect.Effect<void, E, R>,
+    options?: { readonly exclusive?: Exclusive | undefined }
+  ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq> {
+    return Effect.flatMap(EtcdSeq, (seq) => Assign.run(seq[MembershipInternals], work, options?.exclusive ?? "none"))
+  }
 }
 
 /**
@@ -226,6 +271,9 @@ export const EtcdSeqLive: Layer.Layer<EtcdSeq, EtcdSeqError | ConfigError> = Lay
 
 // internal
 
+/** What runAssigned needs of a membership beyond its public face. */
+type Internals = Assign.Source
+
 interface Settings {
   readonly key: string
   readonly ttl: Duration.Duration
@@ -240,6 +288,8 @@ type End = { readonly _tag: "Open" } | { readonly _tag: "Closed" } | {
 
 interface Status {
   readonly info: Info
+  /** The lease the Info was obtained under, while valid. */
+  readonly leaseId: string | undefined
   readonly end: End
 }
 
@@ -269,9 +319,15 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
     const memberScope = yield* Effect.scope
     // Acquired first, so released last: the view outlives the member's own keys.
     const watch: GroupWatch = yield* RcMap.get(etcd.groups, settings.key)
-    const status = yield* SubscriptionRef.make<Status>({ info: Info.invalid, end: { _tag: "Open" } })
-    const setInfo = (info: Info) =>
-      SubscriptionRef.modify(status, (s) => [!Equal.equals(s.info, info), { ...s, info }]).pipe(
+    const status = yield* SubscriptionRef.make<Status>({
+      info: Info.invalid,
+      leaseId: undefined,
+      end: { _tag: "Open" }
+    })
+    const activeWork = yield* SubscriptionRef.make(0)
+    // Every view change is stored (runAssigned's group handover follows revisions); `changes` drops equal Infos.
+    const setInfo = (info: Info, leaseId?: string) =>
+      SubscriptionRef.modify(status, (s) => [!Equal.equals(s.info, info), { ...s, info, leaseId }]).pipe(
         Effect.flatMap((changed) =>
           changed
             ? Metric.increment(membershipChanges).pipe(
@@ -305,7 +361,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
             onTimeout: () => new EtcdUnavailable({ endpoints: etcd.endpoints, timeout: etcd.requestTimeout })
           })
         )
-        if (Option.isSome(first) && first.value._tag === "Member") yield* setInfo(first.value.info)
+        if (Option.isSome(first) && first.value._tag === "Member") yield* setInfo(first.value.info, lease.id)
         return { scope, lease, id, createRevision }
       }).pipe(
         Scope.extend(scope),
@@ -320,7 +376,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
         registration.lease.lost,
         standings(registration.id, registration.createRevision).pipe(
           Stream.takeWhile((s) => s._tag !== "Gone"),
-          Stream.runForEach((s) => s._tag === "Member" ? setInfo(s.info) : Effect.void),
+          Stream.runForEach((s) => s._tag === "Member" ? setInfo(s.info, registration.lease.id) : Effect.void),
           Effect.as("its key was deleted")
         )
       )
@@ -343,23 +399,30 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
       }).pipe(
         Effect.catchAll((error) =>
           Effect.logError("re-registration gave up", error).pipe(
-            Effect.zipRight(SubscriptionRef.set(status, { info: Info.invalid, end: { _tag: "Failed", error } }))
+            Effect.zipRight(
+              SubscriptionRef.set(status, { info: Info.invalid, leaseId: undefined, end: { _tag: "Failed", error } })
+            )
           )
         )
       )
 
     const first = yield* register
     yield* Effect.forkIn(life(first), memberScope)
-    // Added last, so run first: the member hears that its membership ended before its lease is revoked.
+    // Added last, so run first: the member hears that its membership ended, and work run by runAssigned stops
+    // (bounded by the TTL), before its lease is revoked and the others can take over.
     yield* Effect.addFinalizer(() =>
-      SubscriptionRef.update(status, (s): Status =>
-        s.end._tag === "Open" ? { info: Info.invalid, end: { _tag: "Closed" } } : s)
+      SubscriptionRef.update(
+        status,
+        (s): Status => s.end._tag === "Open" ? { info: Info.invalid, leaseId: undefined, end: { _tag: "Closed" } } : s
+      ).pipe(
+        Effect.zipRight(activeWork.changes.pipe(Stream.takeUntil((n) => n === 0), Stream.runDrain)),
+        Effect.timeout(settings.ttl),
+        Effect.ignore
+      )
     )
 
     const changes: Stream.Stream<Info, EtcdSeqError> = status.changes.pipe(
-      Stream.takeUntil((s) =>
-        s.end._tag !== "Open"
-      ),
+      Stream.takeUntil((s) => s.end._tag !== "Open"),
       Stream.flatMap((s) =>
         s.end._tag === "Failed"
           ? Stream.concat(Stream.succeed(s.info), Stream.fail(s.end.error))
@@ -372,6 +435,23 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
       group: settings.key,
       changes,
       current: Effect.map(SubscriptionRef.get(status), (s) => s.info),
+      [MembershipInternals]: {
+        group: settings.key,
+        connection: etcd,
+        view: watch.view,
+        assignments: status.changes.pipe(
+          Stream.takeUntil((s) => s.end._tag !== "Open"),
+          Stream.map((s): Assign.Latest =>
+            s.end._tag === "Open" ? { _tag: "Info", info: s.info, leaseId: s.leaseId } : s.end
+          ),
+          Stream.changesWith((a, b) =>
+            a._tag === "Info" && b._tag === "Info"
+              ? a.leaseId === b.leaseId && Equal.equals(a.info, b.info) && a.info.revision === b.info.revision
+              : a._tag === b._tag
+          )
+        ),
+        activeWork
+      },
       members: Effect.map(SubscriptionRef.get(watch.view), (view) =>
         view.members.map((e, index): Member => ({
           id: e.id,

@@ -3,6 +3,7 @@
  *
  * @since 0.1.0
  */
+export * from "./Assignment.js"
 export * from "./Etcd.js"
 export * from "./EtcdSeq.js"
 export * from "./EtcdSeqError.js"

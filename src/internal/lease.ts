@@ -24,6 +24,13 @@ export interface LeaseSession {
   readonly isLost: Effect.Effect<boolean>
 }
 
+/**
+ * How long before a possible expiry a member fences itself: a fifth of the TTL, between 200 ms and 2 s. It leaves
+ * time for work to stop (finalizers) before another member could see the lease gone.
+ */
+export const fencingMargin = (ttl: Duration.Duration): Duration.Duration =>
+  Duration.millis(Math.min(2_000, Math.max(200, Duration.toMillis(ttl) / 5)))
+
 /** etcd counts TTLs in whole seconds; the local watchdog keeps the exact, shorter duration. */
 export const ttlSeconds = (ttl: Duration.Duration): number => Math.max(1, Math.ceil(Duration.toSeconds(ttl)))
 
@@ -84,12 +91,20 @@ export const make = (
         wait = outcome === "renewed" ? interval : retryAfterFailure
       }
     })
+    // Self-fencing: the lease counts as lost a margin before it could expire at etcd (whose clock starts no
+    // earlier than our send), so work stopped on `lost` has stopped before anyone else can take over.
+    const fenceAfter = ttlMillis - Duration.toMillis(fencingMargin(ttl))
     const watchdog: Effect.Effect<LostReason> = Effect.gen(function*() {
       while (true) {
         const now = yield* Clock.currentTimeMillis
-        const expiresAt = lastSentOk + ttlMillis
-        if (now >= expiresAt) return "no keepalive succeeded within the TTL" as const
-        yield* Effect.sleep(Duration.millis(expiresAt - now))
+        const fenceAt = lastSentOk + fenceAfter
+        if (now >= fenceAt) {
+          yield* Effect.logWarning(
+            `self-fencing: no keepalive succeeded for ${now - lastSentOk} ms; stopping before the lease can expire`
+          )
+          return "no keepalive succeeded within the TTL" as const
+        }
+        yield* Effect.sleep(Duration.millis(fenceAt - now))
       }
     })
     yield* Effect.raceFirst(keepalive, watchdog).pipe(

@@ -1,0 +1,110 @@
+/**
+ * `Assignment`: what `EtcdSeq.runAssigned` hands to the work it runs.
+ *
+ * @since 0.1.0
+ */
+import { Info } from "./Info.js"
+
+/**
+ * Which exclusivity `runAssigned` enforces between members.
+ *
+ * - `"none"`: work restarts per Info, nothing more (fastest). During a handover two members can briefly work on
+ *   the same share.
+ * - `"index"`: work for index `i` runs only while the member holds the etcd lock `<key>/locks/<i>`; no two members
+ *   ever run work for the same index at once.
+ * - `"group"`: no two members ever run work whose shares overlap, across count changes too: work of a new view
+ *   starts only after every live member has stopped work of older views.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Exclusive = "none" | "index" | "group"
+
+/**
+ * One assignment: an Info and the helpers to split work by it.
+ *
+ * A share is a shard number `s` in `0..totalShards-1` with `s % count === index`; a key is owned when its stable hash
+ * modulo `count` is `index`. Every member computes the same hash, so each key has exactly one owner per view.
+ *
+ * @example
+ * ```ts
+ * EtcdSeq.runAssigned((a) => Effect.log(`shards ${a.shares(16).join(",")} under fence ${a.fence}`))
+ * ```
+ * @since 0.1.0
+ * @category models
+ */
+export interface Assignment {
+  readonly info: Info
+  /**
+   * A number that only grows from one assignment to a later one, usable as a fencing token: a downstream system
+   * that remembers the highest fence it saw can reject writes from an older assignment. In `"index"` mode it is the
+   * create revision of the index lock; otherwise the Info's revision.
+   */
+  readonly fence: number
+  /** True when `shard` (in `0..totalShards-1`) is one of this member's shares. */
+  readonly owns: (shard: number, totalShards: number) => boolean
+  /** The shard numbers in `0..totalShards-1` this member owns, ascending. */
+  readonly shares: (totalShards: number) => ReadonlyArray<number>
+  /** True when this member owns `key` (stable 32-bit FNV-1a hash of its UTF-8 bytes, modulo count). */
+  readonly ownsKey: (key: string) => boolean
+}
+
+/**
+ * The stable hash `ownsKey` uses: 32-bit FNV-1a over the UTF-8 bytes of the key. Exposed so other systems (and other
+ * languages) can route keys the same way.
+ *
+ * @example
+ * ```ts
+ * const owner = keyHash("order-42") % info.count
+ * ```
+ * @since 0.1.0
+ * @category utils
+ */
+export const keyHash = (key: string): number => {
+  let hash = 0x811c9dc5
+  for (const byte of new TextEncoder().encode(key)) {
+    hash ^= byte
+    hash = Math.imul(hash, 0x01000193) >>> 0
+  }
+  return hash >>> 0
+}
+
+const checkTotal = (totalShards: number): void => {
+  if (!Number.isSafeInteger(totalShards) || totalShards < 1) {
+    throw new RangeError(`totalShards must be a positive integer, got ${totalShards}`)
+  }
+}
+
+/**
+ * Builds an Assignment for an Info (tests, test layers, and `runAssigned` itself).
+ *
+ * `owns` and `shares` throw a `RangeError` for a `totalShards` that is not a positive integer or a shard outside
+ * `0..totalShards-1`: a programming error, not a runtime condition.
+ *
+ * @example
+ * ```ts
+ * const a = makeAssignment(Info.make(1, 3, 7), 7)
+ * a.shares(8) // [1, 4, 7]
+ * ```
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeAssignment = (info: Info, fence: number): Assignment => ({
+  info,
+  fence,
+  owns: (shard, totalShards) => {
+    checkTotal(totalShards)
+    if (!Number.isSafeInteger(shard) || shard < 0 || shard >= totalShards) {
+      throw new RangeError(`shard must be an integer in 0..${totalShards - 1}, got ${shard}`)
+    }
+    return Info.isValid(info) && shard % info.count === info.index
+  },
+  shares: (totalShards) => {
+    checkTotal(totalShards)
+    const out: Array<number> = []
+    if (!Info.isValid(info)) return out
+    for (let shard = info.index; shard < totalShards; shard += info.count) out.push(shard)
+    return out
+  },
+  ownsKey: (key) => Info.isValid(info) && keyHash(key) % info.count === info.index
+})

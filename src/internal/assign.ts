@@ -1,0 +1,138 @@
+/**
+ * The loop behind `EtcdSeq.runAssigned`: one scoped fiber of work per assignment, stopped (its scope closed) before
+ * the next starts, with the exclusivity the caller asked for.
+ */
+import {
+  Cause,
+  Deferred,
+  Effect,
+  Equal,
+  Exit,
+  Fiber,
+  Option,
+  Queue,
+  Schedule,
+  Scope,
+  Stream,
+  SubscriptionRef
+} from "effect"
+import { type Assignment, type Exclusive, makeAssignment } from "../Assignment.js"
+import type { EtcdSeqError } from "../EtcdSeqError.js"
+import { Info } from "../Info.js"
+import * as Handover from "./handover.js"
+import * as Lock from "./lock.js"
+import type { Connection } from "./request.js"
+import type { View } from "./view.js"
+
+/** What a membership shows runAssigned: every Info with the lease behind it, and how the membership ended. */
+export interface Source {
+  readonly group: string
+  readonly connection: Connection
+  readonly view: SubscriptionRef.SubscriptionRef<View>
+  readonly assignments: Stream.Stream<Latest>
+  readonly activeWork: SubscriptionRef.SubscriptionRef<number>
+}
+
+export type Latest =
+  | { readonly _tag: "Info"; readonly info: Info; readonly leaseId: string | undefined }
+  | { readonly _tag: "Closed" }
+  | { readonly _tag: "Failed"; readonly error: EtcdSeqError }
+
+interface Running {
+  readonly fiber: Fiber.RuntimeFiber<void, never>
+  readonly info: Info
+  readonly leaseId: string
+}
+
+/** Exclusivity is retried, not failed: a lost lease or an unreachable etcd resolves with the next Info. */
+const exclusivityRetry = Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")))
+
+export const run = <E, R>(
+  source: Source,
+  work: (assignment: Assignment) => Effect.Effect<void, E, R>,
+  exclusive: Exclusive
+): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope>> =>
+  Effect.gen(function*() {
+    // Sliding by one: a burst of changes leaves only the latest, so no work starts for an Info already stale.
+    const inbox = yield* Queue.sliding<Latest>(1)
+    yield* source.assignments.pipe(Stream.runForEach((latest) => Queue.offer(inbox, latest)), Effect.forkScoped)
+    const failed = yield* Deferred.make<never, E>()
+    const handover = exclusive === "group"
+      ? Option.some(yield* Handover.make(source.connection, source.group, source.view))
+      : Option.none()
+
+    const publish = (leaseId: string, revision: number) =>
+      Option.match(handover, {
+        onNone: () => Effect.void,
+        onSome: (h) =>
+          h.publish(leaseId, revision).pipe(
+            Effect.tapError((e) => Effect.logWarning("handover publish failed; retrying", e)),
+            Effect.retry(exclusivityRetry)
+          )
+      })
+
+    const runOne = (info: Info, leaseId: string) =>
+      Effect.gen(function*() {
+        yield* Effect.acquireRelease(
+          SubscriptionRef.update(source.activeWork, (n) => n + 1),
+          () => SubscriptionRef.update(source.activeWork, (n) => n - 1)
+        )
+        let fence = info.revision
+        if (exclusive === "index") {
+          fence = yield* Lock.acquire(source.connection, `${source.group}/locks/${info.index}/`, leaseId).pipe(
+            Effect.tapError((e) => Effect.logWarning(`index lock ${info.index} failed; retrying`, e)),
+            Effect.retry(exclusivityRetry),
+            Effect.orDie
+          )
+        }
+        if (Option.isSome(handover)) {
+          yield* publish(leaseId, info.revision).pipe(Effect.orDie)
+          yield* handover.value.awaitAll(info.revision)
+        }
+        yield* Effect.logDebug(`work starts for ${info.toString()} (fence ${fence})`)
+        yield* work(makeAssignment(info, fence))
+      }).pipe(
+        Effect.scoped,
+        Effect.onExit((exit) =>
+          Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)
+            ? Deferred.failCause(failed, exit.cause)
+            : Effect.void
+        ),
+        Effect.ignore,
+        Effect.annotateLogs({ index: info.index, count: info.count })
+      )
+
+    const loop = Effect.gen(function*() {
+      let running: Running | undefined
+      const stop = Effect.suspend(() => running === undefined ? Effect.void : Fiber.interrupt(running.fiber)).pipe(
+        Effect.zipRight(Effect.sync(() => {
+          running = undefined
+        }))
+      )
+      yield* Effect.addFinalizer(() => stop)
+      while (true) {
+        const latest = yield* Queue.take(inbox)
+        if (latest._tag === "Closed") {
+          yield* stop
+          return yield* Effect.interrupt
+        }
+        if (latest._tag === "Failed") {
+          yield* stop
+          return yield* Effect.fail(latest.error)
+        }
+        const { info, leaseId } = latest
+        if (
+          running !== undefined && leaseId === running.leaseId && Equal.equals(info, running.info)
+        ) {
+          // Same share under a newer view: keep working; in "group" mode say so, since others wait for it.
+          yield* publish(running.leaseId, info.revision).pipe(Effect.ignore)
+          continue
+        }
+        yield* stop
+        if (!Info.isValid(info) || leaseId === undefined) continue
+        running = { fiber: yield* Effect.forkScoped(runOne(info, leaseId)), info, leaseId }
+      }
+    }).pipe(Effect.scoped)
+
+    return yield* Effect.raceFirst(loop, Deferred.await(failed))
+  }).pipe(Effect.scoped, Effect.withSpan("EtcdSeq.runAssigned", { attributes: { group: source.group, exclusive } }))

@@ -1,0 +1,85 @@
+/**
+ * The group handover of `runAssigned({ exclusive: "group" })`.
+ *
+ * Each member publishes, under its lease, `<group>/handover/<lease id>` = the revision of the newest view whose
+ * assignment it holds: "I run no work of a view older than this". Work of view V starts only after every live member
+ * has published at least V. Members that left are covered by their lease: its expiry (or revoke) deletes their key
+ * and removes them from the view, so nobody waits for them.
+ */
+import { Effect, Schedule, type Scope, Stream, SubscriptionRef } from "effect"
+import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
+import { type Connection, request } from "./request.js"
+import { leaseIdToHex, type View } from "./view.js"
+import { watchPrefix } from "./watch.js"
+
+export const handoverPrefix = (group: string): string => `${group}/handover/`
+
+export interface Handover {
+  /** Says "I hold no work of views older than `revision`". */
+  readonly publish: (leaseId: string, revision: number) => Effect.Effect<void, EtcdUnavailable | EtcdRequestFailed>
+  /** Waits until every member of the current view has published at least `revision`. */
+  readonly awaitAll: (revision: number) => Effect.Effect<void>
+}
+
+const read = (connection: Connection, prefix: string) =>
+  request(connection, "range", (client) => client.getAll().prefix(prefix).exec()).pipe(
+    Effect.map((response) => ({
+      revision: Number(response.header.revision),
+      published: new Map(
+        response.kvs.map((kv) => [kv.key.toString().slice(prefix.length), Number(kv.value.toString())] as const)
+      )
+    }))
+  )
+
+/** Follows every member's published revision for the life of the scope. */
+export const make = (
+  connection: Connection,
+  group: string,
+  view: SubscriptionRef.SubscriptionRef<View>
+): Effect.Effect<Handover, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
+  Effect.gen(function*() {
+    const prefix = handoverPrefix(group)
+    const initial = yield* read(connection, prefix)
+    const published = yield* SubscriptionRef.make(initial.published)
+
+    const follow = (from: number): Effect.Effect<never, EtcdUnavailable | EtcdRequestFailed> =>
+      watchPrefix(connection, prefix, from).pipe(
+        Stream.runForEach((response) =>
+          SubscriptionRef.update(published, (map) => {
+            const next = new Map(map)
+            for (const event of response.events) {
+              const id = event.kv.key.toString().slice(prefix.length)
+              if (event.type === "Put") next.set(id, Number(event.kv.value.toString()))
+              else next.delete(id)
+            }
+            return next
+          })
+        ),
+        // Whatever ended the watch (a drop, a compaction), a fresh read is the simple, safe restart.
+        Effect.catchTag("WatchEnded", () =>
+          read(connection, prefix).pipe(
+            Effect.tap((fresh) => SubscriptionRef.set(published, fresh.published)),
+            Effect.flatMap((fresh) => follow(fresh.revision + 1))
+          )),
+        Effect.zipRight(Effect.never)
+      )
+    yield* follow(initial.revision + 1).pipe(
+      Effect.retry(Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")))),
+      Effect.forkScoped
+    )
+
+    return {
+      publish: (leaseId, revision) =>
+        request(
+          connection,
+          "handover.put",
+          (client) => client.put(prefix + leaseIdToHex(leaseId)).value(String(revision)).lease(leaseId).exec()
+        ).pipe(Effect.asVoid),
+      awaitAll: (revision) =>
+        Stream.zipLatest(view.changes, published.changes).pipe(
+          Stream.filter(([current, map]) => current.members.every((m) => (map.get(m.id) ?? 0) >= revision)),
+          Stream.runHead,
+          Effect.asVoid
+        )
+    }
+  })

@@ -1,0 +1,83 @@
+/**
+ * The assignment checker: records, for every run of work, the member, its Info, its shares of a fixed number of
+ * shards and the interval it ran (monotonic clock), and finds the overlaps a guarantee forbids.
+ */
+import { Effect, type Scope } from "effect"
+import { performance } from "node:perf_hooks"
+import type { Assignment } from "../../src/index.js"
+
+export const SHARDS = 12
+
+export interface Run {
+  readonly member: string
+  readonly index: number
+  readonly count: number
+  readonly revision: number
+  readonly fence: number
+  readonly shares: ReadonlyArray<number>
+  readonly start: number
+  end: number
+}
+
+export interface Checker {
+  /** Work that records its run and holds it until interrupted. */
+  readonly work: (member: string) => (assignment: Assignment) => Effect.Effect<void, never, Scope.Scope>
+  readonly runs: ReadonlyArray<Run>
+}
+
+export const makeChecker = (): Checker => {
+  const runs: Array<Run> = []
+  return {
+    runs,
+    work: (member) => (a) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          const run: Run = {
+            member,
+            index: a.info.index,
+            count: a.info.count,
+            revision: a.info.revision,
+            fence: a.fence,
+            shares: a.shares(SHARDS),
+            start: performance.now(),
+            end: Number.POSITIVE_INFINITY
+          }
+          runs.push(run)
+          return run
+        }),
+        (run) =>
+          Effect.sync(() => {
+            run.end = performance.now()
+          })
+      ).pipe(Effect.zipRight(Effect.never))
+  }
+}
+
+const overlap = (a: Run, b: Run): boolean => a.start < b.end && b.start < a.end
+
+const pairs = (runs: ReadonlyArray<Run>, conflict: (a: Run, b: Run) => boolean): Array<string> => {
+  const found: Array<string> = []
+  for (let i = 0; i < runs.length; i++) {
+    for (let j = i + 1; j < runs.length; j++) {
+      const a = runs[i]!
+      const b = runs[j]!
+      if (conflict(a, b) && overlap(a, b)) {
+        found.push(
+          `${a.member} ${a.index}/${a.count}@${a.revision} and ${b.member} ${b.index}/${b.count}@${b.revision}`
+        )
+      }
+    }
+  }
+  return found
+}
+
+/** Runs of different members for the same index that ran at the same time ("index" forbids them). */
+export const indexOverlaps = (runs: ReadonlyArray<Run>) =>
+  pairs(runs, (a, b) => a.member !== b.member && a.index === b.index)
+
+/** Runs of different members with a common share that ran at the same time ("group" forbids them). */
+export const shareOverlaps = (runs: ReadonlyArray<Run>) =>
+  pairs(runs, (a, b) => a.member !== b.member && a.shares.some((s) => b.shares.includes(s)))
+
+/** Runs of one member that ran at the same time (every mode forbids them: stop before the next starts). */
+export const selfOverlaps = (runs: ReadonlyArray<Run>) => pairs(runs, (a, b) => a.member === b.member)
