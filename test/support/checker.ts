@@ -20,8 +20,14 @@ export interface Run {
 }
 
 export interface Checker {
-  /** Work that records its run and holds it until interrupted. */
-  readonly work: (member: string) => (assignment: Assignment) => Effect.Effect<void, never, Scope.Scope>
+  /**
+   * Work that records its run and holds it until interrupted. Stopping takes `stopMillis` (a service draining), which
+   * widens the window in which a broken handover would let two runs overlap.
+   */
+  readonly work: (
+    member: string,
+    stopMillis?: number
+  ) => (assignment: Assignment) => Effect.Effect<void, never, Scope.Scope>
   readonly runs: ReadonlyArray<Run>
 }
 
@@ -29,7 +35,7 @@ export const makeChecker = (): Checker => {
   const runs: Array<Run> = []
   return {
     runs,
-    work: (member) => (a) =>
+    work: (member, stopMillis = 0) => (a) =>
       Effect.acquireRelease(
         Effect.sync(() => {
           const run: Run = {
@@ -46,9 +52,9 @@ export const makeChecker = (): Checker => {
           return run
         }),
         (run) =>
-          Effect.sync(() => {
+          Effect.sleep(stopMillis).pipe(Effect.zipRight(Effect.sync(() => {
             run.end = performance.now()
-          })
+          })))
       ).pipe(Effect.zipRight(Effect.never))
   }
 }
