@@ -327,15 +327,17 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
     const activeWork = yield* SubscriptionRef.make(0)
     // Every view change is stored (runAssigned's group handover follows revisions); `changes` drops equal Infos.
     const setInfo = (info: Info, leaseId?: string) =>
-      SubscriptionRef.modify(status, (s) => [!Equal.equals(s.info, info), { ...s, info, leaseId }]).pipe(
-        Effect.flatMap((changed) =>
-          changed
-            ? Metric.increment(membershipChanges).pipe(
-              Effect.zipRight(Effect.logDebug(`membership ${info.toString()}`))
-            )
-            : Effect.void
+      SubscriptionRef.modify(status, (s): [boolean, Status] =>
+        // Once ended, the membership stays invalid: a view update racing the release must not revive it.
+        s.end._tag !== "Open" ? [false, s] : [!Equal.equals(s.info, info), { ...s, info, leaseId }]).pipe(
+          Effect.flatMap((changed) =>
+            changed
+              ? Metric.increment(membershipChanges).pipe(
+                Effect.zipRight(Effect.logDebug(`membership ${info.toString()}`))
+              )
+              : Effect.void
+          )
         )
-      )
 
     const standings = (id: string, createRevision: number) =>
       watch.view.changes.pipe(Stream.map((view) => View.standing(view, id, createRevision)))

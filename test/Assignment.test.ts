@@ -19,11 +19,15 @@ describe("Assignment", () => {
     expect(owners.every((n) => n === 1)).toBe(true)
   })
 
-  it.prop("every key has exactly one owner per view", [fc.string(), fc.integer({ min: 1, max: 50 })], ([key, count]) => {
-    const owners = Array.from({ length: count }, (_, index) => makeAssignment(Info.make(index, count, 1), 1))
-      .filter((a) => a.ownsKey(key))
-    expect(owners).toHaveLength(1)
-  })
+  it.prop(
+    "every key has exactly one owner per view",
+    [fc.string(), fc.integer({ min: 1, max: 50 })],
+    ([key, count]) => {
+      const owners = Array.from({ length: count }, (_, index) => makeAssignment(Info.make(index, count, 1), 1))
+        .filter((a) => a.ownsKey(key))
+      expect(owners).toHaveLength(1)
+    }
+  )
 
   it("keyHash is 32-bit FNV-1a over UTF-8, stable across runs and languages", () => {
     expect(keyHash("")).toBe(0x811c9dc5)

@@ -1,12 +1,12 @@
 import { expect, layer } from "@effect/vitest"
-import { Cause, Clock, Deferred, Effect, Exit, Fiber, Layer, Option, Ref, Scope } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Ref, Scope } from "effect"
 import { performance } from "node:perf_hooks"
-import { Etcd, EtcdSeq, type EtcdSeqService } from "../src/index.js"
+import { type Assignment, Etcd, EtcdSeq, type EtcdSeqService, type Exclusive } from "../src/index.js"
 import { makeChecker } from "./support/checker.js"
 import { EtcdEndpoints, startEtcd } from "./support/etcd.js"
 import { client, expectNothingLeft, uniqueGroup, waitForInfo } from "./support/members.js"
 
-const join = (group: string, ttl = "5 seconds") =>
+const join = (group: string, ttl: Duration.DurationInput = "5 seconds") =>
   Effect.gen(function*() {
     const etcd = yield* client
     const scope = yield* Scope.make()
@@ -24,8 +24,11 @@ const eventually = (check: Effect.Effect<boolean>, within = 5_000) =>
     }
   })
 
-const runAssigned = (seq: EtcdSeqService, ...args: Parameters<typeof EtcdSeq.runAssigned>) =>
-  EtcdSeq.runAssigned(...args).pipe(Effect.provideService(EtcdSeq, seq))
+const runAssigned = <E, R>(
+  seq: EtcdSeqService,
+  work: (assignment: Assignment) => Effect.Effect<void, E, R>,
+  options?: { readonly exclusive?: Exclusive }
+) => EtcdSeq.runAssigned(work, options).pipe(Effect.provideService(EtcdSeq, seq))
 
 layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })("runAssigned", (it) => {
   it.scoped("restarts work per Info, closing the previous scope first, and stops it while invalid", () =>
