@@ -3,11 +3,13 @@
  *
  * @since 0.1.0
  */
+import { circuitBreaker, ConsecutiveBreaker, handleWhen, noop } from "cockatiel"
 import { Config, Context, Duration, Effect, Layer, Option, RcMap, Redacted, type Scope } from "effect"
 import type { ConfigError } from "effect/ConfigError"
-import { Etcd3 } from "etcd3"
+import { Etcd3, type IOptions, isRecoverableError } from "etcd3"
 import { EtcdUnavailable, InvalidOptions } from "./EtcdSeqError.js"
 import type { EtcdSeqError } from "./EtcdSeqError.js"
+import * as Handover from "./internal/handover.js"
 import { classify, type Connection } from "./internal/request.js"
 import * as GroupWatch from "./internal/watch.js"
 
@@ -51,6 +53,11 @@ export interface EtcdClient extends Connection {
    * @internal
    */
   readonly groups: RcMap.RcMap<string, GroupWatch.GroupWatch, EtcdSeqError>
+  /**
+   * One shared watch of each group's handover keys (`runAssigned` with `exclusive: "group"`).
+   * @internal
+   */
+  readonly handovers: RcMap.RcMap<string, Handover.HandoverWatch, EtcdSeqError>
 }
 
 /**
@@ -88,6 +95,9 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
   static make(options: EtcdOptions): Effect.Effect<EtcdClient, EtcdSeqError, Scope.Scope> {
     return Effect.gen(function*() {
       const endpoints = yield* validateEndpoints(options.endpoints)
+      // With several endpoints a request's attempts go to hosts picked anew, so each gets a share of the timeout (see
+      // defaultCallOptions); with one, every attempt goes to the same host and may use all of it.
+      const attemptsPerHost = endpoints.length === 1 ? 1 : attempts
       const connectTimeout = yield* validateTimeout("connectTimeout", options.connectTimeout)
       const requestTimeout = yield* validateTimeout("requestTimeout", options.requestTimeout)
       if (options.auth !== undefined && options.auth.username.trim() === "") {
@@ -108,9 +118,34 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
                 ...(options.tls.certChain === undefined ? {} : { certChain: options.tls.certChain })
               }
             }),
-            // Every unary request carries a deadline; streams (watch, keepalive) set their own.
+            // A stream (watch, keepalive) to an etcd member that stopped answering without closing the connection (a
+            // paused or partitioned member) would wait forever: gRPC pings every 5 s (the most often etcd allows by
+            // default, `--grpc-keepalive-min-time`) while calls are open, and a ping unanswered for 2 s closes the
+            // connection, so its watch fails over to another member.
+            grpcOptions: { "grpc.keepalive_time_ms": 5_000, "grpc.keepalive_timeout_ms": 2_000 },
+            // etcd3 re-establishes a failed watch stream on a timer of its own, backing off up to 30 s by default;
+            // that timer holds the Node process open after the client is closed (seen after an etcd outage). The
+            // group watch re-subscribes by itself (src/internal/watch.ts), so etcd3's timer only needs to be short.
+            faultHandling: {
+              watchBackoff: watchBackoff(50),
+              // With one endpoint there is nowhere else to go: a circuit breaker would turn a slow moment (three
+              // timeouts) into seconds of refused requests, keepalives included. With several, a host that keeps
+              // failing is skipped for a second, then tried again.
+              host: () =>
+                endpoints.length === 1
+                  ? noop
+                  : circuitBreaker(handleWhen(isRecoverableError), {
+                    halfOpenAfter: 1_000,
+                    breaker: new ConsecutiveBreaker(3)
+                  })
+            },
+            // Every unary request carries a deadline; streams (watch, keepalive) set their own. etcd3 makes up to
+            // three attempts, each on a host picked anew, and computes these options per attempt: a third of the
+            // request timeout each, so a host that accepts a request but never answers (a paused or partitioned
+            // etcd member) costs one attempt, and the next attempt still reaches a member that answers within the
+            // request timeout. With the whole timeout on every attempt, the first would use it all up.
             defaultCallOptions: (context) =>
-              context.isStream ? {} : { deadline: Date.now() + Duration.toMillis(requestTimeout) }
+              context.isStream ? {} : { deadline: Date.now() + Duration.toMillis(requestTimeout) / attemptsPerHost }
           })
         ),
         (client) => Effect.sync(() => client.close())
@@ -118,7 +153,8 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
       const connection: Connection = { client, endpoints, requestTimeout }
 
       yield* Effect.tryPromise({
-        try: () => client.maintenance.status({ deadline: Date.now() + Duration.toMillis(connectTimeout) }),
+        // Per-attempt deadlines from the client's options (above); the whole proof is bounded by connectTimeout.
+        try: () => client.maintenance.status(),
         catch: classify(connection, "status", connectTimeout)
       }).pipe(
         Effect.timeoutFail({
@@ -131,7 +167,10 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
       const groups = yield* RcMap.make({
         lookup: (group: string) => GroupWatch.make(connection, group)
       })
-      return { client, endpoints, connectTimeout, requestTimeout, groups }
+      const handovers = yield* RcMap.make({
+        lookup: (group: string) => Handover.watch(connection, group)
+      })
+      return { client, endpoints, connectTimeout, requestTimeout, groups, handovers }
     })
   }
 
@@ -198,6 +237,16 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
 // internal
 
 const defaultTimeout = Duration.seconds(5)
+
+/** etcd3's watch reconnect backoff: doubling from `millis`, at most 2 s (a cockatiel `IBackoff`, written out). */
+const watchBackoff = (millis: number): WatchBackoff => ({
+  duration: millis,
+  next: () => watchBackoff(Math.min(2_000, millis * 2))
+})
+type WatchBackoff = NonNullable<NonNullable<IOptions["faultHandling"]>["watchBackoff"]>
+
+/** Attempts etcd3's default global retry policy makes for a unary request (its `retry(..., { maxAttempts: 3 })`). */
+const attempts = 3
 
 const validateTimeout = (
   field: string,

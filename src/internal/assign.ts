@@ -11,23 +11,24 @@ import {
   Fiber,
   Option,
   Queue,
+  RcMap,
   Schedule,
   Scope,
   Stream,
   SubscriptionRef
 } from "effect"
 import { type Assignment, type Exclusive, makeAssignment } from "../Assignment.js"
+import type { EtcdClient } from "../Etcd.js"
 import type { EtcdSeqError } from "../EtcdSeqError.js"
 import { Info } from "../Info.js"
 import * as Handover from "./handover.js"
 import * as Lock from "./lock.js"
-import type { Connection } from "./request.js"
 import type { View } from "./view.js"
 
 /** What a membership shows runAssigned: every Info with the lease behind it, and how the membership ended. */
 export interface Source {
   readonly group: string
-  readonly connection: Connection
+  readonly connection: EtcdClient
   readonly view: SubscriptionRef.SubscriptionRef<View>
   readonly assignments: Stream.Stream<Latest>
   readonly activeWork: SubscriptionRef.SubscriptionRef<number>
@@ -57,19 +58,16 @@ export const run = <E, R>(
     const inbox = yield* Queue.sliding<Latest>(1)
     yield* source.assignments.pipe(Stream.runForEach((latest) => Queue.offer(inbox, latest)), Effect.forkScoped)
     const failed = yield* Deferred.make<never, E>()
+    // Members of a group on one client share one watch of the handover keys.
     const handover = exclusive === "group"
-      ? Option.some(yield* Handover.make(source.connection, source.group, source.view))
+      ? Option.some(yield* RcMap.get(source.connection.handovers, source.group))
       : Option.none()
 
     const publish = (leaseId: string, revision: number) =>
-      Option.match(handover, {
-        onNone: () => Effect.void,
-        onSome: (h) =>
-          h.publish(leaseId, revision).pipe(
-            Effect.tapError((e) => Effect.logWarning("handover publish failed; retrying", e)),
-            Effect.retry(exclusivityRetry)
-          )
-      })
+      Option.isNone(handover) ? Effect.void : Handover.publish(source.connection, source.group, leaseId, revision).pipe(
+        Effect.tapError((e) => Effect.logWarning("handover publish failed; retrying", e)),
+        Effect.retry(exclusivityRetry)
+      )
 
     const runOne = (info: Info, leaseId: string) =>
       Effect.gen(function*() {
@@ -87,7 +85,7 @@ export const run = <E, R>(
         }
         if (Option.isSome(handover)) {
           yield* publish(leaseId, info.revision).pipe(Effect.orDie)
-          yield* handover.value.awaitAll(info.revision)
+          yield* Handover.awaitAll(source.view, handover.value, info.revision)
         }
         yield* Effect.logDebug(`work starts for ${info.toString()} (fence ${fence})`)
         yield* work(makeAssignment(info, fence))

@@ -14,11 +14,9 @@ import { watchPrefix } from "./watch.js"
 
 export const handoverPrefix = (group: string): string => `${group}/handover/`
 
-export interface Handover {
-  /** Says "I hold no work of views older than `revision`". */
-  readonly publish: (leaseId: string, revision: number) => Effect.Effect<void, EtcdUnavailable | EtcdRequestFailed>
-  /** Waits until every member of the current view has published at least `revision`. */
-  readonly awaitAll: (revision: number) => Effect.Effect<void>
+/** Every member's published revision, followed by one watch per client and group. */
+export interface HandoverWatch {
+  readonly published: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, number>>
 }
 
 const read = (connection: Connection, prefix: string) =>
@@ -32,15 +30,14 @@ const read = (connection: Connection, prefix: string) =>
   )
 
 /** Follows every member's published revision for the life of the scope. */
-export const make = (
+export const watch = (
   connection: Connection,
-  group: string,
-  view: SubscriptionRef.SubscriptionRef<View>
-): Effect.Effect<Handover, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
+  group: string
+): Effect.Effect<HandoverWatch, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
   Effect.gen(function*() {
     const prefix = handoverPrefix(group)
     const initial = yield* read(connection, prefix)
-    const published = yield* SubscriptionRef.make(initial.published)
+    const published = yield* SubscriptionRef.make<ReadonlyMap<string, number>>(initial.published)
 
     const follow = (from: number): Effect.Effect<never, EtcdUnavailable | EtcdRequestFailed> =>
       watchPrefix(connection, prefix, from).pipe(
@@ -67,19 +64,30 @@ export const make = (
       Effect.retry(Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")))),
       Effect.forkScoped
     )
-
-    return {
-      publish: (leaseId, revision) =>
-        request(
-          connection,
-          "handover.put",
-          (client) => client.put(prefix + leaseIdToHex(leaseId)).value(String(revision)).lease(leaseId).exec()
-        ).pipe(Effect.asVoid),
-      awaitAll: (revision) =>
-        Stream.zipLatest(view.changes, published.changes).pipe(
-          Stream.filter(([current, map]) => current.members.every((m) => (map.get(m.id) ?? 0) >= revision)),
-          Stream.runHead,
-          Effect.asVoid
-        )
-    }
+    return { published }
   })
+
+/** Says "I hold no work of views older than `revision`", under the member's lease. */
+export const publish = (
+  connection: Connection,
+  group: string,
+  leaseId: string,
+  revision: number
+): Effect.Effect<void, EtcdUnavailable | EtcdRequestFailed> =>
+  request(
+    connection,
+    "handover.put",
+    (client) => client.put(handoverPrefix(group) + leaseIdToHex(leaseId)).value(String(revision)).lease(leaseId).exec()
+  ).pipe(Effect.asVoid)
+
+/** Waits until every member of the current view has published at least `revision`. */
+export const awaitAll = (
+  view: SubscriptionRef.SubscriptionRef<View>,
+  handover: HandoverWatch,
+  revision: number
+): Effect.Effect<void> =>
+  Stream.zipLatest(view.changes, handover.published.changes).pipe(
+    Stream.filter(([current, map]) => current.members.every((m) => (map.get(m.id) ?? 0) >= revision)),
+    Stream.runHead,
+    Effect.asVoid
+  )

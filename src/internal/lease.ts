@@ -66,34 +66,63 @@ export const make = (
     const ttlMillis = Duration.toMillis(ttl)
     const interval = Duration.millis(Math.max(50, ttlMillis / 3))
     const retryAfterFailure = Duration.min(interval, Duration.millis(250))
-    const keepaliveOnce: Effect.Effect<"renewed" | "failed" | LostReason> = Effect.gen(function*() {
-      const sentAt = yield* Clock.currentTimeMillis
-      const deadline = new Date(Date.now() + Duration.toMillis(Duration.min(ttl, connection.requestTimeout)))
-      const outcome = yield* Effect.tryPromise({
-        try: () => lease.lease.keepaliveOnce({ deadline }),
-        catch: (cause) => cause
-      }).pipe(Effect.either)
-      if (outcome._tag === "Right") {
-        lastSentOk = Math.max(lastSentOk, sentAt)
-        return "renewed" as const
-      }
-      if (outcome.left instanceof EtcdLeaseInvalidError) return "revoked or expired at etcd" as const
-      yield* Effect.logDebug("lease keepalive failed; retrying", classify(connection, "lease.keepalive")(outcome.left))
-      return "failed" as const
-    })
-    // Keepalives every TTL/3, as etcd's own clients send them; after a failure sooner, so a blip costs little.
-    const keepalive: Effect.Effect<LostReason> = Effect.gen(function*() {
-      let wait = interval
-      while (true) {
-        yield* Effect.sleep(wait)
-        const outcome = yield* keepaliveOnce
-        if (outcome !== "renewed" && outcome !== "failed") return outcome
-        wait = outcome === "renewed" ? interval : retryAfterFailure
-      }
-    })
     // Self-fencing: the lease counts as lost a margin before it could expire at etcd (whose clock starts no
     // earlier than our send), so work stopped on `lost` has stopped before anyone else can take over.
     const fenceAfter = ttlMillis - Duration.toMillis(fencingMargin(ttl))
+    // etcd3 sends each request to a host it picks at random. A host that accepts the request but never answers (a
+    // paused or partitioned etcd member) would hold a keepalive until its deadline, past the fence: one unlucky
+    // pick would cost the membership although two members of the cluster answer. So a renewal is hedged: while no
+    // attempt has answered, another starts every `hedgeAfter`, each on a host picked anew, and the first answer
+    // counts: with about 14 attempts in the window before the fence, all landing on one silent member of three is
+    // a chance of 1 in 3^14. During a leader election the attempts wait at followers and answer once a leader is
+    // elected.
+    const hedgeAfter = Math.max(50, Math.min(1_000, ttlMillis / 30))
+    const maxAttempts = 16
+    const keepaliveOnce = (deadlineAt: number): Effect.Effect<"renewed" | LostReason, "failed"> =>
+      Effect.gen(function*() {
+        const sentAt = yield* Clock.currentTimeMillis
+        // An answer after the fence is useless, so the attempt ends there (or at the request timeout at the latest).
+        const deadline = new Date(
+          Date.now() + Math.max(hedgeAfter, Math.min(deadlineAt - sentAt, Duration.toMillis(connection.requestTimeout)))
+        )
+        const outcome = yield* Effect.tryPromise({
+          try: () => lease.lease.keepaliveOnce({ deadline }),
+          catch: (cause) => cause
+        }).pipe(Effect.either)
+        if (outcome._tag === "Right") {
+          lastSentOk = Math.max(lastSentOk, sentAt)
+          return "renewed" as const
+        }
+        if (outcome.left instanceof EtcdLeaseInvalidError) return "revoked or expired at etcd" as const
+        yield* Effect.logDebug("lease keepalive failed", classify(connection, "lease.keepalive")(outcome.left))
+        return yield* Effect.fail("failed" as const)
+      })
+    const renew: Effect.Effect<"renewed" | "failed" | LostReason> = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const fenceAt = Math.max(lastSentOk + fenceAfter, now + hedgeAfter)
+      const attempts = Math.max(1, Math.min(maxAttempts, Math.floor((fenceAt - now) / hedgeAfter)))
+      return yield* Effect.raceAll(
+        Array.from(
+          { length: attempts },
+          (_, i) => Effect.delay(keepaliveOnce(fenceAt), Duration.millis(i * hedgeAfter))
+        )
+      ).pipe(Effect.orElseSucceed(() => "failed" as const))
+    })
+    // Keepalives every TTL/3, as etcd's own clients send them; after a failure sooner, so a blip costs little.
+    // The next one is due an interval after the send time of the last that succeeded (the grant's at first), not
+    // after its answer: a grant or renewal that took long to answer must not push the next past the fence.
+    const keepalive: Effect.Effect<LostReason> = Effect.gen(function*() {
+      let failed = false
+      while (true) {
+        const now = yield* Clock.currentTimeMillis
+        yield* Effect.sleep(
+          failed ? retryAfterFailure : Duration.millis(Math.max(0, lastSentOk + Duration.toMillis(interval) - now))
+        )
+        const outcome = yield* renew
+        if (outcome !== "renewed" && outcome !== "failed") return outcome
+        failed = outcome === "failed"
+      }
+    })
     const watchdog: Effect.Effect<LostReason> = Effect.gen(function*() {
       while (true) {
         const now = yield* Clock.currentTimeMillis

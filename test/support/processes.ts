@@ -1,0 +1,197 @@
+/**
+ * Members in child processes (the fixture `member-process.ts`), held by pid: their Infos read line by line from
+ * stdout, `leave` for a graceful end, `crash` for SIGKILL, the way a pod dies.
+ *
+ * Every child is tied to a `Scope` (SIGKILLed when it closes, if still running) and, as a last resort, SIGKILLed by
+ * a `process.once("exit")` hook, so no member outlives the test run.
+ */
+import { Duration, Effect, Option, type Scope, Stream, SubscriptionRef } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import * as path from "node:path"
+import * as readline from "node:readline"
+import { fileURLToPath } from "node:url"
+
+const fixture = fileURLToPath(new URL("./member-process.ts", import.meta.url))
+const root = path.resolve(path.dirname(fixture), "../..")
+
+/** One line of the fixture's stdout. */
+export type MemberEvent =
+  | {
+    readonly event: "info"
+    readonly index: number
+    readonly count: number
+    readonly revision: number
+    /** When the child emitted it (`Date.now()` there; same machine, same clock). */
+    readonly at: number
+  }
+  | { readonly event: "error"; readonly message: string }
+  | { readonly event: "done"; readonly at: number }
+
+export type InfoEvent = Extract<MemberEvent, { event: "info" }>
+
+export interface ProcessExit {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+  readonly at: number
+}
+
+export interface MemberProcess {
+  readonly pid: number
+  /** Every line the member printed so far. */
+  readonly events: Effect.Effect<ReadonlyArray<MemberEvent>>
+  /** Its Infos so far, as `index/count` or `invalid`. */
+  readonly infos: Effect.Effect<ReadonlyArray<string>>
+  /** Waits on the member's own lines until its latest Info satisfies `predicate`; dies after `within`. */
+  readonly waitFor: (
+    predicate: (info: InfoEvent) => boolean,
+    within: Duration.DurationInput,
+    what?: string
+  ) => Effect.Effect<InfoEvent>
+  /** Asks it to close its scope; the process must then end by itself. */
+  readonly leave: Effect.Effect<void>
+  /** SIGKILL, and wait until the process is gone. */
+  readonly crash: Effect.Effect<ProcessExit>
+  /** Waits up to `within` for the process to end on its own. */
+  readonly exit: (within: Duration.DurationInput) => Effect.Effect<Option.Option<ProcessExit>>
+  /** Last lines of its stderr (its logs), for failure messages. */
+  readonly stderr: () => string
+}
+
+const children = new Set<ChildProcess>()
+let exitHookInstalled = false
+
+const installExitHook = () => {
+  if (exitHookInstalled) return
+  exitHookInstalled = true
+  process.once("exit", () => {
+    for (const child of children) {
+      try {
+        child.kill("SIGKILL")
+      } catch {
+        // already gone
+      }
+    }
+  })
+}
+
+/** True when no process with this pid exists any more. */
+export const pidIsGone = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return false
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "ESRCH"
+  }
+}
+
+export const infoString = (info: InfoEvent): string => info.index < 0 ? "invalid" : `${info.index}/${info.count}`
+
+/**
+ * Starts a member in a child process (`node --import tsx test/support/member-process.ts`) and waits for its first
+ * valid Info (it joined). The child is SIGKILLed when the scope closes, if it is still running.
+ */
+export const spawnMember = (options: {
+  readonly endpoints: ReadonlyArray<string>
+  readonly group: string
+  readonly ttl: Duration.DurationInput
+  /** Bound on starting node + tsx and joining; the machine may be loaded. Default 20 s. */
+  readonly joinWithin?: Duration.DurationInput
+}): Effect.Effect<MemberProcess, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const events = yield* SubscriptionRef.make<ReadonlyArray<MemberEvent>>([])
+    const stderrLines: Array<string> = []
+    const { child, exited } = yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        installExitHook()
+        const child = spawn(
+          process.execPath,
+          [
+            "--import",
+            "tsx",
+            fixture,
+            "--endpoints",
+            options.endpoints.join(","),
+            "--group",
+            options.group,
+            "--ttl",
+            `${Duration.toMillis(Duration.decode(options.ttl))} millis`
+          ],
+          { cwd: root, stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, NODE_OPTIONS: "" } }
+        )
+        children.add(child)
+        const exited = new Promise<ProcessExit>((resolve) => {
+          child.once("exit", (code, signal) => {
+            children.delete(child)
+            resolve({ code, signal, at: Date.now() })
+          })
+        })
+        child.on("error", () => {})
+        child.stdin?.on("error", () => {})
+        readline.createInterface({ input: child.stdout! }).on("line", (line) => {
+          let parsed: MemberEvent
+          try {
+            parsed = JSON.parse(line) as MemberEvent
+          } catch {
+            stderrLines.push(`stdout (not JSON): ${line}`)
+            return
+          }
+          Effect.runSync(SubscriptionRef.update(events, (all) => [...all, parsed]))
+        })
+        readline.createInterface({ input: child.stderr! }).on("line", (line) => {
+          stderrLines.push(line)
+          if (stderrLines.length > 40) stderrLines.shift()
+        })
+        return { child, exited }
+      }),
+      ({ child, exited }) =>
+        Effect.suspend(() => {
+          if (child.exitCode !== null || child.signalCode !== null) return Effect.void
+          child.kill("SIGKILL")
+          return Effect.promise(() => exited).pipe(Effect.timeout("5 seconds"), Effect.ignore)
+        })
+    )
+    const pid = child.pid
+    if (pid === undefined) return yield* Effect.dieMessage("the member process got no pid")
+    const stderr = () => stderrLines.join("\n")
+
+    const waitFor = (predicate: (info: InfoEvent) => boolean, within: Duration.DurationInput, what = "Info") =>
+      events.changes.pipe(
+        // A member that failed or ended will never emit the awaited Info: give up at once.
+        Stream.takeUntil((all) => all.some((e) => e.event !== "info")),
+        Stream.map((all) => all.filter((e): e is InfoEvent => e.event === "info").at(-1)),
+        Stream.filter((last): last is InfoEvent => last !== undefined && predicate(last)),
+        Stream.runHead,
+        Effect.flatten,
+        Effect.timeout(within),
+        Effect.orDieWith(() =>
+          new Error(
+            `member ${pid}: no ${what} within ${Duration.format(Duration.decode(within))}; its lines: ${
+              JSON.stringify(Effect.runSync(SubscriptionRef.get(events)))
+            }; its stderr:\n${stderr()}`
+          )
+        )
+      )
+
+    const exit = (within: Duration.DurationInput) => Effect.promise(() => exited).pipe(Effect.timeoutOption(within))
+
+    const member: MemberProcess = {
+      pid,
+      events: SubscriptionRef.get(events),
+      infos: Effect.map(
+        SubscriptionRef.get(events),
+        (all) => all.flatMap((e) => e.event === "info" ? [infoString(e)] : [])
+      ),
+      waitFor,
+      leave: Effect.sync(() => {
+        child.stdin?.end("leave\n")
+      }),
+      crash: Effect.suspend(() => {
+        child.kill("SIGKILL")
+        return Effect.promise(() => exited)
+      }).pipe(Effect.timeout("5 seconds"), Effect.orDie),
+      exit,
+      stderr
+    }
+    yield* waitFor((info) => info.index >= 0, options.joinWithin ?? "20 seconds", "first valid Info")
+    return member
+  })
