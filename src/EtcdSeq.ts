@@ -226,8 +226,9 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    * - Self-fencing in every mode: a member that cannot renew its lease sees `Info.invalid`, which stops its work,
    *   a margin before the lease could expire at etcd.
    *
-   * The effect never succeeds: it fails with the work's error or with `EtcdSeqError` when re-registration gives up,
-   * and it is interrupted when the membership ends (its scope closes).
+   * The effect never succeeds: it fails with the work's error, with `EtcdSeqError` when re-registration gives up,
+   * or with `InvalidOptions` for an unknown `exclusive` (before anything runs), and it is interrupted when the
+   * membership ends (its scope closes).
    *
    * @example
    * ```ts
@@ -245,7 +246,13 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
     work: (assignment: Assignment) => Effect.Effect<void, E, R>,
     options?: { readonly exclusive?: Exclusive | undefined }
   ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq> {
-    return Effect.flatMap(EtcdSeq, (seq) => Assign.run(seq[MembershipInternals], work, options?.exclusive ?? "none"))
+    const exclusive = options?.exclusive ?? "none"
+    if (exclusive !== "none" && exclusive !== "index" && exclusive !== "group") {
+      return Effect.fail(
+        new InvalidOptions({ field: "exclusive", reason: `"${String(exclusive)}" is not "none", "index" or "group"` })
+      )
+    }
+    return Effect.flatMap(EtcdSeq, (seq) => Assign.run(seq[MembershipInternals], work, exclusive))
   }
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Clock, ConfigProvider, Effect, Exit, Layer, Stream } from "effect"
+import { Clock, ConfigProvider, Effect, Exit, Layer, Option, Stream } from "effect"
 import * as net from "node:net"
 import type { EtcdClient } from "../src/Etcd.js"
 import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqOptions } from "../src/index.js"
@@ -161,6 +161,25 @@ describe("EtcdSeq options", () => {
     }).pipe(Effect.provide(noIo)))
 })
 
+describe("runAssigned options", () => {
+  it.effect("an unknown exclusive mode gets InvalidOptions before anything runs", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        EtcdSeq.runAssigned(() => Effect.void, { exclusive: "all" as never }).pipe(
+          Effect.provideService(
+            EtcdSeq,
+            new Proxy({}, {
+              get: () => {
+                throw new Error("I/O attempted")
+              }
+            }) as never
+          )
+        )
+      )
+      expect(error).toMatchObject({ _tag: "InvalidOptions", field: "exclusive" })
+    }))
+})
+
 layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })("watch boundary", (it) => {
   it.scoped("a watch from a compacted revision is cancelled, which the group watch answers with a re-read", () =>
     Effect.gen(function*() {
@@ -195,6 +214,27 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
       )
       expect([...events]).toEqual(["Put a", "Put b", "Delete a"])
       yield* Effect.promise(() => etcd.client.delete().prefix(prefix).exec())
+    }))
+
+  it.scoped("a member's key rewritten by someone else (foreign value, no lease) makes it register anew", () =>
+    Effect.gen(function*() {
+      const etcd = yield* client
+      const group = uniqueGroup("hijack")
+      const seq = yield* EtcdSeq.make({ key: group }).pipe(Effect.provideService(Etcd, etcd))
+      const [before] = yield* seq.members
+      yield* Effect.promise(() => etcd.client.put(`${group}/members/${before!.id}`).value("garbage").exec())
+      // The member notices, registers with a fresh lease, and the stray key stays ignored.
+      const after = yield* seq.changes.pipe(
+        Stream.filter((info) => info.revision > before!.joinRevision + 1),
+        Stream.runHead,
+        Effect.timeout("5 seconds")
+      )
+      const info = Option.getOrUndefined(after)
+      expect([info?.index, info?.count]).toEqual([0, 1])
+      const members = yield* seq.members
+      expect(members).toHaveLength(1)
+      expect(members[0]!.id).not.toBe(before!.id)
+      yield* Effect.promise(() => etcd.client.delete().prefix(`${group}/`).exec())
     }))
 
   it.scoped("unexpected keys under the members prefix are ignored: a stray key never takes an index", () =>
