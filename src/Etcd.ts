@@ -3,10 +3,10 @@
  *
  * @since 0.1.0
  */
-import { circuitBreaker, ConsecutiveBreaker, handleWhen, noop } from "cockatiel"
+import { noop } from "cockatiel"
 import { Config, Context, Duration, Effect, Layer, Option, RcMap, Redacted, type Scope } from "effect"
 import type { ConfigError } from "effect/ConfigError"
-import { Etcd3, type IOptions, isRecoverableError } from "etcd3"
+import { Etcd3, type IOptions } from "etcd3"
 import { EtcdUnavailable, InvalidOptions } from "./EtcdSeqError.js"
 import type { EtcdSeqError } from "./EtcdSeqError.js"
 import * as Handover from "./internal/handover.js"
@@ -128,16 +128,10 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
             // group watch re-subscribes by itself (src/internal/watch.ts), so etcd3's timer only needs to be short.
             faultHandling: {
               watchBackoff: watchBackoff(50),
-              // With one endpoint there is nowhere else to go: a circuit breaker would turn a slow moment (three
-              // timeouts) into seconds of refused requests, keepalives included. With several, a host that keeps
-              // failing is skipped for a second, then tried again.
-              host: () =>
-                endpoints.length === 1
-                  ? noop
-                  : circuitBreaker(handleWhen(isRecoverableError), {
-                    halfOpenAfter: 1_000,
-                    breaker: new ConsecutiveBreaker(3)
-                  })
+              // With one endpoint there is nowhere else to go: etcd3's per-host circuit breaker would turn a slow
+              // moment (three timeouts) into 5 s of refused requests, keepalives included. With several, it keeps
+              // requests away from a silent host, so it stays.
+              ...(endpoints.length === 1 ? { host: () => noop } : {})
             },
             // Every unary request carries a deadline; streams (watch, keepalive) set their own. etcd3 makes up to
             // three attempts, each on a host picked anew, and computes these options per attempt: a third of the

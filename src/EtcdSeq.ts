@@ -6,6 +6,7 @@
 import {
   Config,
   Context,
+  Deferred,
   Duration,
   Effect,
   Equal,
@@ -27,6 +28,7 @@ import { EtcdUnavailable, InvalidOptions } from "./EtcdSeqError.js"
 import type { EtcdSeqError } from "./EtcdSeqError.js"
 import { Info } from "./Info.js"
 import * as Assign from "./internal/assign.js"
+import * as Cell from "./internal/cell.js"
 import * as Lease from "./internal/lease.js"
 import { request } from "./internal/request.js"
 import * as View from "./internal/view.js"
@@ -305,6 +307,10 @@ interface Registration {
   readonly lease: Lease.LeaseSession
   readonly id: string
   readonly createRevision: number
+  /** Completes when the member's key has left the view. */
+  readonly gone: Effect.Effect<void>
+  /** Stops this registration from setting the member's Info. */
+  readonly retire: Effect.Effect<void>
 }
 
 const membershipChanges = Metric.counter("etcdseq_membership_changes", {
@@ -326,34 +332,49 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
     const memberScope = yield* Effect.scope
     // Acquired first, so released last: the view outlives the member's own keys.
     const watch: GroupWatch = yield* RcMap.get(etcd.groups, settings.key)
-    const status = yield* SubscriptionRef.make<Status>({
+    const status = yield* Cell.make<Status>({
       info: Info.invalid,
       leaseId: undefined,
       end: { _tag: "Open" }
     })
-    const activeWork = yield* SubscriptionRef.make(0)
+    const activeWork = yield* Cell.make(0)
     // Every view change is stored (runAssigned's group handover follows revisions); `changes` drops equal Infos.
     const setInfo = (info: Info, leaseId?: string) =>
-      SubscriptionRef.modify(status, (s): [boolean, Status] =>
+      status.modify((s): [boolean, Status] =>
         // Once ended, the membership stays invalid: a view update racing the release must not revive it.
-        s.end._tag !== "Open" ? [false, s] : [!Equal.equals(s.info, info), { ...s, info, leaseId }]).pipe(
-          Effect.flatMap((changed) =>
-            changed
-              ? Metric.increment(membershipChanges).pipe(
-                Effect.zipRight(Effect.logDebug(`membership ${info.toString()}`))
-              )
-              : Effect.void
-          )
+        s.end._tag !== "Open" ||
+          (Equal.equals(s.info, info) && s.info.revision === info.revision && s.leaseId === leaseId)
+          ? [false, s]
+          : [!Equal.equals(s.info, info), { ...s, info, leaseId }]
+      ).pipe(
+        Effect.flatMap((changed) =>
+          changed
+            ? Metric.increment(membershipChanges).pipe(
+              Effect.zipRight(Effect.logDebug(`membership ${info.toString()}`))
+            )
+            : Effect.void
         )
-
-    const standings = (id: string, createRevision: number) =>
-      watch.view.changes.pipe(Stream.map((view) => View.standing(view, id, createRevision)))
+      )
 
     const register: Effect.Effect<Registration, EtcdSeqError> = Effect.gen(function*() {
       const scope = yield* Scope.fork(memberScope, ExecutionStrategy.sequential)
       return yield* Effect.gen(function*() {
         const lease = yield* Lease.make(etcd, settings.ttl)
         const id = View.leaseIdToHex(lease.id)
+        const visible = yield* Deferred.make<void>()
+        const gone = yield* Deferred.make<void>()
+        const state = { createRevision: undefined as number | undefined, retired: false }
+        // Told of every view: sets the member's Info while its key is in the view, and says when it is gone.
+        const onView = (view: View.View): Effect.Effect<void> => {
+          if (state.createRevision === undefined || state.retired) return Effect.void
+          const standing = View.standing(view, id, state.createRevision)
+          return standing._tag === "Member"
+            ? Effect.zipRight(setInfo(standing.info, lease.id), Deferred.succeed(visible, undefined))
+            : standing._tag === "Gone"
+            ? Effect.zipRight(Deferred.succeed(gone, undefined), Deferred.succeed(visible, undefined))
+            : Effect.void
+        }
+        yield* watch.listen(onView)
         const put = yield* request(
           etcd,
           "put",
@@ -361,17 +382,25 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
             client.put(watch.membersPrefix + id).value(View.encodeValue(settings.metadata)).lease(lease.id).exec()
         )
         const createRevision = Number(put.header.revision)
-        // The member is registered once the shared view has applied its own join.
-        const first = yield* standings(id, createRevision).pipe(
-          Stream.filter((s) => s._tag !== "Pending"),
-          Stream.runHead,
+        state.createRevision = createRevision
+        // The member is registered once the shared view has applied its own join (it may have already).
+        yield* onView(yield* SubscriptionRef.get(watch.view))
+        yield* Deferred.await(visible).pipe(
           Effect.timeoutFail({
             duration: etcd.requestTimeout,
             onTimeout: () => new EtcdUnavailable({ endpoints: etcd.endpoints, timeout: etcd.requestTimeout })
           })
         )
-        if (Option.isSome(first) && first.value._tag === "Member") yield* setInfo(first.value.info, lease.id)
-        return { scope, lease, id, createRevision }
+        return {
+          scope,
+          lease,
+          id,
+          createRevision,
+          gone: Deferred.await(gone),
+          retire: Effect.sync(() => {
+            state.retired = true
+          })
+        }
       }).pipe(
         Scope.extend(scope),
         Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void),
@@ -381,20 +410,15 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
 
     /** Follows the view until the membership is lost, and says why. */
     const follow = (registration: Registration): Effect.Effect<string> =>
-      Effect.raceFirst(
-        registration.lease.lost,
-        standings(registration.id, registration.createRevision).pipe(
-          Stream.takeWhile((s) => s._tag !== "Gone"),
-          Stream.runForEach((s) => s._tag === "Member" ? setInfo(s.info, registration.lease.id) : Effect.void),
-          Effect.as("its key was deleted")
-        )
-      )
+      Effect.raceFirst(registration.lease.lost, Effect.as(registration.gone, "its key was deleted"))
 
     const life = (first: Registration) =>
       Effect.gen(function*() {
         let registration = first
         while (true) {
           const reason = yield* follow(registration)
+          // Retired first, so no view update can hand the lost registration an Info again.
+          yield* registration.retire
           yield* setInfo(Info.invalid)
           yield* Metric.increment(leaseLosses)
           yield* Effect.logWarning(`membership lost: ${reason}; registering again`)
@@ -409,7 +433,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
         Effect.catchAll((error) =>
           Effect.logError("re-registration gave up", error).pipe(
             Effect.zipRight(
-              SubscriptionRef.set(status, { info: Info.invalid, leaseId: undefined, end: { _tag: "Failed", error } })
+              status.set({ info: Info.invalid, leaseId: undefined, end: { _tag: "Failed", error } })
             )
           )
         )
@@ -420,9 +444,11 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
     // Added last, so run first: the member hears that its membership ended, and work run by runAssigned stops
     // (bounded by the TTL), before its lease is revoked and the others can take over.
     yield* Effect.addFinalizer(() =>
-      SubscriptionRef.update(
-        status,
-        (s): Status => s.end._tag === "Open" ? { info: Info.invalid, leaseId: undefined, end: { _tag: "Closed" } } : s
+      status.modify((s) =>
+        [
+          undefined,
+          s.end._tag === "Open" ? { info: Info.invalid, leaseId: undefined, end: { _tag: "Closed" } } : s
+        ] as const
       ).pipe(
         Effect.zipRight(activeWork.changes.pipe(Stream.takeUntil((n) => n === 0), Stream.runDrain)),
         Effect.timeout(settings.ttl),
@@ -430,20 +456,21 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
       )
     )
 
+    // One stream per subscriber, no inner stream per element: a change costs each subscriber little.
     const changes: Stream.Stream<Info, EtcdSeqError> = status.changes.pipe(
       Stream.takeUntil((s) => s.end._tag !== "Open"),
-      Stream.flatMap((s) =>
-        s.end._tag === "Failed"
-          ? Stream.concat(Stream.succeed(s.info), Stream.fail(s.end.error))
-          : Stream.succeed(s.info)
-      ),
-      Stream.changes
+      Stream.map((s) => s.info),
+      Stream.changes,
+      Stream.concat(Stream.unwrap(Effect.map(
+        status.get,
+        (s) => s.end._tag === "Failed" ? Stream.fail(s.end.error) : Stream.empty
+      )))
     )
 
     return {
       group: settings.key,
       changes,
-      current: Effect.map(SubscriptionRef.get(status), (s) => s.info),
+      current: Effect.map(status.get, (s) => s.info),
       [MembershipInternals]: {
         group: settings.key,
         connection: etcd,

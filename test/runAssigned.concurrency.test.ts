@@ -85,7 +85,7 @@ const scenario = (exclusive: Exclusive, variant: Variant, seed: number) =>
     const witnessWorks = Effect.sync(() =>
       checker.runs.some((r) => r.member === "witness" && r.count === 1 && !Number.isFinite(r.end))
     )
-    const settleBy = (yield* Clock.currentTimeMillis) + Duration.toMillis(TTL) + 5_000
+    const settleBy = (yield* Clock.currentTimeMillis) + Duration.toMillis(TTL) + 10_000
     while (!(yield* witnessWorks) && (yield* Clock.currentTimeMillis) < settleBy) yield* Effect.sleep("20 millis")
     expect(yield* witnessWorks).toBe(true)
     yield* Fiber.interrupt(witness)

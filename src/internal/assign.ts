@@ -21,6 +21,7 @@ import { type Assignment, type Exclusive, makeAssignment } from "../Assignment.j
 import type { EtcdClient } from "../Etcd.js"
 import type { EtcdSeqError } from "../EtcdSeqError.js"
 import { Info } from "../Info.js"
+import type { Cell } from "./cell.js"
 import * as Handover from "./handover.js"
 import * as Lock from "./lock.js"
 import type { View } from "./view.js"
@@ -31,7 +32,7 @@ export interface Source {
   readonly connection: EtcdClient
   readonly view: SubscriptionRef.SubscriptionRef<View>
   readonly assignments: Stream.Stream<Latest>
-  readonly activeWork: SubscriptionRef.SubscriptionRef<number>
+  readonly activeWork: Cell<number>
 }
 
 export type Latest =
@@ -72,8 +73,8 @@ export const run = <E, R>(
     const runOne = (info: Info, leaseId: string) =>
       Effect.gen(function*() {
         yield* Effect.acquireRelease(
-          SubscriptionRef.update(source.activeWork, (n) => n + 1),
-          () => SubscriptionRef.update(source.activeWork, (n) => n - 1)
+          source.activeWork.modify((n) => [undefined, n + 1] as const),
+          () => source.activeWork.modify((n) => [undefined, n - 1] as const)
         )
         let fence = info.revision
         if (exclusive === "index") {

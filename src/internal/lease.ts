@@ -77,7 +77,9 @@ export const make = (
     // a chance of 1 in 3^14. During a leader election the attempts wait at followers and answer once a leader is
     // elected.
     const hedgeAfter = Math.max(50, Math.min(1_000, ttlMillis / 30))
-    const maxAttempts = 16
+    // With a single endpoint every attempt reaches the same host: hedging could not route around it, and under load
+    // it would multiply the very requests that are slow (a join storm of a thousand members collapsed that way).
+    const maxAttempts = connection.endpoints.length === 1 ? 1 : 16
     const keepaliveOnce = (deadlineAt: number): Effect.Effect<"renewed" | LostReason, "failed"> =>
       Effect.gen(function*() {
         const sentAt = yield* Clock.currentTimeMillis

@@ -11,10 +11,18 @@ import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
 import { type Connection, request } from "./request.js"
 import * as View from "./view.js"
 
+/** Called with every new view, in the watch's own fiber: it must be quick and must not fail or block. */
+export type Listener = (view: View.View) => Effect.Effect<void>
+
 export interface GroupWatch {
   readonly group: string
   readonly membersPrefix: string
   readonly view: SubscriptionRef.SubscriptionRef<View.View>
+  /**
+   * Calls `listener` with every new view for the life of the scope. Members listen rather than subscribe: a change
+   * then costs one call per member, with no queue per member to hold views it has not read yet.
+   */
+  readonly listen: (listener: Listener) => Effect.Effect<void, never, Scope.Scope>
 }
 
 /** The prefix under which a group's member keys live. */
@@ -134,26 +142,34 @@ export const make = (
   Effect.gen(function*() {
     const prefix = membersPrefix(group)
     const view = yield* SubscriptionRef.make(yield* readGroup(connection, prefix))
+    const listeners = new Set<Listener>()
+    const publish = (next: View.View) =>
+      SubscriptionRef.set(view, next).pipe(
+        Effect.zipRight(Effect.forEach(Array.from(listeners), (listener) => listener(next), { discard: true }))
+      )
 
-    const reread = readGroup(connection, prefix).pipe(
-      Effect.flatMap((fresh) =>
-        SubscriptionRef.update(view, (old) => {
-          // Same members: keep the name the group already uses for this view.
-          const same = old.members.length === fresh.members.length &&
-            old.members.every((e, i) => e.id === fresh.members[i]!.id)
-          return same ? { ...fresh, revision: old.revision } : fresh
-        })
-      ),
-      Effect.tap(() => Effect.logInfo("re-read group after its watch was cancelled"))
-    )
+    const reread = Effect.gen(function*() {
+      const fresh = yield* readGroup(connection, prefix)
+      const old = yield* SubscriptionRef.get(view)
+      // Same members: keep the name the group already uses for this view.
+      const same = old.members.length === fresh.members.length &&
+        old.members.every((e, i) => e.id === fresh.members[i]!.id)
+      yield* publish(same ? { ...fresh, revision: old.revision } : fresh)
+      yield* Effect.logInfo("re-read group after its watch was cancelled")
+    })
 
     const session = Effect.gen(function*() {
       const from = (yield* SubscriptionRef.get(view)).seen + 1
       return yield* watchPrefix(connection, prefix, from).pipe(
-        Stream.runForEach((response) =>
-          SubscriptionRef.update(view, (v) => View.applyEvents(v, prefix, toEvents(response))).pipe(
-            Effect.zipRight(Metric.increment(watchResponses))
-          )
+        // Responses that queued up while the members were being told are applied together: one new view for all.
+        Stream.runForEachChunk((responses) =>
+          Effect.gen(function*() {
+            const current = yield* SubscriptionRef.get(view)
+            let next = current
+            for (const response of responses) next = View.applyEvents(next, prefix, toEvents(response))
+            yield* Metric.incrementBy(watchResponses, responses.length)
+            if (next !== current) yield* publish(next)
+          })
         )
       )
     }).pipe(
@@ -172,5 +188,16 @@ export const make = (
       Effect.withSpan("EtcdSeq.groupWatch", { attributes: { group } }),
       Effect.forkScoped
     )
-    return { group, membersPrefix: prefix, view }
+    return {
+      group,
+      membersPrefix: prefix,
+      view,
+      listen: (listener) =>
+        Effect.acquireRelease(
+          Effect.sync(() =>
+            listeners.add(listener)
+          ),
+          () => Effect.sync(() => listeners.delete(listener))
+        )
+    }
   })
