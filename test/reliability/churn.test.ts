@@ -1,9 +1,11 @@
 /**
  * Churn soak: up to 30 members join and leave at random against a 3-node cluster for a bounded time, one etcd
- * node is killed and restarted from its data dir in the middle; at every quiet point the group is converged.
+ * node is killed and restarted from its data dir in the middle; at every quiet point the group is converged, and
+ * the members' work (runAssigned, "group" mode, under the assignment checker) never overlaps on a share.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Duration, Effect, Fiber } from "effect"
+import { makeChecker, selfOverlaps, shareOverlaps } from "../support/checker.js"
 import { startCluster } from "../support/etcd.js"
 import { uniqueGroup } from "../support/members.js"
 import {
@@ -37,6 +39,7 @@ describe("churn", () => {
         console.log(`churn seed ${seed}`)
         const next = random(seed)
         const pids: Array<number | undefined> = []
+        const checker = makeChecker()
         yield* Effect.scoped(Effect.gen(function*() {
           const cluster = yield* startCluster(3)
           pids.push(...cluster.nodes.map((n) => n.pid))
@@ -53,7 +56,9 @@ describe("churn", () => {
             const burst = 3 + Math.floor(next() * 8)
             for (let i = 0; i < burst; i++) {
               if (live.length < maxMembers && (live.length < 3 || next() < 0.55)) {
-                live.push(yield* joinMember({ endpoints: cluster.endpoints, group, ttl, name: `m${joined++}` }))
+                const name = `m${joined++}`
+                const work = { run: checker.work(name, Math.floor(next() * 50)), exclusive: "group" as const }
+                live.push(yield* joinMember({ endpoints: cluster.endpoints, group, ttl, name, work }))
               } else {
                 const [gone] = live.splice(Math.floor(next() * live.length), 1)
                 yield* gone!.leave
@@ -73,7 +78,8 @@ describe("churn", () => {
             while (true) {
               const remaining = 15_000 - (yield* since(quietAt))
               yield* converged(live, Duration.millis(Math.max(1, remaining)))
-              const keys = (yield* leftovers(cluster.endpoints, [group])).keys
+              // Member keys only: the handover keys of the members' work live under the group too.
+              const keys = (yield* leftovers(cluster.endpoints, [group])).keys.filter((k) => k.includes("/members/"))
               if (keys.length === live.length) break
               expect(remaining, `etcd holds ${keys.length} member keys for ${live.length} members`).toBeGreaterThan(0)
               yield* Effect.sleep("100 millis")
@@ -89,6 +95,11 @@ describe("churn", () => {
           expect(quietPoints).toBeGreaterThanOrEqual(5)
 
           yield* Effect.forEach(live, (m) => m.leave, { concurrency: 10, discard: true })
+          console.log(`churn: ${checker.runs.length} runs of work`)
+          expect(checker.runs.length).toBeGreaterThan(0)
+          expect(checker.runs.every((r) => Number.isFinite(r.end))).toBe(true)
+          expect(selfOverlaps(checker.runs)).toEqual([])
+          expect(shareOverlaps(checker.runs)).toEqual([])
           yield* expectNothingLeftWithin(cluster.endpoints, [group], Duration.sum(ttl, Duration.seconds(2)))
         }))
         yield* expectPidsGone(pids)

@@ -5,7 +5,7 @@
 import { expect } from "@effect/vitest"
 import { Clock, Duration, Effect, Exit, Logger, LogLevel, Option, Ref, Scope, Stream, SubscriptionRef } from "effect"
 import { Etcd3 } from "etcd3"
-import { Etcd, EtcdSeq, type EtcdSeqService, Info } from "../../src/index.js"
+import { type Assignment, Etcd, EtcdSeq, type EtcdSeqService, type Exclusive, Info } from "../../src/index.js"
 import { ic } from "./members.js"
 import { pidIsGone } from "./processes.js"
 
@@ -39,6 +39,11 @@ export const joinMember = (options: {
   readonly group: string
   readonly ttl: Duration.DurationInput
   readonly name?: string
+  /** Work run with `runAssigned` for the member's life (the assignment checker's, say). */
+  readonly work?: {
+    readonly run: (assignment: Assignment) => Effect.Effect<void, never, Scope.Scope>
+    readonly exclusive: Exclusive
+  }
 }): Effect.Effect<Member, unknown, Scope.Scope> =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
@@ -54,6 +59,14 @@ export const joinMember = (options: {
       // RELIABILITY_DEBUG=1 shows the library's debug logs (failed keepalives, watch reconnects) per member.
       Logger.withMinimumLogLevel(process.env["RELIABILITY_DEBUG"] === undefined ? LogLevel.Info : LogLevel.Debug)
     )
+    if (options.work !== undefined) {
+      // In the member's scope, forked after it joined: its work stops before the member leaves.
+      yield* EtcdSeq.runAssigned(options.work.run, { exclusive: options.work.exclusive }).pipe(
+        Effect.provideService(EtcdSeq, seq),
+        Effect.ignore,
+        Effect.forkIn(scope)
+      )
+    }
     const history = yield* SubscriptionRef.make<ReadonlyArray<Timed>>([])
     yield* seq.changes.pipe(
       Stream.runForEach((info) =>
