@@ -305,8 +305,6 @@ interface Status {
 interface Registration {
   readonly scope: Scope.CloseableScope
   readonly lease: Lease.LeaseSession
-  readonly id: string
-  readonly createRevision: number
   /** Completes when the member's key has left the view. */
   readonly gone: Effect.Effect<void>
   /** Stops this registration from setting the member's Info. */
@@ -381,8 +379,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
           (client) =>
             client.put(watch.membersPrefix + id).value(View.encodeValue(settings.metadata)).lease(lease.id).exec()
         )
-        const createRevision = Number(put.header.revision)
-        state.createRevision = createRevision
+        state.createRevision = Number(put.header.revision)
         // The member is registered once the shared view has applied its own join (it may have already).
         yield* onView(yield* SubscriptionRef.get(watch.view))
         yield* Deferred.await(visible).pipe(
@@ -394,8 +391,6 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
         return {
           scope,
           lease,
-          id,
-          createRevision,
           gone: Deferred.await(gone),
           retire: Effect.sync(() => {
             state.retired = true

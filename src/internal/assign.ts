@@ -12,7 +12,6 @@ import {
   Option,
   Queue,
   RcMap,
-  Schedule,
   Scope,
   Stream,
   SubscriptionRef
@@ -24,6 +23,7 @@ import { Info } from "../Info.js"
 import type { Cell } from "./cell.js"
 import * as Handover from "./handover.js"
 import * as Lock from "./lock.js"
+import { backoff } from "./request.js"
 import type { View } from "./view.js"
 
 /** What a membership shows runAssigned: every Info with the lease behind it, and how the membership ended. */
@@ -46,9 +46,6 @@ interface Running {
   readonly leaseId: string
 }
 
-/** Exclusivity is retried, not failed: a lost lease or an unreachable etcd resolves with the next Info. */
-const exclusivityRetry = Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")))
-
 export const run = <E, R>(
   source: Source,
   work: (assignment: Assignment) => Effect.Effect<void, E, R>,
@@ -67,7 +64,7 @@ export const run = <E, R>(
     const publish = (leaseId: string, revision: number) =>
       Option.isNone(handover) ? Effect.void : Handover.publish(source.connection, source.group, leaseId, revision).pipe(
         Effect.tapError((e) => Effect.logWarning("handover publish failed; retrying", e)),
-        Effect.retry(exclusivityRetry)
+        Effect.retry(backoff)
       )
 
     const runOne = (info: Info, leaseId: string) =>
@@ -80,7 +77,8 @@ export const run = <E, R>(
         if (exclusive === "index") {
           fence = yield* Lock.acquire(source.connection, `${source.group}/locks/${info.index}/`, leaseId).pipe(
             Effect.tapError((e) => Effect.logWarning(`index lock ${info.index} failed; retrying`, e)),
-            Effect.retry(exclusivityRetry),
+            // Retried, not failed: a lost lease or an unreachable etcd resolves with the next Info.
+            Effect.retry(backoff),
             Effect.orDie
           )
         }

@@ -6,13 +6,13 @@
  * has published at least V. Members that left are covered by their lease: its expiry (or revoke) deletes their key
  * and removes them from the view, so nobody waits for them.
  */
-import { Effect, Schedule, type Scope, Stream, SubscriptionRef } from "effect"
+import { Effect, type Scope, Stream, SubscriptionRef } from "effect"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
-import { type Connection, request } from "./request.js"
+import { backoff, type Connection, request } from "./request.js"
 import { leaseIdToHex, type View } from "./view.js"
 import { watchPrefix } from "./watch.js"
 
-export const handoverPrefix = (group: string): string => `${group}/handover/`
+const handoverPrefix = (group: string): string => `${group}/handover/`
 
 /** Every member's published revision, followed by one watch per client and group. */
 export interface HandoverWatch {
@@ -61,7 +61,7 @@ export const watch = (
         Effect.zipRight(Effect.never)
       )
     yield* follow(initial.revision + 1).pipe(
-      Effect.retry(Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")))),
+      Effect.retry(backoff),
       Effect.forkScoped
     )
     return { published }

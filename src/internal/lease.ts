@@ -18,21 +18,19 @@ export type LostReason = "revoked or expired at etcd" | "no keepalive succeeded 
 export interface LeaseSession {
   /** The lease id as etcd prints it on the wire (int64 decimal). */
   readonly id: string
-  readonly ttl: Duration.Duration
   /** Completes with the reason once the lease is lost. */
   readonly lost: Effect.Effect<LostReason>
-  readonly isLost: Effect.Effect<boolean>
 }
 
 /**
  * How long before a possible expiry a member fences itself: a fifth of the TTL, between 200 ms and 2 s. It leaves
  * time for work to stop (finalizers) before another member could see the lease gone.
  */
-export const fencingMargin = (ttl: Duration.Duration): Duration.Duration =>
+const fencingMargin = (ttl: Duration.Duration): Duration.Duration =>
   Duration.millis(Math.min(2_000, Math.max(200, Duration.toMillis(ttl) / 5)))
 
 /** etcd counts TTLs in whole seconds; the local watchdog keeps the exact, shorter duration. */
-export const ttlSeconds = (ttl: Duration.Duration): number => Math.max(1, Math.ceil(Duration.toSeconds(ttl)))
+const ttlSeconds = (ttl: Duration.Duration): number => Math.max(1, Math.ceil(Duration.toSeconds(ttl)))
 
 export const make = (
   connection: Connection,
@@ -145,8 +143,6 @@ export const make = (
 
     return {
       id: lease.id,
-      ttl,
-      lost: Deferred.await(lost),
-      isLost: Deferred.isDone(lost)
+      lost: Deferred.await(lost)
     }
   })

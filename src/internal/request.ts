@@ -1,10 +1,16 @@
 /**
  * The one place etcd3 promises become Effects, with their failures sorted into the public error union.
  */
-import { Duration, Effect } from "effect"
+import { Duration, Effect, Schedule } from "effect"
 import type { Etcd3 } from "etcd3"
 import { isRecoverableError } from "etcd3"
 import { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
+
+/**
+ * How the library retries against etcd in the background (re-establishing a watch, a lock, a handover publish):
+ * exponential from 50 ms, capped at 2 s, so recovery after an outage stays prompt.
+ */
+export const backoff = Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")))
 
 /** What internal modules need of a client: the connection and the bounds its requests run under. */
 export interface Connection {

@@ -5,10 +5,10 @@
  * watch response updates the view incrementally. A watch that ends (connection lost) resumes from the last
  * revision the view applied; a watch etcd cancels (its start revision was compacted) re-reads the group first.
  */
-import { Data, Effect, Metric, Schedule, type Scope, Stream, SubscriptionRef } from "effect"
+import { Data, Effect, Metric, type Scope, Stream, SubscriptionRef } from "effect"
 import type { IKeyValue, IWatchResponse, Watcher } from "etcd3"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
-import { type Connection, request } from "./request.js"
+import { backoff, type Connection, request } from "./request.js"
 import * as View from "./view.js"
 
 /** Called with every new view, in the watch's own fiber: it must be quick and must not fail or block. */
@@ -128,9 +128,6 @@ export const watchResponses = Metric.counter("etcdseq_watch_responses", {
   description: "Watch responses applied to shared views"
 })
 
-/** Backoff for re-establishing a watch that keeps failing before it connects; capped so recovery stays prompt. */
-const reconnect = Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")))
-
 /**
  * Reads the group and starts its watch. The watch runs until the scope closes, through disconnections and
  * compactions; the view it feeds is what every member of the group on this client derives its Info from.
@@ -182,7 +179,7 @@ export const make = (
     )
 
     yield* session.pipe(
-      Effect.retry(reconnect),
+      Effect.retry(backoff),
       Effect.forever,
       Effect.annotateLogs({ group }),
       Effect.withSpan("EtcdSeq.groupWatch", { attributes: { group } }),
