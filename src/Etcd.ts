@@ -10,6 +10,7 @@ import { Etcd3, type IOptions } from "etcd3"
 import { EtcdUnavailable, InvalidOptions } from "./EtcdSeqError.js"
 import type { EtcdSeqError } from "./EtcdSeqError.js"
 import * as Handover from "./internal/handover.js"
+import * as Lease from "./internal/lease.js"
 import { classify, type Connection } from "./internal/request.js"
 import * as GroupWatch from "./internal/watch.js"
 
@@ -58,6 +59,11 @@ export interface EtcdClient extends Connection {
    * @internal
    */
   readonly handovers: RcMap.RcMap<string, Handover.HandoverWatch, EtcdSeqError>
+  /**
+   * The client's leases, one per TTL, shared by its members.
+   * @internal
+   */
+  readonly leases: Lease.LeasePool
 }
 
 /**
@@ -164,7 +170,8 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
       const handovers = yield* RcMap.make({
         lookup: (group: string) => Handover.watch(connection, group)
       })
-      return { client, endpoints, connectTimeout, requestTimeout, groups, handovers }
+      const leases = yield* Lease.makePool(connection)
+      return { client, endpoints, connectTimeout, requestTimeout, groups, handovers, leases }
     })
   }
 

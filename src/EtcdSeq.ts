@@ -29,8 +29,8 @@ import type { EtcdSeqError } from "./EtcdSeqError.js"
 import { Info } from "./Info.js"
 import * as Assign from "./internal/assign.js"
 import * as Cell from "./internal/cell.js"
-import * as Lease from "./internal/lease.js"
-import { request } from "./internal/request.js"
+import * as Handover from "./internal/handover.js"
+import { backoff, request } from "./internal/request.js"
 import * as View from "./internal/view.js"
 import type { GroupWatch } from "./internal/watch.js"
 
@@ -297,16 +297,15 @@ type End = { readonly _tag: "Open" } | { readonly _tag: "Closed" } | {
 
 interface Status {
   readonly info: Info
-  /** The lease the Info was obtained under, while valid. */
-  readonly leaseId: string | undefined
+  /** The registration the Info was obtained under, while valid. */
+  readonly holder: Assign.Holder | undefined
   readonly end: End
 }
 
 interface Registration {
   readonly scope: Scope.CloseableScope
-  readonly lease: Lease.LeaseSession
-  /** Completes when the member's key has left the view. */
-  readonly gone: Effect.Effect<void>
+  /** Completes with the reason once the membership is lost: its lease lost, or its key gone from the view. */
+  readonly ended: Effect.Effect<string>
   /** Stops this registration from setting the member's Info. */
   readonly retire: Effect.Effect<void>
 }
@@ -332,18 +331,18 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
     const watch: GroupWatch = yield* RcMap.get(etcd.groups, settings.key)
     const status = yield* Cell.make<Status>({
       info: Info.invalid,
-      leaseId: undefined,
+      holder: undefined,
       end: { _tag: "Open" }
     })
     const activeWork = yield* Cell.make(0)
     // Every view change is stored (runAssigned's group handover follows revisions); `changes` drops equal Infos.
-    const setInfo = (info: Info, leaseId?: string) =>
+    const setInfo = (info: Info, holder?: Assign.Holder) =>
       status.modify((s): [boolean, Status] =>
         // Once ended, the membership stays invalid: a view update racing the release must not revive it.
         s.end._tag !== "Open" ||
-          (Equal.equals(s.info, info) && s.info.revision === info.revision && s.leaseId === leaseId)
+          (Equal.equals(s.info, info) && s.info.revision === info.revision && s.holder === holder)
           ? [false, s]
-          : [!Equal.equals(s.info, info), { ...s, info, leaseId }]
+          : [!Equal.equals(s.info, info), { ...s, info, holder }]
       ).pipe(
         Effect.flatMap((changed) =>
           changed
@@ -357,27 +356,61 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
     const register: Effect.Effect<Registration, EtcdSeqError> = Effect.gen(function*() {
       const scope = yield* Scope.fork(memberScope, ExecutionStrategy.sequential)
       return yield* Effect.gen(function*() {
-        const lease = yield* Lease.make(etcd, settings.ttl)
-        const id = View.leaseIdToHex(lease.id)
+        // The client's lease for this TTL, shared with its other members: the member itself is a key under it.
+        const lease = yield* etcd.leases.hold(settings.ttl)
+        const holder: Assign.Holder = {
+          id: View.memberId(lease.id, yield* etcd.leases.nextMemberNumber),
+          leaseId: lease.id
+        }
         const visible = yield* Deferred.make<void>()
-        const gone = yield* Deferred.make<void>()
-        const state = { createRevision: undefined as number | undefined, retired: false }
+        const ended = yield* Deferred.make<string>()
+        const state = { createRevision: undefined as number | undefined, retired: false, leaseLost: false }
+        yield* lease.onLost((reason) => {
+          state.leaseLost = true
+          Deferred.unsafeDone(ended, Exit.succeed(reason))
+        })
         // Told of every view: sets the member's Info while its key is in the view, and says when it is gone.
         const onView = (view: View.View): Effect.Effect<void> => {
           if (state.createRevision === undefined || state.retired) return Effect.void
-          const standing = View.standing(view, id, state.createRevision)
+          const standing = View.standing(view, holder.id, state.createRevision)
           return standing._tag === "Member"
-            ? Effect.zipRight(setInfo(standing.info, lease.id), Deferred.succeed(visible, undefined))
+            ? Effect.zipRight(setInfo(standing.info, holder), Deferred.succeed(visible, undefined))
             : standing._tag === "Gone"
-            ? Effect.zipRight(Deferred.succeed(gone, undefined), Deferred.succeed(visible, undefined))
+            ? Effect.zipRight(Deferred.succeed(ended, "its key was deleted"), Deferred.succeed(visible, undefined))
             : Effect.void
         }
         yield* watch.listen(onView)
-        const put = yield* request(
-          etcd,
-          "put",
-          (client) =>
-            client.put(watch.membersPrefix + id).value(View.encodeValue(settings.metadata)).lease(lease.id).exec()
+        const memberKey = watch.membersPrefix + holder.id
+        // The keys this member wrote. Its lease outlives it (other members hold it), so a leave deletes them.
+        const ownKeys = [memberKey, Handover.handoverPrefix(settings.key) + holder.id]
+        const deleteOwnKeys = request(etcd, "delete", (client) =>
+          client.kv.txn({
+            success: ownKeys.map((key) => ({ request_delete_range: { key: Buffer.from(key) } }))
+          }))
+        const put = yield* Effect.acquireRelease(
+          request(
+            etcd,
+            "put",
+            (client) => client.put(memberKey).value(View.encodeValue(settings.metadata)).lease(lease.id).exec()
+          ),
+          () =>
+            Effect.suspend(() =>
+              // A lost lease took the keys with it (or will within the TTL).
+              state.leaseLost ? Effect.void : deleteOwnKeys.pipe(
+                Effect.timeout(Duration.min(settings.ttl, etcd.requestTimeout)),
+                Effect.catchAll((e) =>
+                  Effect.logWarning("leave failed; retrying in the background until it succeeds or the lease ends", e)
+                    .pipe(
+                      Effect.zipRight(etcd.leases.background(
+                        Effect.raceFirst(
+                          deleteOwnKeys.pipe(Effect.retry(backoff), Effect.ignore),
+                          lease.lost
+                        ).pipe(Effect.asVoid)
+                      ))
+                    )
+                )
+              )
+            )
         )
         state.createRevision = Number(put.header.revision)
         // The member is registered once the shared view has applied its own join (it may have already).
@@ -390,8 +423,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
         )
         return {
           scope,
-          lease,
-          gone: Deferred.await(gone),
+          ended: Deferred.await(ended),
           retire: Effect.sync(() => {
             state.retired = true
           })
@@ -403,15 +435,11 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
       )
     })
 
-    /** Follows the view until the membership is lost, and says why. */
-    const follow = (registration: Registration): Effect.Effect<string> =>
-      Effect.raceFirst(registration.lease.lost, Effect.as(registration.gone, "its key was deleted"))
-
     const life = (first: Registration) =>
       Effect.gen(function*() {
         let registration = first
         while (true) {
-          const reason = yield* follow(registration)
+          const reason = yield* registration.ended
           // Retired first, so no view update can hand the lost registration an Info again.
           yield* registration.retire
           yield* setInfo(Info.invalid)
@@ -428,7 +456,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
         Effect.catchAll((error) =>
           Effect.logError("re-registration gave up", error).pipe(
             Effect.zipRight(
-              status.set({ info: Info.invalid, leaseId: undefined, end: { _tag: "Failed", error } })
+              status.set({ info: Info.invalid, holder: undefined, end: { _tag: "Failed", error } })
             )
           )
         )
@@ -442,7 +470,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
       status.modify((s) =>
         [
           undefined,
-          s.end._tag === "Open" ? { info: Info.invalid, leaseId: undefined, end: { _tag: "Closed" } } : s
+          s.end._tag === "Open" ? { info: Info.invalid, holder: undefined, end: { _tag: "Closed" } } : s
         ] as const
       ).pipe(
         Effect.zipRight(activeWork.changes.pipe(Stream.takeUntil((n) => n === 0), Stream.runDrain)),
@@ -473,11 +501,11 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
         assignments: status.changes.pipe(
           Stream.takeUntil((s) => s.end._tag !== "Open"),
           Stream.map((s): Assign.Latest =>
-            s.end._tag === "Open" ? { _tag: "Info", info: s.info, leaseId: s.leaseId } : s.end
+            s.end._tag === "Open" ? { _tag: "Info", info: s.info, holder: s.holder } : s.end
           ),
           Stream.changesWith((a, b) =>
             a._tag === "Info" && b._tag === "Info"
-              ? a.leaseId === b.leaseId && Equal.equals(a.info, b.info) && a.info.revision === b.info.revision
+              ? a.holder === b.holder && Equal.equals(a.info, b.info) && a.info.revision === b.info.revision
               : a._tag === b._tag
           )
         ),

@@ -3,7 +3,7 @@ import { Clock, ConfigProvider, Effect, Exit, Fiber, Layer, Metric, Scope, Strea
 import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqService } from "../src/index.js"
 import * as GroupWatch from "../src/internal/watch.js"
 import { EtcdEndpoints } from "./support/etcd.js"
-import { client, expectNothingLeft, ic, record, strip, uniqueGroup, waitForInfo } from "./support/members.js"
+import { client, expectNothingLeft, ic, leaseOf, record, strip, uniqueGroup, waitForInfo } from "./support/members.js"
 
 /** Joins in a scope of its own, so a test can make the member leave by closing it. */
 const join = (options: Parameters<typeof EtcdSeq.make>[0], etcd: Layer.Layer<Etcd>) =>
@@ -99,7 +99,7 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
       { timeout: 60_000 }
     )
 
-    it.scoped("members on one client share one read and one watch of their group", () =>
+    it.scoped("members on one client share one read and one watch of their group, and one lease", () =>
       Effect.gen(function*() {
         const group = uniqueGroup("shared")
         const shared = yield* clientLayer
@@ -119,10 +119,15 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
         expect(ic(yield* d.seq.current)).toBe("3/4")
         expect((yield* Metric.value(GroupWatch.watchResponses)).count - responsesBefore).toBe(2)
 
-        // One member leaving does not disturb the others on its client.
+        const leases = (yield* a.seq.members).map((m) => leaseOf(m.id))
+        expect(new Set(leases.slice(0, 3)).size).toBe(1)
+        expect(leases[3]).not.toBe(leases[0])
+
+        // One member leaving does not disturb the others on its client, nor their lease.
         yield* b.leave
         yield* Effect.all([waitForInfo(a.seq, 0, 3), waitForInfo(c.seq, 1, 3), waitForInfo(d.seq, 2, 3)])
         const ids = (yield* a.seq.members).map((m) => m.id)
+        expect(ids.map(leaseOf)).toEqual([leases[0], leases[0], leases[3]])
         yield* Effect.all([a.leave, c.leave, d.leave])
         yield* expectNothingLeft(group, ids)
       }))
@@ -142,7 +147,7 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
         const ids = (yield* b.seq.members).map((m) => m.id)
         expect(ids[1]).not.toBe(oldId)
         yield* Effect.all([a.leave, b.leave])
-        // The old lease was revoked when the member registered anew.
+        // The member registered anew under the same lease; all of it went with the leaves.
         yield* expectNothingLeft(group, [...ids, oldId!])
       }))
 
@@ -153,7 +158,9 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
         const a = yield* join({ key: group, ttl: "2 seconds" }, Layer.succeed(Etcd, etcd))
         const seen = yield* record(a.seq)
         const [oldId] = (yield* a.seq.members).map((m) => m.id)
-        yield* Effect.promise(() => etcd.client.leaseClient.leaseRevoke({ ID: BigInt(`0x${oldId}`).toString() }))
+        yield* Effect.promise(() =>
+          etcd.client.leaseClient.leaseRevoke({ ID: BigInt(`0x${leaseOf(oldId!)}`).toString() })
+        )
         expect(strip(yield* seen.atLeast(3))).toEqual(["0/1", "invalid", "0/1"])
         const ids = (yield* a.seq.members).map((m) => m.id)
         expect(ids).toHaveLength(1)

@@ -26,7 +26,13 @@ import * as Lock from "./lock.js"
 import { backoff } from "./request.js"
 import type { View } from "./view.js"
 
-/** What a membership shows runAssigned: every Info with the lease behind it, and how the membership ended. */
+/** The registration an Info was obtained under: the member's key name and the lease it is bound to. */
+export interface Holder {
+  readonly id: string
+  readonly leaseId: string
+}
+
+/** What a membership shows runAssigned: every Info with the registration behind it, and how the membership ended. */
 export interface Source {
   readonly group: string
   readonly connection: EtcdClient
@@ -36,14 +42,14 @@ export interface Source {
 }
 
 export type Latest =
-  | { readonly _tag: "Info"; readonly info: Info; readonly leaseId: string | undefined }
+  | { readonly _tag: "Info"; readonly info: Info; readonly holder: Holder | undefined }
   | { readonly _tag: "Closed" }
   | { readonly _tag: "Failed"; readonly error: EtcdSeqError }
 
 interface Running {
   readonly fiber: Fiber.RuntimeFiber<void, never>
   readonly info: Info
-  readonly leaseId: string
+  readonly holder: Holder
 }
 
 export const run = <E, R>(
@@ -61,13 +67,13 @@ export const run = <E, R>(
       ? Option.some(yield* RcMap.get(source.connection.handovers, source.group))
       : Option.none()
 
-    const publish = (leaseId: string, revision: number) =>
-      Option.isNone(handover) ? Effect.void : Handover.publish(source.connection, source.group, leaseId, revision).pipe(
+    const publish = (holder: Holder, revision: number) =>
+      Option.isNone(handover) ? Effect.void : Handover.publish(source.connection, source.group, holder, revision).pipe(
         Effect.tapError((e) => Effect.logWarning("handover publish failed; retrying", e)),
         Effect.retry(backoff)
       )
 
-    const runOne = (info: Info, leaseId: string) =>
+    const runOne = (info: Info, holder: Holder) =>
       Effect.gen(function*() {
         yield* Effect.acquireRelease(
           source.activeWork.modify((n) => [undefined, n + 1] as const),
@@ -75,7 +81,7 @@ export const run = <E, R>(
         )
         let fence = info.revision
         if (exclusive === "index") {
-          fence = yield* Lock.acquire(source.connection, `${source.group}/locks/${info.index}/`, leaseId).pipe(
+          fence = yield* Lock.acquire(source.connection, `${source.group}/locks/${info.index}/`, holder).pipe(
             Effect.tapError((e) => Effect.logWarning(`index lock ${info.index} failed; retrying`, e)),
             // Retried, not failed: a lost lease or an unreachable etcd resolves with the next Info.
             Effect.retry(backoff),
@@ -83,7 +89,7 @@ export const run = <E, R>(
           )
         }
         if (Option.isSome(handover)) {
-          yield* publish(leaseId, info.revision).pipe(Effect.orDie)
+          yield* publish(holder, info.revision).pipe(Effect.orDie)
           yield* Handover.awaitAll(source.view, handover.value, info.revision)
         }
         yield* Effect.logDebug(`work starts for ${info.toString()} (fence ${fence})`)
@@ -117,17 +123,15 @@ export const run = <E, R>(
           yield* stop
           return yield* Effect.fail(latest.error)
         }
-        const { info, leaseId } = latest
-        if (
-          running !== undefined && leaseId === running.leaseId && Equal.equals(info, running.info)
-        ) {
+        const { holder, info } = latest
+        if (running !== undefined && holder === running.holder && Equal.equals(info, running.info)) {
           // Same share under a newer view: keep working; in "group" mode say so, since others wait for it.
-          yield* publish(running.leaseId, info.revision).pipe(Effect.ignore)
+          yield* publish(running.holder, info.revision).pipe(Effect.ignore)
           continue
         }
         yield* stop
-        if (!Info.isValid(info) || leaseId === undefined) continue
-        running = { fiber: yield* Effect.forkScoped(runOne(info, leaseId)), info, leaseId }
+        if (!Info.isValid(info) || holder === undefined) continue
+        running = { fiber: yield* Effect.forkScoped(runOne(info, holder)), info, holder }
       }
     }).pipe(Effect.scoped)
 

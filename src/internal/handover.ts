@@ -1,7 +1,7 @@
 /**
  * The group handover of `runAssigned({ exclusive: "group" })`.
  *
- * Each member publishes, under its lease, `<group>/handover/<lease id>` = the revision of the newest view whose
+ * Each member publishes, under its lease, `<group>/handover/<member id>` = the revision of the newest view whose
  * assignment it holds: "I run no work of a view older than this". Work of view V starts only after every live member
  * has published at least V. Members that left are covered by their lease: its expiry (or revoke) deletes their key
  * and removes them from the view, so nobody waits for them.
@@ -9,10 +9,10 @@
 import { Effect, type Scope, Stream, SubscriptionRef } from "effect"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
 import { backoff, type Connection, request } from "./request.js"
-import { leaseIdToHex, type View } from "./view.js"
+import type { View } from "./view.js"
 import { watchPrefix } from "./watch.js"
 
-const handoverPrefix = (group: string): string => `${group}/handover/`
+export const handoverPrefix = (group: string): string => `${group}/handover/`
 
 /** Every member's published revision, followed by one watch per client and group. */
 export interface HandoverWatch {
@@ -71,13 +71,13 @@ export const watch = (
 export const publish = (
   connection: Connection,
   group: string,
-  leaseId: string,
+  holder: { readonly id: string; readonly leaseId: string },
   revision: number
 ): Effect.Effect<void, EtcdUnavailable | EtcdRequestFailed> =>
   request(
     connection,
     "handover.put",
-    (client) => client.put(handoverPrefix(group) + leaseIdToHex(leaseId)).value(String(revision)).lease(leaseId).exec()
+    (client) => client.put(handoverPrefix(group) + holder.id).value(String(revision)).lease(holder.leaseId).exec()
   ).pipe(Effect.asVoid)
 
 /** Waits until every member of the current view has published at least `revision`. */

@@ -7,7 +7,7 @@
  * lease may outlive that moment at etcd by up to the TTL, never the other way round, so a member that stops at
  * `lost` has stopped before any other member can take its place.
  */
-import { Clock, Deferred, Duration, Effect, type Scope } from "effect"
+import { Clock, Deferred, Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
 import type { Lease } from "etcd3"
 import { EtcdLeaseInvalidError } from "etcd3"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
@@ -20,6 +20,11 @@ export interface LeaseSession {
   readonly id: string
   /** Completes with the reason once the lease is lost. */
   readonly lost: Effect.Effect<LostReason>
+  /**
+   * Calls `listener` once, when the lease is lost (at once if it already is), unless the scope closes first. A
+   * callback, not a fiber per holder: a thousand members of one lease wait on it for the cost of a set entry.
+   */
+  readonly onLost: (listener: (reason: LostReason) => void) => Effect.Effect<void, never, Scope.Scope>
 }
 
 /**
@@ -34,10 +39,13 @@ const ttlSeconds = (ttl: Duration.Duration): number => Math.max(1, Math.ceil(Dur
 
 export const make = (
   connection: Connection,
-  ttl: Duration.Duration
+  ttl: Duration.Duration,
+  /** Runs the moment the lease is lost, before anyone waiting on `lost` hears of it. */
+  beforeLost: Effect.Effect<void> = Effect.void
 ): Effect.Effect<LeaseSession, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
   Effect.gen(function*() {
     const lost = yield* Deferred.make<LostReason>()
+    const lostListeners = new Set<(reason: LostReason) => void>()
     const lease = yield* Effect.acquireRelease(
       Effect.gen(function*() {
         const lease: Lease = connection.client.lease(ttlSeconds(ttl), { autoKeepAlive: false })
@@ -137,12 +145,114 @@ export const make = (
       }
     })
     yield* Effect.raceFirst(keepalive, watchdog).pipe(
-      Effect.flatMap((reason) => Deferred.succeed(lost, reason)),
+      Effect.tap(() => beforeLost),
+      Effect.flatMap((reason) =>
+        Effect.zipRight(
+          Deferred.succeed(lost, reason),
+          Effect.sync(() => {
+            for (const listener of lostListeners) listener(reason)
+            lostListeners.clear()
+          })
+        )
+      ),
       Effect.forkScoped
     )
 
     return {
       id: lease.id,
-      lost: Deferred.await(lost)
+      lost: Deferred.await(lost),
+      onLost: (listener) =>
+        Effect.acquireRelease(
+          Effect.flatMap(Deferred.poll(lost), (done) =>
+            done._tag === "Some"
+              ? Effect.map(done.value, listener)
+              : Effect.sync(() => {
+                lostListeners.add(listener)
+              })),
+          () => Effect.sync(() => lostListeners.delete(listener))
+        )
+    }
+  })
+
+/**
+ * The leases of one client: one per TTL, shared by every member that uses the client with that TTL. A member is a
+ * key under the lease, so a process of a thousand members grants one lease, not a thousand (etcd grants a few
+ * hundred per second), and renews it with one keepalive every TTL/3. Members of one process live and die together
+ * anyway: they share the connection the lease is renewed over.
+ */
+export interface LeasePool {
+  /**
+   * Holds the client's lease of this TTL for the life of the scope: granted by the first holder, revoked when the
+   * last releases it. A lost lease is dropped from the pool at once, so the next `hold` grants a new one.
+   */
+  readonly hold: (
+    ttl: Duration.Duration
+  ) => Effect.Effect<LeaseSession, EtcdUnavailable | EtcdRequestFailed, Scope.Scope>
+  /** A name unique among the members of this client, for the member key under a shared lease. */
+  readonly nextMemberNumber: Effect.Effect<number>
+  /**
+   * Runs `effect` in the pool's scope, past the caller's life: cleanup that must not be dropped (a member key
+   * delete that failed while other members keep the lease alive).
+   */
+  readonly background: (effect: Effect.Effect<void>) => Effect.Effect<void>
+}
+
+interface PoolEntry {
+  refs: number
+  readonly scope: Scope.CloseableScope
+  readonly session: Deferred.Deferred<LeaseSession, EtcdUnavailable | EtcdRequestFailed>
+}
+
+export const makePool = (connection: Connection): Effect.Effect<LeasePool, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const poolScope = yield* Effect.scope
+    const entries = new Map<number, PoolEntry>()
+    let memberNumber = 0
+    const drop = (key: number, entry: PoolEntry) =>
+      Effect.sync(() => {
+        if (entries.get(key) === entry) entries.delete(key)
+      })
+
+    const release = (key: number, entry: PoolEntry) =>
+      Effect.suspend(() => {
+        entry.refs--
+        if (entry.refs > 0) return Effect.void
+        return Effect.zipRight(drop(key, entry), Scope.close(entry.scope, Exit.void))
+      })
+
+    const create = (key: number, ttl: Duration.Duration) =>
+      Effect.gen(function*() {
+        const entry: PoolEntry = {
+          refs: 0,
+          scope: yield* Scope.fork(poolScope, ExecutionStrategy.sequential),
+          session: yield* Deferred.make<LeaseSession, EtcdUnavailable | EtcdRequestFailed>()
+        }
+        entries.set(key, entry)
+        yield* make(connection, ttl, drop(key, entry)).pipe(
+          Scope.extend(entry.scope),
+          // A failed grant leaves the pool too, so the next holder tries afresh.
+          Effect.tapError(() => drop(key, entry)),
+          Effect.exit,
+          Effect.flatMap((exit) => Deferred.done(entry.session, exit)),
+          // Forked from `hold`'s uninterruptible region: the session itself must stay interruptible.
+          Effect.interruptible,
+          Effect.forkIn(entry.scope)
+        )
+        return entry
+      })
+
+    return {
+      hold: (ttl) =>
+        Effect.uninterruptibleMask((restore) =>
+          Effect.gen(function*() {
+            const key = Duration.toMillis(ttl)
+            const entry = entries.get(key) ?? (yield* create(key, ttl))
+            entry.refs++
+            yield* Effect.addFinalizer(() => release(key, entry))
+            return yield* restore(Deferred.await(entry.session))
+          })
+        ),
+      nextMemberNumber: Effect.sync(() => memberNumber++),
+      background: (effect) => Effect.asVoid(Effect.forkIn(effect, poolScope))
     }
   })

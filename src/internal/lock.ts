@@ -1,5 +1,5 @@
 /**
- * An etcd lock per index (etcd's `concurrency.Mutex`): the lock key is `<prefix><lease id>` written under the
+ * An etcd lock per index (etcd's `concurrency.Mutex`): the lock key is `<prefix><member id>` written under the
  * member's lease, contenders are ordered by create revision, and each waits only for the delete of its direct
  * predecessor, so a release wakes one waiter, not a herd. A dead holder's key vanishes with its lease.
  */
@@ -7,7 +7,6 @@ import { Effect, Option, type Scope, Stream } from "effect"
 import { Range } from "etcd3"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
 import { type Connection, request } from "./request.js"
-import { leaseIdToHex } from "./view.js"
 import { watchPrefix } from "./watch.js"
 
 /**
@@ -17,14 +16,14 @@ import { watchPrefix } from "./watch.js"
 export const acquire = (
   connection: Connection,
   prefix: string,
-  leaseId: string
+  holder: { readonly id: string; readonly leaseId: string }
 ): Effect.Effect<number, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
   Effect.gen(function*() {
-    const key = prefix + leaseIdToHex(leaseId)
+    const key = prefix + holder.id
     const revision = yield* Effect.acquireRelease(
       request(connection, "lock.put", (client) =>
         client.if(key, "Create", "==", 0)
-          .then(client.put(key).value("").lease(leaseId))
+          .then(client.put(key).value("").lease(holder.leaseId))
           .else(client.get(key))
           .commit()).pipe(
           Effect.map((txn) =>

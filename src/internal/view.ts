@@ -6,7 +6,10 @@
  */
 import { Info } from "../Info.js"
 
-/** One live member of the view. `id` is its lease id in hex, which is also the last segment of its key. */
+/**
+ * One live member of the view. `id` is the last segment of its key, `<lease id in hex>_<number>`: the lease it is
+ * bound to (shared by the members of one client), and a number unique among that client's members.
+ */
 export interface Entry {
   readonly id: string
   readonly createRevision: number
@@ -46,15 +49,23 @@ export const encodeValue = (metadata: string): string => JSON.stringify({ v: 1, 
 /** Lease ids are int64 decimals on the wire; keys carry them in hex, as etcd's own tools print them. */
 export const leaseIdToHex = (leaseId: string): string => BigInt(leaseId).toString(16)
 
+/** The id of a member bound to `leaseId`, numbered `n` among the members of its client. */
+export const memberId = (leaseId: string, n: number): string => `${leaseIdToHex(leaseId)}_${n}`
+
+const memberIdPattern = /^([0-9a-f]{1,16})_(0|[1-9][0-9]{0,15})$/
+
 /**
- * The member id a key stands for, when the key is a member key of this prefix: exactly `<prefix><hex lease id>`.
- * Anything else under the prefix (a nested key, a foreign name) is not a member.
+ * The member id a key stands for, when the key is a member key of this prefix: exactly
+ * `<prefix><hex lease id>_<number>`. Anything else under the prefix (a nested key, a foreign name) is not a member.
  */
 export const idOfKey = (membersPrefix: string, key: string): string | undefined => {
   if (!key.startsWith(membersPrefix)) return undefined
   const id = key.slice(membersPrefix.length)
-  return /^[0-9a-f]{1,16}$/.test(id) ? id : undefined
+  return memberIdPattern.test(id) ? id : undefined
 }
+
+/** The hex lease id a member id names. */
+const leaseOfId = (id: string): string => id.slice(0, id.indexOf("_"))
 
 export type Decoded =
   | { readonly _tag: "Member"; readonly entry: Entry }
@@ -68,7 +79,7 @@ export type Decoded =
 export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
   const id = idOfKey(membersPrefix, kv.key)
   if (id === undefined) return { _tag: "Foreign", key: kv.key, reason: "not a member key" }
-  if (kv.lease === "0" || leaseIdToHex(kv.lease) !== id) {
+  if (kv.lease === "0" || leaseIdToHex(kv.lease) !== leaseOfId(id)) {
     return { _tag: "Foreign", key: kv.key, reason: "not bound to the lease it names" }
   }
   let parsed: unknown

@@ -9,19 +9,28 @@ const prefix = "g/members/"
 interface Model {
   revision: number
   nextLease: number
+  nextMember: number
   live: Array<{ id: string; lease: string; createRevision: number }>
   lastChange: number
   events: Array<View.RawEvent>
 }
 
 type Op =
-  | { readonly kind: "join"; readonly metadata: string }
+  | { readonly kind: "join"; readonly metadata: string; readonly sharedLease: boolean }
   | { readonly kind: "leave"; readonly pick: number }
   | { readonly kind: "rewrite"; readonly pick: number; readonly metadata: string }
   | { readonly kind: "foreign"; readonly name: string }
 
 const op: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant("join" as const), metadata: fc.string({ maxLength: 8 }) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      kind: fc.constant("join" as const),
+      metadata: fc.string({ maxLength: 8 }),
+      // Members of one client share its lease.
+      sharedLease: fc.boolean()
+    })
+  },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant("leave" as const), pick: fc.nat() }) },
   {
     weight: 1,
@@ -46,12 +55,13 @@ const put = (
 })
 
 const run = (ops: ReadonlyArray<Op>): Model => {
-  const model: Model = { revision: 1, nextLease: 7000, live: [], lastChange: 0, events: [] }
+  const model: Model = { revision: 1, nextLease: 7000, nextMember: 0, live: [], lastChange: 0, events: [] }
   for (const o of ops) {
     const rev = ++model.revision
     if (o.kind === "join") {
-      const lease = String(model.nextLease++)
-      const id = View.leaseIdToHex(lease)
+      const shared = model.live.at(-1)
+      const lease = o.sharedLease && shared !== undefined ? shared.lease : String(model.nextLease++)
+      const id = View.memberId(lease, model.nextMember++)
       model.live.push({ id, lease, createRevision: rev })
       model.lastChange = rev
       model.events.push(put(prefix + id, View.encodeValue(o.metadata), lease, rev, rev))
@@ -68,7 +78,9 @@ const run = (ops: ReadonlyArray<Op>): Model => {
       // Keys that are not member keys: nested, named otherwise, or unbound to the lease they name.
       model.events.push(put(prefix + o.name + "/x", "{}", "0", rev, rev))
       model.events.push(put(prefix + "zz" + o.name, "{}", "5", rev, rev))
-      model.events.push(put(prefix + "abc", "not json", String(0xabc), rev, rev))
+      model.events.push(put(prefix + "abc", View.encodeValue(""), String(0xabc), rev, rev))
+      model.events.push(put(prefix + "abc_1", "not json", String(0xabc), rev, rev))
+      model.events.push(put(prefix + "abd_1", View.encodeValue(""), String(0xabc), rev, rev))
     }
   }
   return model
@@ -144,8 +156,8 @@ describe("view", () => {
     "a member is Pending before the view applies its join, and Gone once the view applied its leave",
     [fc.array(op, { maxLength: 40 }), fc.nat()],
     ([ops, pick]) => {
-      const model = run([{ kind: "join", metadata: "" }, ...ops])
-      const first = { id: View.leaseIdToHex("7000"), createRevision: 2 }
+      const model = run([{ kind: "join", metadata: "", sharedLease: false }, ...ops])
+      const first = { id: View.memberId("7000", 0), createRevision: 2 }
       expect(View.standing(View.empty, first.id, first.createRevision)._tag).toBe("Pending")
       const view = applyAll(model, [pick % 5])
       const stillThere = model.live.some((m) => m.id === first.id)
@@ -154,33 +166,45 @@ describe("view", () => {
   )
 
   it("a batch that changes nothing returns the same view", () => {
-    const joined = View.applyEvents(View.empty, prefix, [put(prefix + "1f", View.encodeValue(""), "31", 2, 2)])
+    const joined = View.applyEvents(View.empty, prefix, [put(prefix + "1f_0", View.encodeValue(""), "31", 2, 2)])
     expect(View.applyEvents(joined, prefix, [])).toBe(joined)
-    expect(View.applyEvents(joined, prefix, [{ _tag: "Delete", key: prefix + "ff", modRevision: 1 }])).toBe(joined)
+    expect(View.applyEvents(joined, prefix, [{ _tag: "Delete", key: prefix + "ff_0", modRevision: 1 }])).toBe(joined)
   })
 
   it("a member key rewritten off its lease stops counting", () => {
     const joined = View.applyEvents(View.empty, prefix, [
-      put(prefix + "1f", View.encodeValue(""), "31", 2, 2),
-      put(prefix + "20", View.encodeValue(""), "32", 3, 3)
+      put(prefix + "1f_0", View.encodeValue(""), "31", 2, 2),
+      put(prefix + "1f_1", View.encodeValue(""), "31", 3, 3)
     ])
-    const hijacked = View.applyEvents(joined, prefix, [put(prefix + "1f", "whatever", "0", 2, 4)])
-    expect(hijacked.members.map((m) => m.id)).toEqual(["20"])
+    const hijacked = View.applyEvents(joined, prefix, [put(prefix + "1f_0", "whatever", "0", 2, 4)])
+    expect(hijacked.members.map((m) => m.id)).toEqual(["1f_1"])
     expect(hijacked.revision).toBe(4)
-    expect(View.standing(hijacked, "1f", 2)._tag).toBe("Gone")
+    expect(View.standing(hijacked, "1f_0", 2)._tag).toBe("Gone")
   })
 
   it("decode names why a key is not a member", () => {
     const decode = (key: string, value: string, lease: string) =>
       View.decode(prefix, { key, value, lease, createRevision: 1, modRevision: 1 })
-    expect(decode(prefix + "1f", View.encodeValue("m"), "31")).toEqual({
+    expect(View.memberId("31", 7)).toBe("1f_7")
+    expect(decode(prefix + "1f_7", View.encodeValue("m"), "31")).toEqual({
       _tag: "Member",
-      entry: { id: "1f", createRevision: 1, metadata: "m" }
+      entry: { id: "1f_7", createRevision: 1, metadata: "m" }
     })
-    expect(decode(prefix + "1f/x", "{}", "31")).toMatchObject({ _tag: "Foreign", reason: "not a member key" })
-    expect(decode(prefix + "1f", View.encodeValue(""), "0")).toMatchObject({ _tag: "Foreign" })
-    expect(decode(prefix + "1f", View.encodeValue(""), "32")).toMatchObject({ _tag: "Foreign" })
-    expect(decode(prefix + "1f", "nope", "31")).toMatchObject({ _tag: "Foreign", reason: "value is not JSON" })
-    expect(decode(prefix + "1f", "{\"v\":2}", "31")).toMatchObject({ _tag: "Foreign" })
+    expect(decode(prefix + "1f_7/x", "{}", "31")).toMatchObject({ _tag: "Foreign", reason: "not a member key" })
+    expect(decode(prefix + "1f", View.encodeValue(""), "31")).toMatchObject({
+      _tag: "Foreign",
+      reason: "not a member key"
+    })
+    expect(decode(prefix + "1f_07", View.encodeValue(""), "31")).toMatchObject({
+      _tag: "Foreign",
+      reason: "not a member key"
+    })
+    expect(decode(prefix + "1f_7", View.encodeValue(""), "0")).toMatchObject({ _tag: "Foreign" })
+    expect(decode(prefix + "1f_7", View.encodeValue(""), "32")).toMatchObject({
+      _tag: "Foreign",
+      reason: "not bound to the lease it names"
+    })
+    expect(decode(prefix + "1f_7", "nope", "31")).toMatchObject({ _tag: "Foreign", reason: "value is not JSON" })
+    expect(decode(prefix + "1f_7", "{\"v\":2}", "31")).toMatchObject({ _tag: "Foreign" })
   })
 })

@@ -78,16 +78,19 @@ export const waitForInfo = (seq: EtcdSeqService, index: number, count: number, w
 export const strip = (infos: ReadonlyArray<string>): ReadonlyArray<string> =>
   infos.map((s) => s === "invalid" ? s : s.split("@")[0]!)
 
+/** The hex lease id a member id (`<lease hex>_<n>`) is bound to. */
+export const leaseOf = (memberId: string): string => memberId.split("_")[0]!
+
 /**
- * Asserts that etcd holds no key under the group and none of the given leases: what a user relies on after every
- * member's scope has closed.
+ * Asserts that etcd holds no key under the group and none of the given members' leases: what a user relies on
+ * after every member's scope has closed.
  */
-export const expectNothingLeft = (group: string, leaseIdsHex: ReadonlyArray<string>) =>
+export const expectNothingLeft = (group: string, memberIds: ReadonlyArray<string>) =>
   Effect.scoped(Effect.gen(function*() {
     const { client: etcd } = yield* client
     const keys = yield* Effect.promise(() => etcd.getAll().prefix(`${group}/`).keys())
     expect(keys).toEqual([])
     const leases = yield* Effect.promise(() => etcd.leaseClient.leaseLeases())
     const live = new Set(leases.leases.map((l) => BigInt(l.ID).toString(16)))
-    expect(leaseIdsHex.filter((id) => live.has(id))).toEqual([])
+    expect(memberIds.map(leaseOf).filter((id) => live.has(id))).toEqual([])
   }))
