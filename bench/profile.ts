@@ -6,7 +6,7 @@
  * Prints the storm's time and each change's time; `--impl=baseline` profiles the baseline instead.
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Console, Duration, Effect, Fiber } from "effect"
+import { Console, Duration, Effect, Fiber, Metric } from "effect"
 import { startEtcd } from "../test/support/etcd.js"
 import * as Baseline from "./baseline.js"
 import { BenchError } from "./etcdMetrics.js"
@@ -54,12 +54,15 @@ const main = Effect.gen(function*() {
       const infos = yield* driver.tracker.infos
       const full = [...infos.values()].filter((info) => info.count === size).length
       const counters = yield* driver.counters
+      const snapshot = yield* Metric.snapshot
+      const changes = snapshot.find((m) => m.metricKey.name === "etcdseq_membership_changes")
+      const changeCount = changes === undefined ? 0 : (changes.metricState as unknown as { count: number }).count
       yield* Console.log(
         `  +${
           (((yield* nowMs) - started) / 1000).toFixed(0)
         } s: ${infos.size} members with an Info, ${full} at count ${size}; ${counters.watchResponses} watch responses; timer lag ${
           lag.toFixed(0)
-        } ms`
+        } ms; ${changeCount} member Info changes`
       )
     }
   })

@@ -4,6 +4,8 @@
  * @since 0.1.0
  */
 import {
+  Channel,
+  Chunk,
   Config,
   Context,
   Deferred,
@@ -336,22 +338,17 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
     })
     const activeWork = yield* Cell.make(0)
     // Every view change is stored (runAssigned's group handover follows revisions); `changes` drops equal Infos.
-    const setInfo = (info: Info, holder?: Assign.Holder) =>
-      status.modify((s): [boolean, Status] =>
+    // Synchronous: the shared watch calls it for every member on every view, so it must cost next to nothing.
+    const unsafeSetInfo = (info: Info, holder?: Assign.Holder): void => {
+      const changed = status.unsafeModify((s): [boolean, Status] =>
         // Once ended, the membership stays invalid: a view update racing the release must not revive it.
         s.end._tag !== "Open" ||
           (Equal.equals(s.info, info) && s.info.revision === info.revision && s.holder === holder)
           ? [false, s]
           : [!Equal.equals(s.info, info), { ...s, info, holder }]
-      ).pipe(
-        Effect.flatMap((changed) =>
-          changed
-            ? Metric.increment(membershipChanges).pipe(
-              Effect.zipRight(Effect.logDebug(`membership ${info.toString()}`))
-            )
-            : Effect.void
-        )
       )
+      if (changed) membershipChanges.unsafeUpdate(1, [])
+    }
 
     const register: Effect.Effect<Registration, EtcdSeqError> = Effect.gen(function*() {
       const scope = yield* Scope.fork(memberScope, ExecutionStrategy.sequential)
@@ -370,14 +367,16 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
           Deferred.unsafeDone(ended, Exit.succeed(reason))
         })
         // Told of every view: sets the member's Info while its key is in the view, and says when it is gone.
-        const onView = (view: View.View): Effect.Effect<void> => {
-          if (state.createRevision === undefined || state.retired) return Effect.void
+        const onView = (view: View.View): void => {
+          if (state.createRevision === undefined || state.retired) return
           const standing = View.standing(view, holder.id, state.createRevision)
-          return standing._tag === "Member"
-            ? Effect.zipRight(setInfo(standing.info, holder), Deferred.succeed(visible, undefined))
-            : standing._tag === "Gone"
-            ? Effect.zipRight(Deferred.succeed(ended, "its key was deleted"), Deferred.succeed(visible, undefined))
-            : Effect.void
+          if (standing._tag === "Member") {
+            unsafeSetInfo(standing.info, holder)
+            Deferred.unsafeDone(visible, Exit.void)
+          } else if (standing._tag === "Gone") {
+            Deferred.unsafeDone(ended, Exit.succeed("its key was deleted"))
+            Deferred.unsafeDone(visible, Exit.void)
+          }
         }
         yield* watch.listen(onView)
         const memberKey = watch.membersPrefix + holder.id
@@ -414,7 +413,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
         )
         state.createRevision = Number(put.header.revision)
         // The member is registered once the shared view has applied its own join (it may have already).
-        yield* onView(yield* SubscriptionRef.get(watch.view))
+        onView(yield* SubscriptionRef.get(watch.view))
         yield* Deferred.await(visible).pipe(
           Effect.timeoutFail({
             duration: etcd.requestTimeout,
@@ -442,7 +441,8 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
           const reason = yield* registration.ended
           // Retired first, so no view update can hand the lost registration an Info again.
           yield* registration.retire
-          yield* setInfo(Info.invalid)
+          unsafeSetInfo(Info.invalid)
+          yield* Effect.logDebug("membership invalid")
           yield* Metric.increment(leaseLosses)
           yield* Effect.logWarning(`membership lost: ${reason}; registering again`)
           yield* Scope.close(registration.scope, Exit.void)
@@ -479,16 +479,26 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
       )
     )
 
-    // One stream per subscriber, no inner stream per element: a change costs each subscriber little.
-    const changes: Stream.Stream<Info, EtcdSeqError> = status.changes.pipe(
-      Stream.takeUntil((s) => s.end._tag !== "Open"),
-      Stream.map((s) => s.info),
-      Stream.changes,
-      Stream.concat(Stream.unwrap(Effect.map(
-        status.get,
-        (s) => s.end._tag === "Failed" ? Stream.fail(s.end.error) : Stream.empty
-      )))
-    )
+    // One channel of one stage per subscriber: a thousand members in one process each pay for every view, so
+    // skipping stale statuses, dropping equal Infos and ending are one step, not a pipeline of streams.
+    const changes: Stream.Stream<Info, EtcdSeqError> = Stream.fromChannel(Channel.unwrap(Effect.map(
+      status.reader,
+      (next) => {
+        let last: Info | undefined
+        const loop: Channel.Channel<Chunk.Chunk<Info>, unknown, EtcdSeqError, unknown, void, unknown> = Channel
+          .flatMap(Channel.fromEffect(next), (s) => {
+            const emit = last !== undefined && Equal.equals(last, s.info)
+              ? Channel.void
+              : Channel.write(Chunk.of(s.info))
+            last = s.info
+            return Channel.zipRight(
+              emit,
+              s.end._tag === "Open" ? loop : s.end._tag === "Failed" ? Channel.fail(s.end.error) : Channel.void
+            )
+          })
+        return loop
+      }
+    )))
 
     return {
       group: settings.key,

@@ -5,14 +5,14 @@
  * watch response updates the view incrementally. A watch that ends (connection lost) resumes from the last
  * revision the view applied; a watch etcd cancels (its start revision was compacted) re-reads the group first.
  */
-import { Data, Effect, Metric, type Scope, Stream, SubscriptionRef } from "effect"
+import { Data, Effect, Exit, Mailbox, Metric, Option, type Scope, Stream, SubscriptionRef } from "effect"
 import type { IKeyValue, IWatchResponse, Watcher } from "etcd3"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
 import { backoff, type Connection, request } from "./request.js"
 import * as View from "./view.js"
 
-/** Called with every new view, in the watch's own fiber: it must be quick and must not fail or block. */
-export type Listener = (view: View.View) => Effect.Effect<void>
+/** Called with every new view, in the watch's own fiber, synchronously: it must be quick and must not throw. */
+export type Listener = (view: View.View) => void
 
 export interface GroupWatch {
   readonly group: string
@@ -52,16 +52,23 @@ const toEvents = (response: IWatchResponse): ReadonlyArray<View.RawEvent> =>
   )
 
 /**
- * The watch responses for keys under `prefix` from `startRevision`, as a stream that always ends by failing with
- * `WatchEnded`. Every listener is removed and the watcher cancelled when the stream's scope closes.
+ * The watch responses for keys under `prefix` from `startRevision`, in a mailbox that ends with a `WatchEnded`
+ * item, then is done. The mailbox is unbounded and can be drained whole: responses that arrived while the consumer
+ * was busy are taken at once, with no fiber per response. Every listener is removed and the watcher cancelled when
+ * the scope closes.
  */
-export const watchPrefix = (
+export const watchMailbox = (
   connection: Connection,
   prefix: string,
   startRevision: number
-): Stream.Stream<IWatchResponse, WatchEnded> =>
-  Stream.asyncScoped<IWatchResponse, WatchEnded>((emit) =>
-    Effect.acquireRelease(
+): Effect.Effect<Mailbox.ReadonlyMailbox<IWatchResponse | WatchEnded>, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const mailbox = yield* Effect.acquireRelease(Mailbox.make<IWatchResponse | WatchEnded>(), (m) => m.shutdown)
+    const end = (ended: WatchEnded) => {
+      mailbox.unsafeOffer(ended)
+      mailbox.unsafeDone(Exit.void)
+    }
+    yield* Effect.acquireRelease(
       Effect.sync(() => {
         const state = { wasConnected: false, canceled: false }
         const watcher: Watcher = connection.client.watch().prefix(prefix).startRevision(String(startRevision))
@@ -70,12 +77,12 @@ export const watchPrefix = (
           connected: () => {
             state.wasConnected = true
           },
-          data: (response: IWatchResponse) => void emit.single(response),
+          data: (response: IWatchResponse) => void mailbox.unsafeOffer(response),
           disconnected: (cause: unknown) =>
-            void emit.fail(new WatchEnded({ canceled: false, wasConnected: state.wasConnected, cause })),
+            end(new WatchEnded({ canceled: false, wasConnected: state.wasConnected, cause })),
           error: (cause: unknown) => {
             state.canceled = true
-            void emit.fail(new WatchEnded({ canceled: true, wasConnected: state.wasConnected, cause }))
+            end(new WatchEnded({ canceled: true, wasConnected: state.wasConnected, cause }))
           }
         }
         for (const [event, listener] of Object.entries(listeners)) watcher.on(event as "data", listener)
@@ -97,7 +104,24 @@ export const watchPrefix = (
           )
         })
     )
+    return mailbox
+  })
+
+/** {@link watchMailbox} as a stream that always ends by failing with `WatchEnded`. */
+export const watchPrefix = (
+  connection: Connection,
+  prefix: string,
+  startRevision: number
+): Stream.Stream<IWatchResponse, WatchEnded> =>
+  Stream.unwrapScoped(Effect.map(watchMailbox(connection, prefix, startRevision), Mailbox.toStream)).pipe(
+    Stream.mapEffect((item) => item instanceof WatchEnded ? Effect.fail(item) : Effect.succeed(item))
   )
+
+/** Lets the event loop run once: I/O that is already due is delivered before the caller goes on. */
+const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume) => {
+  const handle = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(handle))
+})
 
 /** Reads the whole group once: the starting point of a watch, and the recovery after a compaction. */
 export const readGroup = (
@@ -142,7 +166,10 @@ export const make = (
     const listeners = new Set<Listener>()
     const publish = (next: View.View) =>
       SubscriptionRef.set(view, next).pipe(
-        Effect.zipRight(Effect.forEach(Array.from(listeners), (listener) => listener(next), { discard: true }))
+        Effect.zipRight(Effect.sync(() => {
+          for (const listener of listeners) listener(next)
+        })),
+        Effect.zipRight(Effect.logDebug(`view: ${next.members.length} members at revision ${next.revision}`))
       )
 
     const reread = Effect.gen(function*() {
@@ -157,19 +184,34 @@ export const make = (
 
     const session = Effect.gen(function*() {
       const from = (yield* SubscriptionRef.get(view)).seen + 1
-      return yield* watchPrefix(connection, prefix, from).pipe(
-        // Responses that queued up while the members were being told are applied together: one new view for all.
-        Stream.runForEachChunk((responses) =>
-          Effect.gen(function*() {
-            const current = yield* SubscriptionRef.get(view)
-            let next = current
-            for (const response of responses) next = View.applyEvents(next, prefix, toEvents(response))
-            yield* Metric.incrementBy(watchResponses, responses.length)
-            if (next !== current) yield* publish(next)
-          })
-        )
-      )
+      const mailbox = yield* watchMailbox(connection, prefix, from)
+      while (true) {
+        const current = yield* SubscriptionRef.get(view)
+        let next = current
+        let applied = 0
+        let ended: WatchEnded | undefined
+        const apply = (items: Iterable<IWatchResponse | WatchEnded>) => {
+          for (const item of items) {
+            if (item instanceof WatchEnded) ended = item
+            else if (ended === undefined) {
+              next = View.applyEvents(next, prefix, toEvents(item))
+              applied++
+            }
+          }
+        }
+        apply((yield* mailbox.takeAll)[0])
+        // Responses that reach the event loop meanwhile join this view: every member is told of each view, so a
+        // storm of a thousand joins must make a few views, not a thousand. Idle, this costs one loop turn.
+        if (ended === undefined) {
+          yield* yieldToEventLoop
+          if (Option.getOrElse(mailbox.unsafeSize(), () => 0) > 0) apply((yield* mailbox.takeAll)[0])
+        }
+        yield* Metric.incrementBy(watchResponses, applied)
+        if (next !== current) yield* publish(next)
+        if (ended !== undefined) return yield* Effect.fail(ended)
+      }
     }).pipe(
+      Effect.scoped,
       Effect.catchTag("WatchEnded", (ended): Effect.Effect<void, WatchEnded | EtcdUnavailable | EtcdRequestFailed> =>
         ended.canceled
           ? reread
