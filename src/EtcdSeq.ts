@@ -18,6 +18,7 @@ import {
   Metric,
   Option,
   RcMap,
+  Runtime,
   Schedule,
   Scope,
   Stream,
@@ -69,7 +70,10 @@ export interface EtcdSeqOptions {
  * @category models
  */
 export interface Member {
-  /** The member's lease id in hex; its key is `<group>/members/<id>`. */
+  /**
+   * The member's id, `<lease id in hex>_<number>`: its key is `<group>/members/<id>`. Members that share an `Etcd`
+   * client share its lease (one per TTL), so the number tells them apart.
+   */
   readonly id: string
   readonly metadata: string
   readonly index: number
@@ -103,8 +107,10 @@ export interface EtcdSeqService {
 /**
  * One membership of a group, held for the life of a scope.
  *
- * Acquiring it grants a lease, writes the member's key under that lease and reads the group; releasing it revokes
- * the lease, a graceful leave the other members see at once. A member that crashes leaves after the lease TTL.
+ * Acquiring it writes the member's key under its client's lease and waits until the group's view holds it; releasing
+ * it deletes the key, a graceful leave the other members see at once. The lease is a managed resource of the `Etcd`
+ * client, one per TTL: granted for the client's first member, kept alive once for all of them, revoked when the
+ * last leaves. A member that crashes (its process gone) leaves after the lease TTL.
  *
  * @example
  * ```ts
@@ -138,8 +144,9 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
     return Effect.gen(function*() {
       const settings = yield* validate(options)
       const etcd = yield* Etcd
+      // The span is EtcdSeq.register's: a span around the whole make would be held by the member for its life.
       return yield* makeMember(etcd, settings)
-    }).pipe(Effect.withSpan("EtcdSeq.make", { attributes: { group: options.key } }))
+    })
   }
 
   /**
@@ -306,8 +313,11 @@ interface Status {
 
 interface Registration {
   readonly scope: Scope.CloseableScope
-  /** Completes with the reason once the membership is lost: its lease lost, or its key gone from the view. */
-  readonly ended: Effect.Effect<string>
+  /**
+   * Calls `f` once with the reason the membership is lost (its lease lost, or its key gone from the view), at once
+   * if it already is. A callback, not a fiber waiting per member: members of a process can be many.
+   */
+  readonly whenEnded: (f: (reason: string) => void) => void
   /** Stops this registration from setting the member's Info. */
   readonly retire: Effect.Effect<void>
 }
@@ -360,11 +370,17 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
           leaseId: lease.id
         }
         const visible = yield* Deferred.make<void>()
-        const ended = yield* Deferred.make<string>()
+        let endedWith: string | undefined
+        let onEnded: ((reason: string) => void) | undefined
+        const end = (reason: string) => {
+          if (endedWith !== undefined) return
+          endedWith = reason
+          onEnded?.(reason)
+        }
         const state = { createRevision: undefined as number | undefined, retired: false, leaseLost: false }
         yield* lease.onLost((reason) => {
           state.leaseLost = true
-          Deferred.unsafeDone(ended, Exit.succeed(reason))
+          end(reason)
         })
         // Told of every view: sets the member's Info while its key is in the view, and says when it is gone.
         const onView = (view: View.View): void => {
@@ -374,7 +390,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
             unsafeSetInfo(standing.info, holder)
             Deferred.unsafeDone(visible, Exit.void)
           } else if (standing._tag === "Gone") {
-            Deferred.unsafeDone(ended, Exit.succeed("its key was deleted"))
+            end("its key was deleted")
             Deferred.unsafeDone(visible, Exit.void)
           }
         }
@@ -393,9 +409,11 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
             (client) => client.put(memberKey).value(View.encodeValue(settings.metadata)).lease(lease.id).exec()
           ),
           () =>
-            Effect.suspend(() =>
+            Effect.suspend(() => {
+              // Leaving: the member's own delete must not read as "key deleted, register again".
+              state.retired = true
               // A lost lease took the keys with it (or will within the TTL).
-              state.leaseLost ? Effect.void : deleteOwnKeys.pipe(
+              return state.leaseLost ? Effect.void : deleteOwnKeys.pipe(
                 Effect.timeout(Duration.min(settings.ttl, etcd.requestTimeout)),
                 Effect.catchAll((e) =>
                   Effect.logWarning("leave failed; retrying in the background until it succeeds or the lease ends", e)
@@ -409,7 +427,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
                     )
                 )
               )
-            )
+            })
         )
         state.createRevision = Number(put.header.revision)
         // The member is registered once the shared view has applied its own join (it may have already).
@@ -420,13 +438,17 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
             onTimeout: () => new EtcdUnavailable({ endpoints: etcd.endpoints, timeout: etcd.requestTimeout })
           })
         )
-        return {
+        const registration: Registration = {
           scope,
-          ended: Deferred.await(ended),
+          whenEnded: (f) => {
+            onEnded = f
+            if (endedWith !== undefined) f(endedWith)
+          },
           retire: Effect.sync(() => {
             state.retired = true
           })
         }
+        return registration
       }).pipe(
         Scope.extend(scope),
         Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void),
@@ -434,24 +456,26 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
       )
     })
 
-    const life = (first: Registration) =>
+    // Re-registration runs in a fiber forked when the membership is lost, not in one per member waiting all along.
+    const runtime = yield* Effect.runtime<never>()
+    const follow = (registration: Registration): void =>
+      registration.whenEnded((reason) =>
+        Runtime.runFork(runtime)(Effect.forkIn(reregister(registration, reason), memberScope))
+      )
+    const reregister = (lost: Registration, reason: string) =>
       Effect.gen(function*() {
-        let registration = first
-        while (true) {
-          const reason = yield* registration.ended
-          // Retired first, so no view update can hand the lost registration an Info again.
-          yield* registration.retire
-          unsafeSetInfo(Info.invalid)
-          yield* Effect.logDebug("membership invalid")
-          yield* Metric.increment(leaseLosses)
-          yield* Effect.logWarning(`membership lost: ${reason}; registering again`)
-          yield* Scope.close(registration.scope, Exit.void)
-          registration = yield* register.pipe(
-            Effect.tapError((e) => Effect.logWarning("registration failed; retrying", e)),
-            Effect.retry(settings.reregister)
-          )
-          yield* Metric.increment(reregistrations)
-        }
+        // Retired first, so no view update can hand the lost registration an Info again.
+        yield* lost.retire
+        unsafeSetInfo(Info.invalid)
+        yield* Metric.increment(leaseLosses)
+        yield* Effect.logWarning(`membership lost: ${reason}; registering again`)
+        yield* Scope.close(lost.scope, Exit.void)
+        const next = yield* register.pipe(
+          Effect.tapError((e) => Effect.logWarning("registration failed; retrying", e)),
+          Effect.retry(settings.reregister)
+        )
+        yield* Metric.increment(reregistrations)
+        follow(next)
       }).pipe(
         Effect.catchAll((error) =>
           Effect.logError("re-registration gave up", error).pipe(
@@ -462,8 +486,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
         )
       )
 
-    const first = yield* register
-    yield* Effect.forkIn(life(first), memberScope)
+    follow(yield* register)
     // Added last, so run first: the member hears that its membership ended, and work run by runAssigned stops
     // (bounded by the TTL), before its lease is revoked and the others can take over.
     yield* Effect.addFinalizer(() =>
