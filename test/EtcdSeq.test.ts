@@ -169,6 +169,61 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
         yield* expectNothingLeft(group, [...ids, oldId!])
       }))
 
+    it.scoped("members sharing a client's lease all go invalid when it is revoked, then share one new lease", () =>
+      Effect.gen(function*() {
+        const group = uniqueGroup("shared-revoked")
+        const shared = yield* clientLayer
+        const a = yield* join({ key: group, ttl: "2 seconds" }, shared)
+        const b = yield* join({ key: group, ttl: "2 seconds" }, shared)
+        const aSeen = yield* record(a.seq)
+        const bSeen = yield* record(b.seq)
+        const [oldLease] = (yield* a.seq.members).map((m) => leaseOf(m.id))
+        const etcd = yield* client
+        yield* Effect.promise(() => etcd.client.leaseClient.leaseRevoke({ ID: BigInt(`0x${oldLease!}`).toString() }))
+        expect(strip(yield* aSeen.atLeast(3))).toEqual(["0/2", "invalid", expect.stringMatching(/^[01]\/[12]$/)])
+        expect(strip(yield* bSeen.atLeast(3))).toEqual(["1/2", "invalid", expect.stringMatching(/^[01]\/[12]$/)])
+        yield* Effect.all([waitForInfo(a.seq, 0, 2), waitForInfo(b.seq, 1, 2)]).pipe(
+          Effect.orElse(() => Effect.all([waitForInfo(a.seq, 1, 2), waitForInfo(b.seq, 0, 2)]))
+        )
+        const ids = (yield* a.seq.members).map((m) => m.id)
+        expect(new Set(ids.map(leaseOf))).toEqual(new Set([leaseOf(ids[0]!)]))
+        expect(leaseOf(ids[0]!)).not.toBe(oldLease)
+        yield* Effect.all([a.leave, b.leave])
+        yield* expectNothingLeft(group, [...ids, `${oldLease!}_0`])
+      }))
+
+    it.scoped(
+      "200 members joining at once on one client each get an exact, distinct Info, and leave nothing",
+      () =>
+        Effect.gen(function*() {
+          const group = uniqueGroup("storm")
+          const shared = yield* clientLayer
+          const size = 200
+          const members = yield* Effect.forEach(
+            Array.from({ length: size }),
+            () => join({ key: group }, shared),
+            { concurrency: "unbounded" }
+          )
+          yield* Effect.forEach(members, (m) =>
+            m.seq.changes.pipe(
+              Stream.takeUntil((info) => info.count === size),
+              Stream.runDrain,
+              Effect.timeout("20 seconds")
+            ), { concurrency: "unbounded", discard: true })
+          const infos = yield* Effect.forEach(members, (m) => m.seq.current)
+          expect(infos.map((info) => info.index).sort((x, y) => x - y)).toEqual(
+            Array.from({ length: size }, (_, i) => i)
+          )
+          // One view for all: every member names it by the same revision.
+          expect(new Set(infos.map((info) => info.revision)).size).toBe(1)
+          const ids = (yield* members[0]!.seq.members).map((m) => m.id)
+          expect(new Set(ids.map(leaseOf)).size).toBe(1)
+          yield* Effect.forEach(members, (m) => m.leave, { concurrency: "unbounded", discard: true })
+          yield* expectNothingLeft(group, ids)
+        }),
+      { timeout: 60_000 }
+    )
+
     it.scoped("keepalives hold a 2 s lease for three TTLs without a single invalid Info", () =>
       Effect.gen(function*() {
         const group = uniqueGroup("keepalive")
