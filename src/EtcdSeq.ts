@@ -452,7 +452,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
       }).pipe(
         Scope.extend(scope),
         Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void),
-        Effect.withSpan("EtcdSeq.register", { attributes: { group: settings.key } })
+        Effect.withSpan("EtcdSeq.register", { attributes: { group: settings.key }, captureStackTrace: false })
       )
     })
 
@@ -488,7 +488,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
 
     follow(yield* register)
     // Added last, so run first: the member hears that its membership ended, and work run by runAssigned stops
-    // (bounded by the TTL), before its lease is revoked and the others can take over.
+    // (bounded by the TTL), before its keys are deleted and the others can take over.
     yield* Effect.addFinalizer(() =>
       status.modify((s) =>
         [

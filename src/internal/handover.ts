@@ -3,8 +3,8 @@
  *
  * Each member publishes, under its lease, `<group>/handover/<member id>` = the revision of the newest view whose
  * assignment it holds: "I run no work of a view older than this". Work of view V starts only after every live member
- * has published at least V. Members that left are covered by their lease: its expiry (or revoke) deletes their key
- * and removes them from the view, so nobody waits for them.
+ * has published at least V. Members that left are covered: a leave deletes the member's handover key with its member
+ * key, and a lost lease takes both with it and removes them from the view, so nobody waits for them.
  */
 import { Effect, type Scope, Stream, SubscriptionRef } from "effect"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"

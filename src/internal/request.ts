@@ -59,5 +59,6 @@ export const request = <A>(
       duration: Duration.sum(connection.requestTimeout, Duration.millis(500)),
       onTimeout: () => new EtcdUnavailable({ endpoints: connection.endpoints, timeout: connection.requestTimeout })
     }),
-    Effect.withSpan(`etcd.${operation}`, { kind: "client" })
+    // No stack trace: requests are many (a join storm makes thousands) and the operation names the call site.
+    Effect.withSpan(`etcd.${operation}`, { kind: "client", captureStackTrace: false })
   )
