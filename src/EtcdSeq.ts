@@ -25,6 +25,7 @@ import {
   SubscriptionRef
 } from "effect"
 import type { ConfigError } from "effect/ConfigError"
+import { EtcdLeaseInvalidError } from "etcd3"
 import type { Assignment, Exclusive } from "./Assignment.js"
 import { Etcd, type EtcdClient } from "./Etcd.js"
 import { EtcdUnavailable, InvalidOptions } from "./EtcdSeqError.js"
@@ -402,32 +403,40 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
           client.kv.txn({
             success: ownKeys.map((key) => ({ request_delete_range: { key: Buffer.from(key) } }))
           }))
-        const put = yield* Effect.acquireRelease(
-          request(
-            etcd,
-            "put",
-            (client) => client.put(memberKey).value(View.encodeValue(settings.metadata)).lease(lease.id).exec()
-          ),
-          () =>
-            Effect.suspend(() => {
-              // Leaving: the member's own delete must not read as "key deleted, register again".
-              state.retired = true
-              // A lost lease took the keys with it (or will within the TTL).
-              return state.leaseLost ? Effect.void : deleteOwnKeys.pipe(
-                Effect.timeout(Duration.min(settings.ttl, etcd.requestTimeout)),
-                Effect.catchAll((e) =>
-                  Effect.logWarning("leave failed; retrying in the background until it succeeds or the lease ends", e)
-                    .pipe(
-                      Effect.zipRight(etcd.leases.background(
-                        Effect.raceFirst(
-                          deleteOwnKeys.pipe(Effect.retry(backoff), Effect.ignore),
-                          lease.lost
-                        ).pipe(Effect.asVoid)
-                      ))
-                    )
-                )
+        // The leave is registered before the put, not after: a put interrupted in flight may still be applied by
+        // etcd, and under a lease the client's other members keep alive its key would be a ghost member.
+        yield* Scope.addFinalizer(
+          scope,
+          Effect.suspend(() => {
+            // Leaving: the member's own delete must not read as "key deleted, register again".
+            state.retired = true
+            // A lost lease took the keys with it (or will within the TTL).
+            return state.leaseLost ? Effect.void : deleteOwnKeys.pipe(
+              Effect.timeout(Duration.min(settings.ttl, etcd.requestTimeout)),
+              Effect.catchAll((e) =>
+                Effect.logWarning("leave failed; retrying in the background until it succeeds or the lease ends", e)
+                  .pipe(
+                    Effect.zipRight(etcd.leases.background(
+                      Effect.raceFirst(
+                        deleteOwnKeys.pipe(Effect.retry(backoff), Effect.ignore),
+                        lease.lost
+                      ).pipe(Effect.asVoid)
+                    ))
+                  )
               )
-            })
+            )
+          })
+        )
+        const put = yield* request(
+          etcd,
+          "put",
+          (client) => client.put(memberKey).value(View.encodeValue(settings.metadata)).lease(lease.id).exec()
+        ).pipe(
+          // The shared lease was revoked or expired and its keepalive has not noticed yet: drop it now, so the
+          // retry gets a fresh one instead of failing against the dead one for a third of a TTL.
+          Effect.tapError((e) =>
+            e._tag === "EtcdRequestFailed" && e.cause instanceof EtcdLeaseInvalidError ? lease.rejected : Effect.void
+          )
         )
         state.createRevision = Number(put.header.revision)
         // The member is registered once the shared view has applied its own join (it may have already).
@@ -489,7 +498,8 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
     follow(yield* register)
     // Added last, so run first: the member hears that its membership ended, and work run by runAssigned stops
     // (bounded by the TTL), before its keys are deleted and the others can take over.
-    yield* Effect.addFinalizer(() =>
+    yield* Scope.addFinalizer(
+      memberScope,
       status.modify((s) =>
         [
           undefined,
@@ -531,15 +541,18 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
         group: settings.key,
         connection: etcd,
         view: watch.view,
-        assignments: status.changes.pipe(
-          Stream.takeUntil((s) => s.end._tag !== "Open"),
-          Stream.map((s): Assign.Latest =>
-            s.end._tag === "Open" ? { _tag: "Info", info: s.info, holder: s.holder } : s.end
-          ),
-          Stream.changesWith((a, b) =>
-            a._tag === "Info" && b._tag === "Info"
-              ? a.holder === b.holder && Equal.equals(a.info, b.info) && a.info.revision === b.info.revision
-              : a._tag === b._tag
+        // Built when runAssigned runs, not for every member.
+        assignments: Stream.suspend(() =>
+          status.changes.pipe(
+            Stream.takeUntil((s) => s.end._tag !== "Open"),
+            Stream.map((s): Assign.Latest =>
+              s.end._tag === "Open" ? { _tag: "Info", info: s.info, holder: s.holder } : s.end
+            ),
+            Stream.changesWith((a, b) =>
+              a._tag === "Info" && b._tag === "Info"
+                ? a.holder === b.holder && Equal.equals(a.info, b.info) && a.info.revision === b.info.revision
+                : a._tag === b._tag
+            )
           )
         ),
         activeWork

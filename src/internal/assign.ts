@@ -81,7 +81,13 @@ export const run = <E, R>(
         )
         let fence = info.revision
         if (exclusive === "index") {
-          fence = yield* Lock.acquire(source.connection, `${source.group}/locks/${info.index}/`, holder).pipe(
+          const name = yield* Lock.nameFor(holder.id)
+          fence = yield* Lock.acquire(
+            source.connection,
+            `${source.group}/locks/${info.index}/`,
+            { name, leaseId: holder.leaseId },
+            source.connection.leases.background
+          ).pipe(
             Effect.tapError((e) => Effect.logWarning(`index lock ${info.index} failed; retrying`, e)),
             // Retried, not failed: a lost lease or an unreachable etcd resolves with the next Info.
             Effect.retry(backoff),

@@ -61,6 +61,6 @@ export const make = <A>(initial: A): Effect.Effect<Cell<A>> =>
       modify,
       set: (a) => modify(() => [undefined, a] as const),
       reader,
-      changes: Stream.unwrap(Effect.map(reader, Stream.repeatEffect))
+      changes: Stream.suspend(() => Stream.unwrap(Effect.map(reader, Stream.repeatEffect)))
     }
   })

@@ -25,6 +25,11 @@ export interface LeaseSession {
    * callback, not a fiber per holder: a thousand members of one lease wait on it for the cost of a set entry.
    */
   readonly onLost: (listener: (reason: LostReason) => void) => Effect.Effect<void, never, Scope.Scope>
+  /**
+   * Says etcd refused a request for this lease as not found: it was revoked or expired, which the next keepalive
+   * would find out only a third of a TTL later. The lease counts as lost at once.
+   */
+  readonly rejected: Effect.Effect<void>
 }
 
 /**
@@ -45,6 +50,7 @@ export const make = (
 ): Effect.Effect<LeaseSession, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
   Effect.gen(function*() {
     const lost = yield* Deferred.make<LostReason>()
+    const rejected = yield* Deferred.make<LostReason>()
     const lostListeners = new Set<(reason: LostReason) => void>()
     const lease = yield* Effect.acquireRelease(
       Effect.gen(function*() {
@@ -144,7 +150,7 @@ export const make = (
         yield* Effect.sleep(Duration.millis(fenceAt - now))
       }
     })
-    yield* Effect.raceFirst(keepalive, watchdog).pipe(
+    yield* Effect.raceAll([keepalive, watchdog, Deferred.await(rejected)]).pipe(
       Effect.tap(() => beforeLost),
       Effect.flatMap((reason) =>
         Effect.zipRight(
@@ -161,16 +167,15 @@ export const make = (
     return {
       id: lease.id,
       lost: Deferred.await(lost),
+      rejected: Effect.asVoid(Deferred.succeed(rejected, "revoked or expired at etcd")),
       onLost: (listener) =>
-        Effect.acquireRelease(
-          Effect.flatMap(Deferred.poll(lost), (done) =>
-            done._tag === "Some"
-              ? Effect.map(done.value, listener)
-              : Effect.sync(() => {
-                lostListeners.add(listener)
-              })),
-          () => Effect.sync(() => lostListeners.delete(listener))
-        )
+        Effect.flatMap(Deferred.poll(lost), (done) =>
+          done._tag === "Some"
+            ? Effect.map(done.value, listener)
+            : Effect.flatMap(Effect.scope, (scope) => {
+              lostListeners.add(listener)
+              return Scope.addFinalizer(scope, Effect.sync(() => lostListeners.delete(listener)))
+            }))
     }
   })
 
@@ -248,7 +253,9 @@ export const makePool = (connection: Connection): Effect.Effect<LeasePool, never
             const key = Duration.toMillis(ttl)
             const entry = entries.get(key) ?? (yield* create(key, ttl))
             entry.refs++
-            yield* Effect.addFinalizer(() => release(key, entry))
+            // Scope.addFinalizer, not Effect.addFinalizer: the release needs none of the holder's fiber refs, and a
+            // thousand holders would each keep a copy of them.
+            yield* Scope.addFinalizer(yield* Effect.scope, release(key, entry))
             return yield* restore(Deferred.await(entry.session))
           })
         ),

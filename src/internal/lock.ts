@@ -1,13 +1,23 @@
 /**
- * An etcd lock per index (etcd's `concurrency.Mutex`): the lock key is `<prefix><member id>` written under the
+ * An etcd lock per index (etcd's `concurrency.Mutex`): the lock key is `<prefix><member id>.<n>` written under the
  * member's lease, contenders are ordered by create revision, and each waits only for the delete of its direct
- * predecessor, so a release wakes one waiter, not a herd. A dead holder's key vanishes with its lease.
+ * predecessor, so a release wakes one waiter, not a herd. A dead holder's key vanishes with its lease; a live one
+ * whose release failed retries it in the background.
  */
 import { Effect, Option, type Scope, Stream } from "effect"
 import { Range } from "etcd3"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
-import { type Connection, request } from "./request.js"
+import { backoff, type Connection, request } from "./request.js"
 import { watchPrefix } from "./watch.js"
+
+let acquisitions = 0
+
+/**
+ * A lock key name for one run of a member: one key per run, not per member, so a release retried in the background
+ * can never delete a later acquisition by the same member. Taken once per run: retries of `acquire` must reuse it,
+ * or the member would queue behind its own earlier key.
+ */
+export const nameFor = (memberId: string): Effect.Effect<string> => Effect.sync(() => `${memberId}.${acquisitions++}`)
 
 /**
  * Holds the lock under `prefix` for the life of the scope, waiting (not failing) while others hold it. Returns the
@@ -16,27 +26,37 @@ import { watchPrefix } from "./watch.js"
 export const acquire = (
   connection: Connection,
   prefix: string,
-  holder: { readonly id: string; readonly leaseId: string }
+  holder: { readonly name: string; readonly leaseId: string },
+  /** Runs cleanup that must outlive the holder's scope (the client's). */
+  background: (effect: Effect.Effect<void>) => Effect.Effect<void>
 ): Effect.Effect<number, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
   Effect.gen(function*() {
-    const key = prefix + holder.id
-    const revision = yield* Effect.acquireRelease(
-      request(connection, "lock.put", (client) =>
-        client.if(key, "Create", "==", 0)
-          .then(client.put(key).value("").lease(holder.leaseId))
-          .else(client.get(key))
-          .commit()).pipe(
-          Effect.map((txn) =>
-            txn.succeeded
-              ? Number(txn.header.revision)
-              : Number(txn.responses[0]?.response_range?.kvs[0]?.create_revision ?? txn.header.revision)
+    const key = prefix + holder.name
+    const release = request(connection, "lock.delete", (client) => client.delete().key(key).exec())
+    // Registered before the put, not after: a put interrupted in flight may still be applied by etcd, and its key
+    // must not outlive the run (the lease is shared with the client's other members and may live for long). The
+    // name is this run's alone, so the delete can never hit another acquisition; a failed one is retried in the
+    // background until it goes through, since a key left behind would hold the index for everyone.
+    yield* Effect.addFinalizer(() =>
+      release.pipe(
+        Effect.catchAll((e) =>
+          Effect.logWarning("lock release failed; retrying in the background", e).pipe(
+            Effect.zipRight(background(release.pipe(Effect.retry(backoff), Effect.ignore)))
           )
-        ),
-      () =>
-        request(connection, "lock.delete", (client) => client.delete().key(key).exec()).pipe(
-          Effect.catchAll((e) => Effect.logWarning("lock release failed; it goes with the lease", e))
         )
+      )
     )
+    const revision = yield* request(connection, "lock.put", (client) =>
+      client.if(key, "Create", "==", 0)
+        .then(client.put(key).value("").lease(holder.leaseId))
+        .else(client.get(key))
+        .commit()).pipe(
+        Effect.map((txn) =>
+          txn.succeeded
+            ? Number(txn.header.revision)
+            : Number(txn.responses[0]?.response_range?.kvs[0]?.create_revision ?? txn.header.revision)
+        )
+      )
     const range = Range.prefix(prefix)
     while (true) {
       const predecessors = yield* request(connection, "lock.range", (client) =>

@@ -5,7 +5,7 @@
  * watch response updates the view incrementally. A watch that ends (connection lost) resumes from the last
  * revision the view applied; a watch etcd cancels (its start revision was compacted) re-reads the group first.
  */
-import { Data, Effect, Exit, Mailbox, Metric, Option, type Scope, Stream, SubscriptionRef } from "effect"
+import { Data, Effect, Exit, Mailbox, Metric, Option, Scope, Stream, SubscriptionRef } from "effect"
 import type { IKeyValue, IWatchResponse, Watcher } from "etcd3"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
 import { backoff, type Connection, request } from "./request.js"
@@ -232,11 +232,14 @@ export const make = (
       membersPrefix: prefix,
       view,
       listen: (listener) =>
-        Effect.acquireRelease(
-          Effect.sync(() =>
-            listeners.add(listener)
-          ),
-          () => Effect.sync(() => listeners.delete(listener))
-        )
+        Effect.flatMap(Effect.scope, (scope) => {
+          listeners.add(listener)
+          return Scope.addFinalizer(
+            scope,
+            Effect.sync(() =>
+              listeners.delete(listener)
+            )
+          )
+        })
     }
   })
