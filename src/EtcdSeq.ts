@@ -403,8 +403,8 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
           client.kv.txn({
             success: ownKeys.map((key) => ({ request_delete_range: { key: Buffer.from(key) } }))
           }))
-        // The leave is registered before the put, not after: a put interrupted in flight may still be applied by
-        // etcd, and under a lease the client's other members keep alive its key would be a ghost member.
+        // The leave is registered before the put, not after, and the put completes even when interrupted: under a
+        // lease the client's other members keep alive, a member key left behind would be a ghost member.
         yield* Scope.addFinalizer(
           scope,
           Effect.suspend(() => {
@@ -430,7 +430,9 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
         const put = yield* request(
           etcd,
           "put",
-          (client) => client.put(memberKey).value(View.encodeValue(settings.metadata)).lease(lease.id).exec()
+          (client) => client.put(memberKey).value(View.encodeValue(settings.metadata)).lease(lease.id).exec(),
+          // Abandoned in flight, the put could land after the leave's delete: a ghost member under a live lease.
+          { completes: true }
         ).pipe(
           // The shared lease was revoked or expired and its keepalive has not noticed yet: drop it now, so the
           // retry gets a fresh one instead of failing against the dead one for a third of a TTL.

@@ -85,7 +85,7 @@ export const run = <E, R>(
           fence = yield* Lock.acquire(
             source.connection,
             `${source.group}/locks/${info.index}/`,
-            { name, leaseId: holder.leaseId },
+            { owner: holder.id, name, leaseId: holder.leaseId },
             source.connection.leases.background
           ).pipe(
             Effect.tapError((e) => Effect.logWarning(`index lock ${info.index} failed; retrying`, e)),

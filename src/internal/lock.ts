@@ -26,15 +26,17 @@ export const nameFor = (memberId: string): Effect.Effect<string> => Effect.sync(
 export const acquire = (
   connection: Connection,
   prefix: string,
-  holder: { readonly name: string; readonly leaseId: string },
+  /** `owner`: the member id; `name`: this run's key name, from {@link nameFor}. */
+  holder: { readonly owner: string; readonly name: string; readonly leaseId: string },
   /** Runs cleanup that must outlive the holder's scope (the client's). */
   background: (effect: Effect.Effect<void>) => Effect.Effect<void>
 ): Effect.Effect<number, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
   Effect.gen(function*() {
     const key = prefix + holder.name
+    const ownPrefix = `${prefix}${holder.owner}.`
     const release = request(connection, "lock.delete", (client) => client.delete().key(key).exec())
-    // Registered before the put, not after: a put interrupted in flight may still be applied by etcd, and its key
-    // must not outlive the run (the lease is shared with the client's other members and may live for long). The
+    // Registered before the put, not after, and the put completes even when interrupted: a put abandoned in flight
+    // could be applied after this delete, and its key must not outlive the run (the lease is shared with the client's other members and may live for long). The
     // name is this run's alone, so the delete can never hit another acquisition; a failed one is retried in the
     // background until it goes through, since a key left behind would hold the index for everyone.
     yield* Effect.addFinalizer(() =>
@@ -50,7 +52,7 @@ export const acquire = (
       client.if(key, "Create", "==", 0)
         .then(client.put(key).value("").lease(holder.leaseId))
         .else(client.get(key))
-        .commit()).pipe(
+        .commit(), { completes: true }).pipe(
         Effect.map((txn) =>
           txn.succeeded
             ? Number(txn.header.revision)
@@ -71,6 +73,12 @@ export const acquire = (
         }))
       const predecessor = predecessors.kvs[0]?.key.toString()
       if (predecessor === undefined) return revision
+      if (predecessor.startsWith(ownPrefix)) {
+        // A key of this member's own earlier run: its runs never overlap (each stops before the next starts), so it
+        // is a leftover (a put applied after its run gave up on it), not a holder. It goes, and the search goes on.
+        yield* request(connection, "lock.delete", (client) => client.delete().key(predecessor).exec())
+        continue
+      }
       // Wait for the predecessor's key to go, from the revision we read it at: its delete cannot slip by.
       yield* watchPrefix(connection, prefix, Number(predecessors.header.revision) + 1).pipe(
         Stream.flatMap((response) => Stream.fromIterable(response.events)),

@@ -46,15 +46,19 @@ export const classify = (
 /**
  * Runs one etcd request. Unary requests carry a gRPC deadline of `requestTimeout` (set on the client); the Effect
  * timeout here is a second bound in case a request is queued behind a reconnect that never completes.
+ *
+ * By default the request can be interrupted, even in a finalizer (a revoke on release), so the timeout always bounds
+ * it. A request that creates a key must not be: abandoned in flight it may still be applied, after the delete that
+ * was meant to clean it up. `{ completes: true }` lets it finish (bounded by its gRPC deadline) when interrupted.
  */
 export const request = <A>(
   connection: Connection,
   operation: string,
-  run: (client: Etcd3) => Promise<A>
+  run: (client: Etcd3) => Promise<A>,
+  options?: { readonly completes?: boolean }
 ): Effect.Effect<A, EtcdUnavailable | EtcdRequestFailed> =>
   Effect.tryPromise({ try: () => run(connection.client), catch: classify(connection, operation) }).pipe(
-    // Interruptible even in a finalizer (a revoke on release), so the timeout below always bounds it.
-    Effect.interruptible,
+    options?.completes === true ? Effect.uninterruptible : Effect.interruptible,
     Effect.timeoutFail({
       duration: Duration.sum(connection.requestTimeout, Duration.millis(500)),
       onTimeout: () => new EtcdUnavailable({ endpoints: connection.endpoints, timeout: connection.requestTimeout })
