@@ -34,7 +34,7 @@ import { Info } from "./Info.js"
 import * as Assign from "./internal/assign.js"
 import * as Cell from "./internal/cell.js"
 import * as Handover from "./internal/handover.js"
-import { backoff, request } from "./internal/request.js"
+import { request } from "./internal/request.js"
 import * as View from "./internal/view.js"
 import type { GroupWatch } from "./internal/watch.js"
 
@@ -367,7 +367,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
         // The client's lease for this TTL, shared with its other members: the member itself is a key under it.
         const lease = yield* etcd.leases.hold(settings.ttl)
         const holder: Assign.Holder = {
-          id: View.memberId(lease.id, yield* etcd.leases.nextMemberNumber),
+          id: View.memberId(lease.id, yield* etcd.leases.unique),
           leaseId: lease.id
         }
         const visible = yield* Deferred.make<void>()
@@ -416,12 +416,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
               Effect.catchAll((e) =>
                 Effect.logWarning("leave failed; retrying in the background until it succeeds or the lease ends", e)
                   .pipe(
-                    Effect.zipRight(etcd.leases.background(
-                      Effect.raceFirst(
-                        deleteOwnKeys.pipe(Effect.retry(backoff), Effect.ignore),
-                        lease.lost
-                      ).pipe(Effect.asVoid)
-                    ))
+                    Effect.zipRight(etcd.leases.retryInBackground(deleteOwnKeys, lease.lost))
                   )
               )
             )

@@ -81,12 +81,12 @@ export const run = <E, R>(
         )
         let fence = info.revision
         if (exclusive === "index") {
-          const name = yield* Lock.nameFor(holder.id)
+          const run = yield* source.connection.leases.unique
           fence = yield* Lock.acquire(
             source.connection,
             `${source.group}/locks/${info.index}/`,
-            { owner: holder.id, name, leaseId: holder.leaseId },
-            source.connection.leases.background
+            { owner: holder.id, run, leaseId: holder.leaseId },
+            source.connection.leases.retryInBackground
           ).pipe(
             Effect.tapError((e) => Effect.logWarning(`index lock ${info.index} failed; retrying`, e)),
             // Retried, not failed: a lost lease or an unreachable etcd resolves with the next Info.

@@ -11,7 +11,7 @@ import { Clock, Deferred, Duration, Effect, ExecutionStrategy, Exit, Scope } fro
 import type { Lease } from "etcd3"
 import { EtcdLeaseInvalidError } from "etcd3"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
-import { classify, type Connection, request } from "./request.js"
+import { backoff, classify, type Connection, request } from "./request.js"
 
 export type LostReason = "revoked or expired at etcd" | "no keepalive succeeded within the TTL"
 
@@ -193,13 +193,16 @@ export interface LeasePool {
   readonly hold: (
     ttl: Duration.Duration
   ) => Effect.Effect<LeaseSession, EtcdUnavailable | EtcdRequestFailed, Scope.Scope>
-  /** A name unique among the members of this client, for the member key under a shared lease. */
-  readonly nextMemberNumber: Effect.Effect<number>
+  /** A number this client never hands out twice: member ids and lock keys under a shared lease are made with it. */
+  readonly unique: Effect.Effect<number>
   /**
-   * Runs `effect` in the pool's scope, past the caller's life: cleanup that must not be dropped (a member key
-   * delete that failed while other members keep the lease alive).
+   * Retries `effect` with the library's backoff in the pool's scope, past the caller's life, until it succeeds or
+   * `until` completes: cleanup that must not be dropped (a delete of keys under a lease other members keep alive).
    */
-  readonly background: (effect: Effect.Effect<void>) => Effect.Effect<void>
+  readonly retryInBackground: (
+    effect: Effect.Effect<unknown, unknown>,
+    until?: Effect.Effect<unknown>
+  ) => Effect.Effect<void>
 }
 
 interface PoolEntry {
@@ -212,7 +215,7 @@ export const makePool = (connection: Connection): Effect.Effect<LeasePool, never
   Effect.gen(function*() {
     const poolScope = yield* Effect.scope
     const entries = new Map<number, PoolEntry>()
-    let memberNumber = 0
+    let counter = 0
     const drop = (key: number, entry: PoolEntry) =>
       Effect.sync(() => {
         if (entries.get(key) === entry) entries.delete(key)
@@ -259,7 +262,11 @@ export const makePool = (connection: Connection): Effect.Effect<LeasePool, never
             return yield* restore(Deferred.await(entry.session))
           })
         ),
-      nextMemberNumber: Effect.sync(() => memberNumber++),
-      background: (effect) => Effect.asVoid(Effect.forkIn(effect, poolScope))
+      unique: Effect.sync(() => counter++),
+      retryInBackground: (effect, until = Effect.never) =>
+        Effect.raceFirst(effect.pipe(Effect.retry(backoff), Effect.ignore), Effect.asVoid(until)).pipe(
+          Effect.forkIn(poolScope),
+          Effect.asVoid
+        )
     }
   })

@@ -1,5 +1,5 @@
 /**
- * An etcd lock per index (etcd's `concurrency.Mutex`): the lock key is `<prefix><member id>.<n>` written under the
+ * An etcd lock per index (etcd's `concurrency.Mutex`): the lock key is `<prefix><member id>.<run>` written under the
  * member's lease, contenders are ordered by create revision, and each waits only for the delete of its direct
  * predecessor, so a release wakes one waiter, not a herd. A dead holder's key vanishes with its lease; a live one
  * whose release failed retries it in the background.
@@ -7,17 +7,8 @@
 import { Effect, Option, type Scope, Stream } from "effect"
 import { Range } from "etcd3"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
-import { backoff, type Connection, request } from "./request.js"
+import { type Connection, request } from "./request.js"
 import { watchPrefix } from "./watch.js"
-
-let acquisitions = 0
-
-/**
- * A lock key name for one run of a member: one key per run, not per member, so a release retried in the background
- * can never delete a later acquisition by the same member. Taken once per run: retries of `acquire` must reuse it,
- * or the member would queue behind its own earlier key.
- */
-export const nameFor = (memberId: string): Effect.Effect<string> => Effect.sync(() => `${memberId}.${acquisitions++}`)
 
 /**
  * Holds the lock under `prefix` for the life of the scope, waiting (not failing) while others hold it. Returns the
@@ -26,24 +17,29 @@ export const nameFor = (memberId: string): Effect.Effect<string> => Effect.sync(
 export const acquire = (
   connection: Connection,
   prefix: string,
-  /** `owner`: the member id; `name`: this run's key name, from {@link nameFor}. */
-  holder: { readonly owner: string; readonly name: string; readonly leaseId: string },
-  /** Runs cleanup that must outlive the holder's scope (the client's). */
-  background: (effect: Effect.Effect<void>) => Effect.Effect<void>
+  /**
+   * `owner`: the member id; `run`: a number unique to this run, the same across retries of `acquire` (or the member
+   * would queue behind its own earlier key). One key per run, not per member, so a release retried in the
+   * background can never delete a later acquisition by the same member.
+   */
+  holder: { readonly owner: string; readonly run: number; readonly leaseId: string },
+  /** Retries cleanup past the holder's scope (the client's `LeasePool.retryInBackground`). */
+  retryInBackground: (effect: Effect.Effect<unknown, unknown>) => Effect.Effect<void>
 ): Effect.Effect<number, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
   Effect.gen(function*() {
-    const key = prefix + holder.name
     const ownPrefix = `${prefix}${holder.owner}.`
-    const release = request(connection, "lock.delete", (client) => client.delete().key(key).exec())
+    const key = `${ownPrefix}${holder.run}`
+    const deleteKey = (target: string) =>
+      request(connection, "lock.delete", (client) => client.delete().key(target).exec())
     // Registered before the put, not after, and the put completes even when interrupted: a put abandoned in flight
-    // could be applied after this delete, and its key must not outlive the run (the lease is shared with the client's other members and may live for long). The
-    // name is this run's alone, so the delete can never hit another acquisition; a failed one is retried in the
-    // background until it goes through, since a key left behind would hold the index for everyone.
+    // could be applied after this delete, and its key must not outlive the run (the lease is shared with the
+    // client's other members and may live for long). A failed delete is retried in the background until it goes
+    // through, since a key left behind would hold the index for everyone.
     yield* Effect.addFinalizer(() =>
-      release.pipe(
+      deleteKey(key).pipe(
         Effect.catchAll((e) =>
           Effect.logWarning("lock release failed; retrying in the background", e).pipe(
-            Effect.zipRight(background(release.pipe(Effect.retry(backoff), Effect.ignore)))
+            Effect.zipRight(retryInBackground(deleteKey(key)))
           )
         )
       )
@@ -76,7 +72,7 @@ export const acquire = (
       if (predecessor.startsWith(ownPrefix)) {
         // A key of this member's own earlier run: its runs never overlap (each stops before the next starts), so it
         // is a leftover (a put applied after its run gave up on it), not a holder. It goes, and the search goes on.
-        yield* request(connection, "lock.delete", (client) => client.delete().key(predecessor).exec())
+        yield* deleteKey(predecessor)
         continue
       }
       // Wait for the predecessor's key to go, from the revision we read it at: its delete cannot slip by.
