@@ -14,7 +14,7 @@ import {
   expectPidsGone,
   figure,
   joinMember,
-  type Member,
+  leaveAll,
   since
 } from "../support/reliability.js"
 
@@ -23,9 +23,6 @@ const ttlMillis = Duration.toMillis(ttl)
 
 const runningEndpoints = (cluster: EtcdCluster) =>
   cluster.nodes.filter((n) => n.pid !== undefined).map((n) => n.clientUrl)
-
-const leaveAll = (members: ReadonlyArray<Member>) =>
-  Effect.forEach(members, (m) => m.leave, { concurrency: "unbounded", discard: true })
 
 describe("a 3-node etcd cluster losing a node", () => {
   it.live(

@@ -16,13 +16,10 @@ import {
   figure,
   isConverged,
   joinMember,
+  leaveAll,
   leftovers,
-  type Member,
   since
 } from "../support/reliability.js"
-
-const leaveAll = (members: ReadonlyArray<Member>) =>
-  Effect.forEach(members, (m) => m.leave, { concurrency: "unbounded", discard: true })
 
 describe("a whole etcd cluster out", () => {
   it.live(

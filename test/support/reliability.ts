@@ -30,6 +30,10 @@ export interface Member {
   readonly leave: Effect.Effect<void>
 }
 
+/** Every member leaves, all at once. */
+export const leaveAll = (members: ReadonlyArray<Member>) =>
+  Effect.forEach(members, (m) => m.leave, { concurrency: "unbounded", discard: true })
+
 /**
  * A member of `group` on a client of its own. It leaves when `leave` runs or, at the latest, when the enclosing
  * scope closes (a failing test leaves nothing behind).
