@@ -348,6 +348,10 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
       end: { _tag: "Open" }
     })
     const activeWork = yield* Cell.make(0)
+    // Every registration's scope is a child of this one, made before the finalizer below is added, so a leave runs
+    // that finalizer (work stops) before any registration is released (keys deleted, the lease maybe revoked): also
+    // for registrations made later, after a lost membership, whose own scopes would otherwise close first.
+    const registrations = yield* Scope.fork(memberScope, ExecutionStrategy.sequential)
     // Every view change is stored (runAssigned's group handover follows revisions); `changes` drops equal Infos.
     // Synchronous: the shared watch calls it for every member on every view, so it must cost next to nothing.
     const unsafeSetInfo = (info: Info, holder?: Assign.Holder): void => {
@@ -362,7 +366,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
     }
 
     const register: Effect.Effect<Registration, EtcdSeqError> = Effect.gen(function*() {
-      const scope = yield* Scope.fork(memberScope, ExecutionStrategy.sequential)
+      const scope = yield* Scope.fork(registrations, ExecutionStrategy.sequential)
       return yield* Effect.gen(function*() {
         // The client's lease for this TTL, shared with its other members: the member itself is a key under it.
         const lease = yield* etcd.leases.hold(settings.ttl)

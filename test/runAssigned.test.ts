@@ -116,6 +116,39 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
       yield* b.leave
     }))
 
+  it.scoped("a member re-registered under a new lease still stops its work before its lock goes, client and member in one scope", () =>
+    Effect.gen(function*() {
+      const group = uniqueGroup("one-scope")
+      const { endpoints } = yield* EtcdEndpoints
+      const scope = yield* Scope.make()
+      const etcd = yield* Etcd.make({ endpoints }).pipe(Scope.extend(scope))
+      const seq = yield* EtcdSeq.make({ key: group, ttl: "5 seconds" }).pipe(
+        Effect.provideService(Etcd, etcd),
+        Scope.extend(scope)
+      )
+      const starts = yield* Ref.make(0)
+      const lockHeldAtStop = yield* Ref.make<ReadonlyArray<boolean>>([])
+      yield* runAssigned(seq, () =>
+        Effect.acquireRelease(
+          Ref.update(starts, (n) => n + 1),
+          () =>
+            Effect.promise(() => etcd.client.getAll().prefix(`${group}/locks/`).keys()).pipe(
+              Effect.flatMap((keys) => Ref.update(lockHeldAtStop, (all) => [...all, keys.length === 1]))
+            )
+        ).pipe(Effect.zipRight(Effect.never)), { exclusive: "index" }).pipe(Effect.ignore, Effect.forkIn(scope))
+      yield* eventually(Effect.map(Ref.get(starts), (n) => n === 1))
+      // Revoked from outside: the member registers again under a lease granted after the work was forked, so the
+      // new lease's resources come last in the scope the client and the member share.
+      const [first] = yield* Effect.orDie(seq.members)
+      yield* Effect.promise(() =>
+        etcd.client.leaseClient.leaseRevoke({ ID: BigInt(`0x${first!.id.split("_")[0]}`).toString() })
+      )
+      yield* eventually(Effect.map(Ref.get(starts), (n) => n === 2))
+      yield* Scope.close(scope, Exit.void)
+      // The work stopped while it still held its lock: its lease was not revoked under it.
+      expect((yield* Ref.get(lockHeldAtStop)).at(-1)).toBe(true)
+    }))
+
   it.scoped("index mode: fences grow, and the lock keys go with the work", () =>
     Effect.gen(function*() {
       const group = uniqueGroup("fence")

@@ -213,7 +213,11 @@ interface PoolEntry {
 
 export const makePool = (connection: Connection): Effect.Effect<LeasePool, never, Scope.Scope> =>
   Effect.gen(function*() {
+    // Leases live in a scope of the pool's own, made now: entries made later must not add their finalizers to the
+    // caller's scope, where they would run before finalizers added earlier (a member's, which stops its work before
+    // its lease may be revoked) when the client and its members share one scope.
     const poolScope = yield* Effect.scope
+    const entriesScope = yield* Scope.fork(poolScope, ExecutionStrategy.sequential)
     const entries = new Map<number, PoolEntry>()
     let counter = 0
     const drop = (key: number, entry: PoolEntry) =>
@@ -232,7 +236,7 @@ export const makePool = (connection: Connection): Effect.Effect<LeasePool, never
       Effect.gen(function*() {
         const entry: PoolEntry = {
           refs: 0,
-          scope: yield* Scope.fork(poolScope, ExecutionStrategy.sequential),
+          scope: yield* Scope.fork(entriesScope, ExecutionStrategy.sequential),
           session: yield* Deferred.make<LeaseSession, EtcdUnavailable | EtcdRequestFailed>()
         }
         entries.set(key, entry)
