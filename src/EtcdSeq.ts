@@ -33,8 +33,9 @@ import type { EtcdSeqError } from "./EtcdSeqError.js"
 import { Info } from "./Info.js"
 import * as Assign from "./internal/assign.js"
 import * as Cell from "./internal/cell.js"
-import * as Handover from "./internal/handover.js"
+import * as Keys from "./internal/keys.js"
 import { request } from "./internal/request.js"
+import * as Retry from "./internal/retry.js"
 import * as View from "./internal/view.js"
 import type { GroupWatch } from "./internal/watch.js"
 
@@ -100,7 +101,7 @@ export interface EtcdSeqService {
   /** The member's Info now. */
   readonly current: Effect.Effect<Info>
   /** The live members of the group in index order, as this member's view holds them. */
-  readonly members: Effect.Effect<ReadonlyArray<Member>, EtcdSeqError>
+  readonly members: Effect.Effect<ReadonlyArray<Member>>
   /** @internal */
   readonly [MembershipInternals]: Internals
 }
@@ -217,7 +218,7 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    * @since 0.1.0
    * @category accessors
    */
-  static readonly members: Effect.Effect<ReadonlyArray<Member>, EtcdSeqError, EtcdSeq> = Effect.flatMap(
+  static readonly members: Effect.Effect<ReadonlyArray<Member>, never, EtcdSeq> = Effect.flatMap(
     EtcdSeq,
     (seq) => seq.members
   )
@@ -333,10 +334,6 @@ const reregistrations = Metric.counter("etcdseq_reregistrations", {
   description: "Successful registrations after a lost membership"
 })
 
-const defaultReregister: Schedule.Schedule<unknown, EtcdSeqError> = Schedule.exponential("100 millis").pipe(
-  Schedule.union(Schedule.spaced("5 seconds"))
-)
-
 const makeMember = (etcd: EtcdClient, settings: Settings) =>
   Effect.gen(function*() {
     const memberScope = yield* Effect.scope
@@ -348,6 +345,13 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
       end: { _tag: "Open" }
     })
     const activeWork = yield* Cell.make(0)
+    // Bounded by the TTL: past it the lease may be gone anyway, and a leave must not hang on a stuck finalizer.
+    const workStopped = activeWork.changes.pipe(
+      Stream.takeUntil((n) => n === 0),
+      Stream.runDrain,
+      Effect.timeout(settings.ttl),
+      Effect.ignore
+    )
     // Every registration's scope is a child of this one, made before the finalizer below is added, so a leave runs
     // that finalizer (work stops) before any registration is released (keys deleted, the lease maybe revoked): also
     // for registrations made later, after a lost membership, whose own scopes would otherwise close first.
@@ -371,7 +375,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
         // The client's lease for this TTL, shared with its other members: the member itself is a key under it.
         const lease = yield* etcd.leases.hold(settings.ttl)
         const holder: Assign.Holder = {
-          id: View.memberId(lease.id, yield* etcd.leases.unique),
+          id: Keys.memberId(lease.id, yield* etcd.leases.unique),
           leaseId: lease.id
         }
         const visible = yield* Deferred.make<void>()
@@ -402,7 +406,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
         yield* watch.listen(onView)
         const memberKey = watch.membersPrefix + holder.id
         // The keys this member wrote. Its lease outlives it (other members hold it), so a leave deletes them.
-        const ownKeys = [memberKey, Handover.handoverPrefix(settings.key) + holder.id]
+        const ownKeys = [memberKey, Keys.handoverKey(settings.key, holder.id)]
         const deleteOwnKeys = request(etcd, "delete", (client) =>
           client.kv.txn({
             success: ownKeys.map((key) => ({ request_delete_range: { key: Buffer.from(key) } }))
@@ -479,6 +483,9 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
         unsafeSetInfo(Info.invalid)
         yield* Metric.increment(leaseLosses)
         yield* Effect.logWarning(`membership lost: ${reason}; registering again`)
+        // As in a leave: work stops before the lost registration's keys go (its handover key says what work of
+        // this member may still run) and before a new key makes the member visible again.
+        yield* workStopped
         yield* Scope.close(lost.scope, Exit.void)
         const next = yield* register.pipe(
           Effect.tapError((e) => Effect.logWarning("registration failed; retrying", e)),
@@ -506,11 +513,7 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
           undefined,
           s.end._tag === "Open" ? { info: Info.invalid, holder: undefined, end: { _tag: "Closed" } } : s
         ] as const
-      ).pipe(
-        Effect.zipRight(activeWork.changes.pipe(Stream.takeUntil((n) => n === 0), Stream.runDrain)),
-        Effect.timeout(settings.ttl),
-        Effect.ignore
-      )
+      ).pipe(Effect.zipRight(workStopped))
     )
 
     // One channel of one stage per subscriber: a thousand members in one process each pay for every view, so
@@ -556,7 +559,8 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
             )
           )
         ),
-        activeWork
+        activeWork,
+        runner: yield* Effect.makeSemaphore(1)
       },
       members: Effect.map(SubscriptionRef.get(watch.view), (view) =>
         view.members.map((e, index): Member => ({
@@ -568,26 +572,15 @@ const makeMember = (etcd: EtcdClient, settings: Settings) =>
     } satisfies EtcdSeqService
   }).pipe(Effect.annotateLogs({ group: settings.key }))
 
-const keyPattern = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/
-const reservedSegments = new Set(["members", "locks", ".", ".."])
 const maxMetadataBytes = 1024 * 1024
 
 const validate = (options: EtcdSeqOptions): Effect.Effect<Settings, InvalidOptions> =>
   Effect.gen(function*() {
     const invalid = (field: string, reason: string) => Effect.fail(new InvalidOptions({ field, reason }))
+    if (typeof options !== "object" || options === null) return yield* invalid("options", "must be an object")
     const key = options.key
-    if (typeof key !== "string" || key.trim() === "") return yield* invalid("key", "must not be empty")
-    if (key.length > 512) return yield* invalid("key", "must be at most 512 characters")
-    if (!keyPattern.test(key)) {
-      return yield* invalid(
-        "key",
-        `"${key}" must be /-separated segments of letters, digits, ".", "_" and "-", without a leading or trailing /`
-      )
-    }
-    const reserved = key.split("/").find((segment) => reservedSegments.has(segment))
-    if (reserved !== undefined) {
-      return yield* invalid("key", `"${reserved}" is a reserved segment (it would nest in another group's keys)`)
-    }
+    const keyProblem = Keys.invalidGroup(key)
+    if (keyProblem !== undefined) return yield* invalid("key", keyProblem)
 
     const ttlInput = options.ttl ?? Duration.seconds(10)
     const ttl = Duration.decodeUnknown(ttlInput)
@@ -602,5 +595,5 @@ const validate = (options: EtcdSeqOptions): Effect.Effect<Settings, InvalidOptio
     if (Buffer.byteLength(View.encodeValue(metadata)) > maxMetadataBytes) {
       return yield* invalid("metadata", "must be at most 1 MiB (etcd refuses larger requests)")
     }
-    return { key, ttl: ttl.value, metadata, reregister: options.reregister ?? defaultReregister }
+    return { key, ttl: ttl.value, metadata, reregister: options.reregister ?? Retry.reregister }
   })

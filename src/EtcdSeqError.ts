@@ -44,6 +44,15 @@ export class EtcdUnavailable extends Data.TaggedError("EtcdUnavailable")<{
   override get message(): string {
     return `etcd unavailable at ${this.endpoints.join(", ")} within ${Duration.format(this.timeout)}`
   }
+
+  /** What logs and `JSON.stringify` show: the cause as its message (an `Error` would serialize as `{}`). */
+  override toJSON(): unknown {
+    return {
+      _tag: this._tag,
+      message: this.message,
+      ...(this.cause === undefined ? {} : { cause: describeCause(this.cause) })
+    }
+  }
 }
 
 /**
@@ -62,10 +71,37 @@ export class EtcdRequestFailed extends Data.TaggedError("EtcdRequestFailed")<{
   readonly cause: unknown
 }> {
   override get message(): string {
-    const cause = this.cause instanceof Error ? this.cause.message : String(this.cause)
-    return `etcd request "${this.operation}" failed: ${cause}`
+    return `etcd request "${this.operation}" failed: ${describeCause(this.cause)}`
+  }
+
+  /** What logs and `JSON.stringify` show: the cause as its message (an `Error` would serialize as `{}`). */
+  override toJSON(): unknown {
+    return { _tag: this._tag, operation: this.operation, message: this.message, cause: describeCause(this.cause) }
   }
 }
+
+/**
+ * `runAssigned` was called on a membership that already runs one: a membership has one runner at a time (two would
+ * share its place in every lock queue and its handover key, undoing each other's promises). Join the group twice, on
+ * two memberships, to run two kinds of work; a new runner may start once the previous one has ended.
+ *
+ * @example
+ * ```ts
+ * EtcdSeq.runAssigned(work).pipe(Effect.catchTag("AlreadyRunning", (e) => Effect.logError(e.message)))
+ * ```
+ * @since 0.2.0
+ * @category errors
+ */
+export class AlreadyRunning extends Data.TaggedError("AlreadyRunning")<{
+  readonly group: string
+}> {
+  override get message(): string {
+    return `a runner already runs on this membership of group "${this.group}"; one membership runs one at a time`
+  }
+}
+
+const describeCause = (cause: unknown): string =>
+  cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause)
 
 /**
  * Every error effect-etcdseq can fail with.
@@ -73,4 +109,4 @@ export class EtcdRequestFailed extends Data.TaggedError("EtcdRequestFailed")<{
  * @since 0.1.0
  * @category errors
  */
-export type EtcdSeqError = InvalidOptions | EtcdUnavailable | EtcdRequestFailed
+export type EtcdSeqError = InvalidOptions | EtcdUnavailable | EtcdRequestFailed | AlreadyRunning

@@ -1,11 +1,12 @@
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Clock, ConfigProvider, Effect, Exit, Layer, Option, Stream } from "effect"
+import { Clock, ConfigProvider, Effect, Exit, Layer, Option, Redacted, Stream } from "effect"
 import * as net from "node:net"
 import type { EtcdClient } from "../src/Etcd.js"
 import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqOptions } from "../src/index.js"
 import type { Connection } from "../src/internal/request.js"
 import * as GroupWatch from "../src/internal/watch.js"
 import { EtcdEndpoints } from "./support/etcd.js"
+import { forward, GrpcCode, startGrpcProxy } from "./support/grpcProxy.js"
 import { client, uniqueGroup } from "./support/members.js"
 
 /** A loopback port that nothing listens on (bound, then released). */
@@ -113,14 +114,55 @@ describe("Etcd", () => {
       [{ endpoints: ["http://127.0.0.1:2379"], connectTimeout: 0 }, "connectTimeout"],
       [{ endpoints: ["http://127.0.0.1:2379"], connectTimeout: "forever" }, "connectTimeout"],
       [{ endpoints: ["http://127.0.0.1:2379"], requestTimeout: "-1 seconds" }, "requestTimeout"],
-      [{ endpoints: ["http://127.0.0.1:2379"], requestTimeout: Infinity }, "requestTimeout"]
+      [{ endpoints: ["http://127.0.0.1:2379"], requestTimeout: Infinity }, "requestTimeout"],
+      [{ endpoints: ["http://127.0.0.1:2379", "https://127.0.0.1:2380"] }, "endpoints"],
+      [{ endpoints: ["http://:secret@127.0.0.1:2379"] }, "endpoints"],
+      [{ endpoints: ["http://user:secret@127.0.0.1:2379"] }, "endpoints"],
+      [{ endpoints: ["https://127.0.0.1:2379"], tls: { rootCertificate: "PEM" } }, "tls.rootCertificate"],
+      [
+        { endpoints: ["https://127.0.0.1:2379"], tls: { rootCertificate: Buffer.from("not a certificate") } },
+        "tls.rootCertificate"
+      ],
+      [
+        { endpoints: ["https://127.0.0.1:2379"], tls: { privateKey: Redacted.make(Buffer.from("k")) } },
+        "tls.certChain"
+      ],
+      [
+        {
+          endpoints: ["https://127.0.0.1:2379"],
+          tls: { privateKey: Redacted.make(Buffer.from("k")), certChain: Buffer.from("c") }
+        },
+        "tls.certChain"
+      ],
+      [{ endpoints: ["http://127.0.0.1:2379"], tls: { rootCertificate: Buffer.from("") } }, "tls"],
+      [{ endpoints: ["http://127.0.0.1:2379"], auth: { username: "u", password: "secret" } }, "auth.password"],
+      [
+        { endpoints: ["http://127.0.0.1:2379"], auth: { username: "", password: Redacted.make("secret") } },
+        "auth.username"
+      ],
+      [undefined, "options"]
     ] as const
   )("bad client option %# gets InvalidOptions naming the field", ([options, field]) =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(Effect.scoped(Etcd.make(options as never)))
       expect(error).toMatchObject({ _tag: "InvalidOptions", field })
       expect(error.message).toContain(field)
+      // A secret given where it does not belong is never printed.
+      expect(error.message).not.toContain("secret")
+      expect(JSON.stringify(error)).not.toContain("secret")
     }))
+
+  it.live.each(["http://127.0.0.1:80", "https://127.0.0.1:443"])(
+    "an endpoint on its scheme's default port (%s) is accepted",
+    (endpoint) =>
+      Effect.gen(function*() {
+        const exit = yield* Effect.exit(
+          Effect.scoped(Etcd.make({ endpoints: [endpoint], connectTimeout: "300 millis" }))
+        )
+        // Nothing answers there: the options were accepted and the connection attempt failed.
+        expect(failureTag(exit)).toBe("EtcdUnavailable")
+      })
+  )
 })
 
 describe("EtcdSeq options", () => {
@@ -143,6 +185,8 @@ describe("EtcdSeq options", () => {
       [{ key: "a//b" }, "key"],
       [{ key: "a b" }, "key"],
       [{ key: "a/members" }, "key"],
+      [{ key: "a/handover" }, "key"],
+      [{ key: "a/claims/b" }, "key"],
       [{ key: "locks/a" }, "key"],
       [{ key: "a/../b" }, "key"],
       [{ key: "k".repeat(513) }, "key"],
@@ -152,7 +196,9 @@ describe("EtcdSeq options", () => {
       [{ key: "ok", ttl: "25 hours" }, "ttl"],
       [{ key: "ok", ttl: Infinity }, "ttl"],
       [{ key: "ok", ttl: "soon" }, "ttl"],
-      [{ key: "ok", metadata: big }, "metadata"]
+      [{ key: "ok", metadata: big }, "metadata"],
+      [{ key: "ok", metadata: 5 }, "metadata"],
+      [undefined, "options"]
     ] as const
   )("bad membership option %# gets InvalidOptions naming the field", ([options, field]) =>
     Effect.gen(function*() {
@@ -177,6 +223,35 @@ describe("runAssigned options", () => {
         )
       )
       expect(error).toMatchObject({ _tag: "InvalidOptions", field: "exclusive" })
+    }))
+})
+
+layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })("connection proof", (it) => {
+  it.scoped("a client connects where etcd refuses Maintenance/Status to its user (etcd >= 3.5.28 with auth)", () =>
+    Effect.gen(function*() {
+      const { endpoints } = yield* EtcdEndpoints
+      const proxy = yield* startGrpcProxy(endpoints[0]!)
+      yield* proxy.setRule(({ method }) =>
+        method === "/etcdserverpb.Maintenance/Status"
+          ? { _tag: "Refuse", code: GrpcCode.PermissionDenied, message: "etcdserver: permission denied" }
+          : forward
+      )
+      const etcd = yield* Etcd.make({ endpoints: [proxy.endpoint], connectTimeout: "3 seconds" })
+      const seq = yield* EtcdSeq.make({ key: uniqueGroup("no-status") }).pipe(Effect.provideService(Etcd, etcd))
+      expect(String(yield* seq.current)).toMatch(/^0\/1@/)
+    }))
+
+  it.scoped("a client whose every request etcd refuses (bad credentials) fails with EtcdRequestFailed", () =>
+    Effect.gen(function*() {
+      const { endpoints } = yield* EtcdEndpoints
+      const proxy = yield* startGrpcProxy(endpoints[0]!)
+      yield* proxy.setRule(() => ({
+        _tag: "Refuse",
+        code: 16,
+        message: "etcdserver: authentication failed, invalid user ID or password"
+      }))
+      const exit = yield* Effect.exit(Etcd.make({ endpoints: [proxy.endpoint], connectTimeout: "3 seconds" }))
+      expect(failureTag(exit)).toBe("EtcdRequestFailed")
     }))
 })
 

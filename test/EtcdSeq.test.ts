@@ -1,6 +1,8 @@
-import { describe, expect, layer } from "@effect/vitest"
-import { Clock, ConfigProvider, Effect, Exit, Fiber, Layer, Metric, Schedule, Scope, Stream } from "effect"
-import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqService } from "../src/index.js"
+import { describe, expect, it, layer } from "@effect/vitest"
+import { Clock, ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Metric, Schedule, Scope, Stream } from "effect"
+import { performance } from "node:perf_hooks"
+import { expectTypeOf } from "vitest"
+import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqService, type Member } from "../src/index.js"
 import * as GroupWatch from "../src/internal/watch.js"
 import { EtcdEndpoints } from "./support/etcd.js"
 import { client, expectNothingLeft, ic, leaseOf, record, strip, uniqueGroup, waitForInfo } from "./support/members.js"
@@ -251,6 +253,55 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
         yield* expectNothingLeft(group, ids)
       }), { timeout: 20_000 })
 
+    it.scoped(
+      "a group whose members' metadata adds up to more than gRPC's default 4 MiB message is read by a new client",
+      () =>
+        Effect.gen(function*() {
+          const group = uniqueGroup("big")
+          const shared = yield* clientLayer
+          // Each record within the metadata limit; together far over one default gRPC message.
+          const metadata = "x".repeat(900 * 1024)
+          const members = yield* Effect.forEach([0, 1, 2, 3, 4], () => join({ key: group, metadata }, shared))
+          const newcomer = yield* join({ key: group, metadata: "small" }, yield* clientLayer)
+          expect(ic(yield* newcomer.seq.current)).toBe("5/6")
+          const listed = yield* newcomer.seq.members
+          expect(listed.map((m) => m.metadata.length)).toEqual([...members.map(() => metadata.length), 5])
+          const ids = listed.map((m) => m.id)
+          yield* Effect.forEach([...members, newcomer], (m) => m.leave, { discard: true })
+          yield* expectNothingLeft(group, ids)
+        }),
+      { timeout: 30_000 }
+    )
+
+    it.scoped("a member whose key was deleted by someone else registers again only after its work stopped", () =>
+      Effect.gen(function*() {
+        const group = uniqueGroup("deleted-running")
+        const etcd = yield* client
+        const a = yield* join({ key: group }, Layer.succeed(Etcd, etcd))
+        const started = yield* Deferred.make<void>()
+        const stoppedAt = yield* Deferred.make<number>()
+        yield* EtcdSeq.runAssigned(() =>
+          Effect.addFinalizer(() =>
+            Effect.sleep("1 second").pipe(
+              Effect.zipRight(Effect.suspend(() => Deferred.succeed(stoppedAt, performance.now())))
+            )
+          ).pipe(Effect.zipRight(Deferred.succeed(started, undefined)), Effect.zipRight(Effect.never))
+        ).pipe(Effect.provideService(EtcdSeq, a.seq), Effect.forkScoped)
+        yield* Deferred.await(started)
+        // When the member's next key is written, as etcd tells a watcher.
+        const putAt = yield* Deferred.make<number>()
+        const watcher = yield* Effect.acquireRelease(
+          Effect.promise(() => etcd.client.watch().prefix(`${group}/members/`).create()),
+          (w) => Effect.promise(() => w.cancel())
+        )
+        watcher.on("put", () => Deferred.unsafeDone(putAt, Exit.succeed(performance.now())))
+        const [old] = yield* a.seq.members
+        yield* Effect.promise(() => etcd.client.delete().key(`${group}/members/${old!.id}`).exec())
+        const registeredAt = yield* Deferred.await(putAt).pipe(Effect.timeout("5 seconds"))
+        expect(yield* Deferred.await(stoppedAt)).toBeLessThan(registeredAt)
+        yield* a.leave
+      }))
+
     it.scoped("EtcdSeqLive reads ETCDSEQ_KEY and ETCD_ENDPOINTS through Config", () =>
       Effect.gen(function*() {
         const group = uniqueGroup("live")
@@ -281,5 +332,11 @@ describe("EtcdSeq without etcd", () => {
         const after = yield* seq.changes.pipe(Stream.runCollect, Effect.timeout("2 seconds"))
         expect([...after].map(ic)).toEqual(["invalid"])
       }).pipe(Effect.scoped))
+  })
+})
+
+describe("EtcdSeq types", () => {
+  it("members cannot fail: it reads the view the member already holds", () => {
+    expectTypeOf<EtcdSeqService["members"]>().toEqualTypeOf<Effect.Effect<ReadonlyArray<Member>>>()
   })
 })

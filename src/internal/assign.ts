@@ -1,6 +1,11 @@
 /**
  * The loop behind `EtcdSeq.runAssigned`: one scoped fiber of work per assignment, stopped (its scope closed) before
  * the next starts, with the exclusivity the caller asked for.
+ *
+ * The loop only ever waits for work to stop. Everything that talks to etcd on the way to new work (an index lock, a
+ * handover wait) runs inside the new run's fiber, and the group handover's publishes run in a fiber of their own:
+ * so `Info.invalid` (a self-fence, a lost lease) and the end of the membership always stop work at once, whatever
+ * etcd does meanwhile.
  */
 import {
   Cause,
@@ -18,12 +23,13 @@ import {
 } from "effect"
 import { type Assignment, type Exclusive, makeAssignment } from "../Assignment.js"
 import type { EtcdClient } from "../Etcd.js"
-import type { EtcdSeqError } from "../EtcdSeqError.js"
+import { AlreadyRunning, type EtcdSeqError } from "../EtcdSeqError.js"
 import { Info } from "../Info.js"
-import type { Cell } from "./cell.js"
+import * as Cell from "./cell.js"
 import * as Handover from "./handover.js"
+import * as Keys from "./keys.js"
 import * as Lock from "./lock.js"
-import { backoff } from "./request.js"
+import { backoff } from "./retry.js"
 import type { View } from "./view.js"
 
 /** The registration an Info was obtained under: the member's key name and the lease it is bound to. */
@@ -38,7 +44,10 @@ export interface Source {
   readonly connection: EtcdClient
   readonly view: SubscriptionRef.SubscriptionRef<View>
   readonly assignments: Stream.Stream<Latest>
-  readonly activeWork: Cell<number>
+  /** Work and handover publishes in flight: a leave waits for them before it deletes the member's keys. */
+  readonly activeWork: Cell.Cell<number>
+  /** Held by the one runner a membership may have at a time. */
+  readonly runner: Effect.Semaphore
 }
 
 export type Latest =
@@ -52,7 +61,31 @@ interface Running {
   readonly holder: Holder
 }
 
+/** The handover value a member wants etcd to hold: "I run no work of a view older than `revision`". */
+interface Claim {
+  readonly holder: Holder
+  readonly revision: number
+}
+
+/** Counts `effect` as work in flight: a leave waits for it before it deletes the member's keys. */
+const counted = (activeWork: Cell.Cell<number>) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.acquireUseRelease(
+    activeWork.modify((n) => [undefined, n + 1] as const),
+    () => effect,
+    () => activeWork.modify((n) => [undefined, n - 1] as const)
+  )
+
 export const run = <E, R>(
+  source: Source,
+  work: (assignment: Assignment) => Effect.Effect<void, E, R>,
+  exclusive: Exclusive
+): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope>> =>
+  source.runner.withPermitsIfAvailable(1)(runLoop(source, work, exclusive)).pipe(
+    // Two runners would share one lock queue position and one handover key: each would undo the other's promises.
+    Effect.flatMap(() => Effect.fail(new AlreadyRunning({ group: source.group })))
+  )
+
+const runLoop = <E, R>(
   source: Source,
   work: (assignment: Assignment) => Effect.Effect<void, E, R>,
   exclusive: Exclusive
@@ -62,46 +95,65 @@ export const run = <E, R>(
     const inbox = yield* Queue.sliding<Latest>(1)
     yield* source.assignments.pipe(Stream.runForEach((latest) => Queue.offer(inbox, latest)), Effect.forkScoped)
     const failed = yield* Deferred.make<never, E>()
+    const count = counted(source.activeWork)
+
+    // --- Group handover: what this member publishes, in a fiber of its own ---
     // Members of a group on one client share one watch of the handover keys.
     const handover = exclusive === "group"
       ? Option.some(yield* RcMap.get(source.connection.handovers, source.group))
       : Option.none()
-
-    const publish = (holder: Holder, revision: number) =>
-      Option.isNone(handover) ? Effect.void : Handover.publish(source.connection, source.group, holder, revision).pipe(
-        Effect.tapError((e) => Effect.logWarning("handover publish failed; retrying", e)),
-        Effect.retry(backoff)
+    const claim = yield* Cell.make<Claim | undefined>(undefined)
+    if (Option.isSome(handover)) {
+      let published: Claim | undefined
+      const publish = (wanted: Claim) =>
+        published !== undefined && published.holder === wanted.holder && published.revision >= wanted.revision
+          ? Effect.void
+          : Handover.publish(source.connection, source.group, wanted.holder, wanted.revision).pipe(
+            count,
+            Effect.tap(() =>
+              Effect.sync(() => {
+                published = wanted
+              })
+            ),
+            Effect.tapError((e) => Effect.logWarning("handover publish failed; retrying", e)),
+            Effect.retry(backoff),
+            Effect.ignore
+          )
+      // A newer claim (or none: the work stopped) replaces one still being retried: a publish already sent
+      // completes, the retries of the stale one stop.
+      yield* claim.changes.pipe(
+        Stream.flatMap((wanted) => wanted === undefined ? Stream.empty : Stream.fromEffect(publish(wanted)), {
+          switch: true
+        }),
+        Stream.runDrain,
+        Effect.forkScoped
       )
+    }
 
+    // --- One run: the lock or the handover wait, then the work ---
     const runOne = (info: Info, holder: Holder) =>
       Effect.gen(function*() {
-        yield* Effect.acquireRelease(
-          source.activeWork.modify((n) => [undefined, n + 1] as const),
-          () => source.activeWork.modify((n) => [undefined, n - 1] as const)
-        )
         let fence = info.revision
         if (exclusive === "index") {
           const run = yield* source.connection.leases.unique
           fence = yield* Lock.acquire(
             source.connection,
-            `${source.group}/locks/${info.index}/`,
+            Keys.lockPrefix(source.group, info.index),
             { owner: holder.id, run, leaseId: holder.leaseId },
             source.connection.leases.retryInBackground
           ).pipe(
-            Effect.tapError((e) => Effect.logWarning(`index lock ${info.index} failed; retrying`, e)),
+            Effect.tapError((e) => Effect.logWarning(`index lock ${info.index} not taken; retrying`, e)),
             // Retried, not failed: a lost lease or an unreachable etcd resolves with the next Info.
             Effect.retry(backoff),
             Effect.orDie
           )
         }
-        if (Option.isSome(handover)) {
-          yield* publish(holder, info.revision).pipe(Effect.orDie)
-          yield* Handover.awaitAll(source.view, handover.value, info.revision)
-        }
+        if (Option.isSome(handover)) yield* Handover.awaitAll(source.view, handover.value, info.revision)
         yield* Effect.logDebug(`work starts for ${info.toString()} (fence ${fence})`)
         yield* work(makeAssignment(info, fence))
       }).pipe(
         Effect.scoped,
+        count,
         Effect.onExit((exit) =>
           Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)
             ? Deferred.failCause(failed, exit.cause)
@@ -111,6 +163,7 @@ export const run = <E, R>(
         Effect.annotateLogs({ index: info.index, count: info.count })
       )
 
+    // --- The loop: stop, then start, never waiting on etcd ---
     const loop = Effect.gen(function*() {
       let running: Running | undefined
       const stop = Effect.suspend(() => running === undefined ? Effect.void : Fiber.interrupt(running.fiber)).pipe(
@@ -131,12 +184,15 @@ export const run = <E, R>(
         }
         const { holder, info } = latest
         if (running !== undefined && holder === running.holder && Equal.equals(info, running.info)) {
-          // Same share under a newer view: keep working; in "group" mode say so, since others wait for it.
-          yield* publish(running.holder, info.revision).pipe(Effect.ignore)
+          // Same share under a newer view: the work goes on, and in "group" mode says so, since others wait for it.
+          yield* claim.set({ holder, revision: info.revision })
           continue
         }
         yield* stop
-        if (!Info.isValid(info) || holder === undefined) continue
+        // Only now, with the old work stopped, may the member claim the new view.
+        const valid = Info.isValid(info) && holder !== undefined
+        yield* claim.set(valid ? { holder, revision: info.revision } : undefined)
+        if (!valid) continue
         running = { fiber: yield* Effect.forkScoped(runOne(info, holder)), info, holder }
       }
     }).pipe(Effect.scoped)

@@ -42,6 +42,8 @@ export const make = <A>(initial: A): Effect.Effect<Cell<A>> =>
       let seen = -1
       // A bare callback per waiting reader, not a Deferred: every change wakes every reader, so it stays cheap.
       const changed = Effect.async<void>((resume) => {
+        // The fiber may have yielded between its check and this registration: a change made meanwhile woke nobody.
+        if (seen !== version) return resume(Effect.void)
         const wake = () => resume(Effect.void)
         waiters.add(wake)
         return Effect.sync(() => waiters.delete(wake))

@@ -7,26 +7,32 @@
  * key, and a lost lease takes both with it and removes them from the view, so nobody waits for them.
  */
 import { Effect, type Scope, Stream, SubscriptionRef } from "effect"
+import type { IKeyValue } from "etcd3"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
-import { backoff, type Connection, request } from "./request.js"
+import * as Keys from "./keys.js"
+import { type Connection, request } from "./request.js"
+import { backoff } from "./retry.js"
 import type { View } from "./view.js"
 import { watchPrefix } from "./watch.js"
-
-export const handoverPrefix = (group: string): string => `${group}/handover/`
 
 /** Every member's published revision, followed by one watch per client and group. */
 export interface HandoverWatch {
   readonly published: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, number>>
 }
 
+const entry = (prefix: string, kv: IKeyValue) =>
+  Keys.decodeHandover(prefix, { key: kv.key.toString(), value: kv.value.toString(), lease: kv.lease })
+
 const read = (connection: Connection, prefix: string) =>
   request(connection, "range", (client) => client.getAll().prefix(prefix).exec()).pipe(
-    Effect.map((response) => ({
-      revision: Number(response.header.revision),
-      published: new Map(
-        response.kvs.map((kv) => [kv.key.toString().slice(prefix.length), Number(kv.value.toString())] as const)
-      )
-    }))
+    Effect.map((response) => {
+      const published = new Map<string, number>()
+      for (const kv of response.kvs) {
+        const decoded = entry(prefix, kv)
+        if (decoded !== undefined) published.set(decoded.id, decoded.revision)
+      }
+      return { revision: Number(response.header.revision), published }
+    })
   )
 
 /** Follows every member's published revision for the life of the scope. */
@@ -35,7 +41,7 @@ export const watch = (
   group: string
 ): Effect.Effect<HandoverWatch, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
   Effect.gen(function*() {
-    const prefix = handoverPrefix(group)
+    const prefix = Keys.handoverPrefix(group)
     const initial = yield* read(connection, prefix)
     const published = yield* SubscriptionRef.make<ReadonlyMap<string, number>>(initial.published)
 
@@ -45,8 +51,11 @@ export const watch = (
           SubscriptionRef.update(published, (map) => {
             const next = new Map(map)
             for (const event of response.events) {
+              // Only a member speaks for itself: a value not bound to the lease its key names is no promise, and
+              // it replaces whatever the key held before.
+              const decoded = event.type === "Put" ? entry(prefix, event.kv) : undefined
               const id = event.kv.key.toString().slice(prefix.length)
-              if (event.type === "Put") next.set(id, Number(event.kv.value.toString()))
+              if (decoded !== undefined) next.set(decoded.id, decoded.revision)
               else next.delete(id)
             }
             return next
@@ -77,7 +86,9 @@ export const publish = (
   request(
     connection,
     "handover.put",
-    (client) => client.put(handoverPrefix(group) + holder.id).value(String(revision)).lease(holder.leaseId).exec()
+    (client) => client.put(Keys.handoverKey(group, holder.id)).value(String(revision)).lease(holder.leaseId).exec(),
+    // Abandoned in flight, the put could land after the leave's delete: a key left under a lease others keep alive.
+    { completes: true }
   ).pipe(Effect.asVoid)
 
 /** Waits until every member of the current view has published at least `revision`. */

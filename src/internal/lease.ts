@@ -11,7 +11,8 @@ import { Clock, Deferred, Duration, Effect, ExecutionStrategy, Exit, Scope } fro
 import type { Lease } from "etcd3"
 import { EtcdLeaseInvalidError } from "etcd3"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
-import { backoff, classify, type Connection, request } from "./request.js"
+import { classify, type Connection, request } from "./request.js"
+import { backoff } from "./retry.js"
 
 export type LostReason = "revoked or expired at etcd" | "no keepalive succeeded within the TTL"
 
@@ -39,6 +40,12 @@ export interface LeaseSession {
 const fencingMargin = (ttl: Duration.Duration): Duration.Duration =>
   Duration.millis(Math.min(2_000, Math.max(200, Duration.toMillis(ttl) / 5)))
 
+/**
+ * Milliseconds on Effect's monotonic clock (`process.hrtime`, or the `TestClock`): the fencing deadline must not move
+ * when the host's wall clock is stepped, as NTP or an operator may do during the very outage it guards against.
+ */
+const monotonicMillis: Effect.Effect<number> = Effect.map(Clock.currentTimeNanos, (nanos) => Number(nanos / 1_000_000n))
+
 /** etcd counts TTLs in whole seconds; the local watchdog keeps the exact, shorter duration. */
 const ttlSeconds = (ttl: Duration.Duration): number => Math.max(1, Math.ceil(Duration.toSeconds(ttl)))
 
@@ -57,7 +64,7 @@ export const make = (
         const lease: Lease = connection.client.lease(ttlSeconds(ttl), { autoKeepAlive: false })
         // etcd3 emits "lost" on a failed grant or an invalid lease; the outcome reaches us through the promises.
         lease.on("lost", () => {})
-        const grantedAt = yield* Clock.currentTimeMillis
+        const grantedAt = yield* monotonicMillis
         const id = yield* request(connection, "lease.grant", () => lease.grant()).pipe(
           Effect.tapError(() => Effect.sync(() => lease.release()))
         )
@@ -94,7 +101,7 @@ export const make = (
     const maxAttempts = connection.endpoints.length === 1 ? 1 : 16
     const keepaliveOnce = (deadlineAt: number): Effect.Effect<"renewed" | LostReason, "failed"> =>
       Effect.gen(function*() {
-        const sentAt = yield* Clock.currentTimeMillis
+        const sentAt = yield* monotonicMillis
         // An answer after the fence is useless, so the attempt ends there (or at the request timeout at the latest).
         const deadline = new Date(
           Date.now() + Math.max(hedgeAfter, Math.min(deadlineAt - sentAt, Duration.toMillis(connection.requestTimeout)))
@@ -112,7 +119,7 @@ export const make = (
         return yield* Effect.fail("failed" as const)
       })
     const renew: Effect.Effect<"renewed" | "failed" | LostReason> = Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
+      const now = yield* monotonicMillis
       const fenceAt = Math.max(lastSentOk + fenceAfter, now + hedgeAfter)
       const attempts = Math.max(1, Math.min(maxAttempts, Math.floor((fenceAt - now) / hedgeAfter)))
       return yield* Effect.raceAll(
@@ -128,7 +135,7 @@ export const make = (
     const keepalive: Effect.Effect<LostReason> = Effect.gen(function*() {
       let failed = false
       while (true) {
-        const now = yield* Clock.currentTimeMillis
+        const now = yield* monotonicMillis
         yield* Effect.sleep(
           failed ? retryAfterFailure : Duration.millis(Math.max(0, lastSentOk + Duration.toMillis(interval) - now))
         )
@@ -139,7 +146,7 @@ export const make = (
     })
     const watchdog: Effect.Effect<LostReason> = Effect.gen(function*() {
       while (true) {
-        const now = yield* Clock.currentTimeMillis
+        const now = yield* monotonicMillis
         const fenceAt = lastSentOk + fenceAfter
         if (now >= fenceAt) {
           yield* Effect.logWarning(

@@ -1,16 +1,10 @@
 /**
  * The one place etcd3 promises become Effects, with their failures sorted into the public error union.
  */
-import { Duration, Effect, Schedule } from "effect"
+import { Duration, Effect } from "effect"
 import type { Etcd3 } from "etcd3"
-import { isRecoverableError } from "etcd3"
+import { GRPCResourceExhastedError, isRecoverableError } from "etcd3"
 import { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
-
-/**
- * How the library retries against etcd in the background (re-establishing a watch, a lock, a handover publish):
- * exponential from 50 ms, capped at 2 s, so recovery after an outage stays prompt.
- */
-export const backoff = Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")))
 
 /** What internal modules need of a client: the connection and the bounds its requests run under. */
 export interface Connection {
@@ -28,10 +22,13 @@ const unavailableNames = new Set([
   "ClientClosedError"
 ])
 
-/** True when a failure means "no etcd answered", as opposed to "etcd answered no". */
+/**
+ * True when a failure means "no etcd answered", as opposed to "etcd answered no". etcd3 counts RESOURCE_EXHAUSTED as
+ * recoverable, but it is a refusal: a response over the client's message size, an etcd out of space, a rate limit.
+ */
 export const isUnavailability = (cause: unknown): boolean =>
-  cause instanceof Error && (unavailableNames.has(cause.name) || unavailableNames.has(cause.constructor.name) ||
-    isRecoverableError(cause))
+  cause instanceof Error && !(cause instanceof GRPCResourceExhastedError) &&
+  (unavailableNames.has(cause.name) || unavailableNames.has(cause.constructor.name) || isRecoverableError(cause))
 
 export const classify = (
   connection: Connection,

@@ -5,6 +5,7 @@
  * multi-member cluster), so every client that applies the same events derives the same order.
  */
 import { Info } from "../Info.js"
+import * as Keys from "./keys.js"
 
 /**
  * One live member of the view. `id` is the last segment of its key, `<lease id in hex>_<number>`: the lease it is
@@ -19,10 +20,15 @@ export interface Entry {
 export interface View {
   /** Live members ordered by `createRevision`. */
   readonly members: ReadonlyArray<Entry>
-  /** Revision of the last join or leave the view includes: the view's name across the group. */
+  /** Revision of the last join, leave or rename the view includes: the view's name across the group. */
   readonly revision: number
   /** Highest revision whose events under the group prefix the view has applied. */
   readonly seen: number
+  /**
+   * The view was re-read and waits for its rename (see {@link reread}): its members are right, its name is not yet
+   * the group's, so nobody may take an Info from it.
+   */
+  readonly awaitingName: boolean
 }
 
 /** A key-value as etcd reports it, reduced to what the view needs. */
@@ -46,27 +52,6 @@ interface StoredValue {
 
 export const encodeValue = (metadata: string): string => JSON.stringify({ v: 1, metadata } satisfies StoredValue)
 
-/** Lease ids are int64 decimals on the wire; keys carry them in hex, as etcd's own tools print them. */
-export const leaseIdToHex = (leaseId: string): string => BigInt(leaseId).toString(16)
-
-/** The id of a member bound to `leaseId`, numbered `n` among the members of its client. */
-export const memberId = (leaseId: string, n: number): string => `${leaseIdToHex(leaseId)}_${n}`
-
-const memberIdPattern = /^([0-9a-f]{1,16})_(0|[1-9][0-9]{0,15})$/
-
-/**
- * The member id a key stands for, when the key is a member key of this prefix: exactly
- * `<prefix><hex lease id>_<number>`. Anything else under the prefix (a nested key, a foreign name) is not a member.
- */
-export const idOfKey = (membersPrefix: string, key: string): string | undefined => {
-  if (!key.startsWith(membersPrefix)) return undefined
-  const id = key.slice(membersPrefix.length)
-  return memberIdPattern.test(id) ? id : undefined
-}
-
-/** The hex lease id a member id names. */
-const leaseOfId = (id: string): string => id.slice(0, id.indexOf("_"))
-
 export type Decoded =
   | { readonly _tag: "Member"; readonly entry: Entry }
   | { readonly _tag: "Foreign"; readonly key: string; readonly reason: string }
@@ -77,11 +62,9 @@ export type Decoded =
  * leave: nothing would revoke it).
  */
 export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
-  const id = idOfKey(membersPrefix, kv.key)
+  const id = Keys.memberOfKey(membersPrefix, kv.key)
   if (id === undefined) return { _tag: "Foreign", key: kv.key, reason: "not a member key" }
-  if (kv.lease === "0" || leaseIdToHex(kv.lease) !== leaseOfId(id)) {
-    return { _tag: "Foreign", key: kv.key, reason: "not bound to the lease it names" }
-  }
+  if (!Keys.isBoundTo(id, kv.lease)) return { _tag: "Foreign", key: kv.key, reason: "not bound to the lease it names" }
   let parsed: unknown
   try {
     parsed = JSON.parse(kv.value)
@@ -100,7 +83,7 @@ export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
   }
 }
 
-export const empty: View = { members: [], revision: 0, seen: 0 }
+export const empty: View = { members: [], revision: 0, seen: 0, awaitingName: false }
 
 /** Position where an entry of `createRevision` is or would be inserted. */
 const search = (members: ReadonlyArray<Entry>, createRevision: number): number => {
@@ -114,16 +97,33 @@ const search = (members: ReadonlyArray<Entry>, createRevision: number): number =
   return lo
 }
 
+const sorted = (entries: Iterable<Entry>): ReadonlyArray<Entry> =>
+  [...entries].sort((a, b) => a.createRevision - b.createRevision)
+
 /**
- * The view read at `readRevision`. A read cannot see when the last leave happened, so the revision is the newest
- * join it holds; members only take Infos from views that include their own join, which comes later than any
- * read they started from, so they agree on it.
+ * The view read at `readRevision` when a client starts following its group. A read cannot see when the last leave
+ * happened, so the revision is the newest join it holds; members only take Infos from views that include their own
+ * join, which comes later than any read they started from, so they agree on it.
  */
 export const fromSnapshot = (entries: Iterable<Entry>, readRevision: number): View => {
-  const members = [...entries].sort((a, b) => a.createRevision - b.createRevision)
+  const members = sorted(entries)
   const revision = members.reduce((max, e) => Math.max(max, e.createRevision), 0)
-  return { members, revision, seen: readRevision }
+  return { members, revision, seen: readRevision, awaitingName: false }
 }
+
+/**
+ * The view re-read at `readRevision` by a client whose watch missed events (their history was compacted). Its
+ * members are right, but not its name: the others name it by the revision of the last change, which a read cannot
+ * see (a leave leaves no trace). So the client renames it for everyone: it writes the rename key, and every client,
+ * this one included, names the view by that write's revision when its watch delivers it. Until then the view keeps
+ * the name of the one before it and gives no Info.
+ */
+export const reread = (previous: View, entries: Iterable<Entry>, readRevision: number): View => ({
+  members: sorted(entries),
+  revision: previous.revision,
+  seen: readRevision,
+  awaitingName: true
+})
 
 /**
  * Applies the events of one watch response. The result is a new view only when something changed; one response
@@ -137,15 +137,21 @@ export const applyEvents = (
   let members: Array<Entry> | undefined
   let revision = view.revision
   let seen = view.seen
+  let awaitingName = view.awaitingName
   const current = (): Array<Entry> => (members ??= view.members.slice())
   for (const event of events) {
     if (event._tag === "Put") {
       seen = Math.max(seen, event.kv.modRevision)
+      if (event.kv.key === membersPrefix + Keys.renameSegment) {
+        revision = event.kv.modRevision
+        awaitingName = false
+        continue
+      }
       const decoded = decode(membersPrefix, event.kv)
       if (decoded._tag === "Foreign") {
         // A member key rewritten into something else (another lease, a foreign value) no longer leaves with its
         // lease, so it stops counting: its owner sees itself gone and registers anew.
-        const id = idOfKey(membersPrefix, event.kv.key)
+        const id = Keys.memberOfKey(membersPrefix, event.kv.key)
         const at = id === undefined ? -1 : (members ?? view.members).findIndex((e) => e.id === id)
         if (at >= 0) {
           current().splice(at, 1)
@@ -166,7 +172,7 @@ export const applyEvents = (
       }
     } else {
       seen = Math.max(seen, event.modRevision)
-      const id = idOfKey(membersPrefix, event.key)
+      const id = Keys.memberOfKey(membersPrefix, event.key)
       if (id === undefined) continue
       const at = (members ?? view.members).findIndex((e) => e.id === id)
       if (at < 0) continue
@@ -174,8 +180,8 @@ export const applyEvents = (
       revision = event.modRevision
     }
   }
-  if (members === undefined && seen === view.seen) return view
-  return { members: members ?? view.members, revision, seen }
+  if (members === undefined && seen === view.seen && revision === view.revision) return view
+  return { members: members ?? view.members, revision, seen, awaitingName }
 }
 
 /** Index of the member with this id and create revision, or -1. */

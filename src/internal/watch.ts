@@ -6,9 +6,11 @@
  * revision the view applied; a watch etcd cancels (its start revision was compacted) re-reads the group first.
  */
 import { Data, Effect, Exit, Mailbox, Metric, Option, Scope, Stream, SubscriptionRef } from "effect"
-import type { IKeyValue, IWatchResponse, Watcher } from "etcd3"
+import { type IKeyValue, type IWatchResponse, Range, type Watcher } from "etcd3"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
-import { backoff, type Connection, request } from "./request.js"
+import * as Keys from "./keys.js"
+import { type Connection, request } from "./request.js"
+import { backoff } from "./retry.js"
 import * as View from "./view.js"
 
 /** Called with every new view, in the watch's own fiber, synchronously: it must be quick and must not throw. */
@@ -24,9 +26,6 @@ export interface GroupWatch {
    */
   readonly listen: (listener: Listener) => Effect.Effect<void, never, Scope.Scope>
 }
-
-/** The prefix under which a group's member keys live. */
-export const membersPrefix = (group: string): string => `${group}/members/`
 
 class WatchEnded extends Data.TaggedError("WatchEnded")<{
   /** etcd cancelled the watch (compacted start revision, or another server-side cancel): re-read. */
@@ -51,15 +50,18 @@ const toEvents = (response: IWatchResponse): ReadonlyArray<View.RawEvent> =>
       : { _tag: "Delete", key: event.kv.key.toString(), modRevision: Number(event.kv.mod_revision) }
   )
 
+/** What a watch follows: the keys under a prefix, or one key. */
+export type WatchTarget = string | { readonly key: string }
+
 /**
- * The watch responses for keys under `prefix` from `startRevision`, in a mailbox that ends with a `WatchEnded`
+ * The watch responses for keys under `target` from `startRevision`, in a mailbox that ends with a `WatchEnded`
  * item, then is done. The mailbox is unbounded and can be drained whole: responses that arrived while the consumer
  * was busy are taken at once, with no fiber per response. Every listener is removed and the watcher cancelled when
  * the scope closes.
  */
 export const watchMailbox = (
   connection: Connection,
-  prefix: string,
+  target: WatchTarget,
   startRevision: number
 ): Effect.Effect<Mailbox.ReadonlyMailbox<IWatchResponse | WatchEnded>, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -71,7 +73,9 @@ export const watchMailbox = (
     yield* Effect.acquireRelease(
       Effect.sync(() => {
         const state = { wasConnected: false, canceled: false }
-        const watcher: Watcher = connection.client.watch().prefix(prefix).startRevision(String(startRevision))
+        const builder = connection.client.watch()
+        const watcher: Watcher = (typeof target === "string" ? builder.prefix(target) : builder.key(target.key))
+          .startRevision(String(startRevision))
           .watcher()
         const listeners = {
           connected: () => {
@@ -110,10 +114,10 @@ export const watchMailbox = (
 /** {@link watchMailbox} as a stream that always ends by failing with `WatchEnded`. */
 export const watchPrefix = (
   connection: Connection,
-  prefix: string,
+  target: WatchTarget,
   startRevision: number
 ): Stream.Stream<IWatchResponse, WatchEnded> =>
-  Stream.unwrapScoped(Effect.map(watchMailbox(connection, prefix, startRevision), Mailbox.toStream)).pipe(
+  Stream.unwrapScoped(Effect.map(watchMailbox(connection, target, startRevision), Mailbox.toStream)).pipe(
     Stream.mapEffect((item) => item instanceof WatchEnded ? Effect.fail(item) : Effect.succeed(item))
   )
 
@@ -123,26 +127,61 @@ const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume) => {
   return Effect.sync(() => clearImmediate(handle))
 })
 
-/** Reads the whole group once: the starting point of a watch, and the recovery after a compaction. */
-export const readGroup = (
+/**
+ * Keys per page of a group read. A member record can be large (metadata up to 1 MiB), so the read is paged to bound
+ * what one response holds; the pages are read at the first one's revision, so together they are one snapshot.
+ */
+const readPageSize = 500
+
+/** etcd's answer to a read at a revision compaction has removed. */
+const isCompacted = (error: EtcdUnavailable | EtcdRequestFailed): boolean =>
+  error._tag === "EtcdRequestFailed" && String(error.cause).includes("required revision has been compacted")
+
+/**
+ * Reads the group's members once (the starting point of a watch, and the recovery after a compaction), page by
+ * page at one revision: the members, and the revision they are read at.
+ */
+export const readMembers = (
   connection: Connection,
-  prefix: string
-): Effect.Effect<View.View, EtcdUnavailable | EtcdRequestFailed> =>
-  request(connection, "range", (client) => client.getAll().prefix(prefix).exec()).pipe(
-    Effect.tap(() => Metric.increment(groupReads)),
-    Effect.flatMap((response) => {
-      const entries: Array<View.Entry> = []
-      const foreign: Array<string> = []
-      for (const kv of response.kvs) {
-        const decoded = View.decode(prefix, toRaw(kv))
+  prefix: string,
+  pageSize: number = readPageSize
+): Effect.Effect<
+  { readonly entries: ReadonlyArray<View.Entry>; readonly revision: number },
+  EtcdUnavailable | EtcdRequestFailed
+> =>
+  Effect.gen(function*() {
+    const range = Range.prefix(prefix)
+    const entries: Array<View.Entry> = []
+    const foreign: Array<string> = []
+    let revision: number | undefined
+    let from = range.start
+    while (true) {
+      const page = yield* request(connection, "range", (client) =>
+        client.kv.range({
+          key: from,
+          range_end: range.end,
+          limit: pageSize,
+          ...(revision === undefined ? {} : { revision: String(revision) })
+        }))
+      revision ??= Number(page.header.revision)
+      for (const kv of page.kvs) {
+        const raw = toRaw(kv)
+        // A rename key left behind by a client that died between its put and its delete: not a member, no news.
+        if (raw.key === prefix + Keys.renameSegment) continue
+        const decoded = View.decode(prefix, raw)
         if (decoded._tag === "Member") entries.push(decoded.entry)
         else foreign.push(`${decoded.key} (${decoded.reason})`)
       }
-      return Effect.as(
-        foreign.length === 0 ? Effect.void : Effect.logWarning("ignoring keys that are not members", foreign),
-        View.fromSnapshot(entries, Number(response.header.revision))
-      )
-    })
+      const last = page.kvs.at(-1)
+      if (!page.more || last === undefined) break
+      from = Buffer.concat([last.key, Buffer.from([0])])
+    }
+    if (foreign.length > 0) yield* Effect.logWarning("ignoring keys that are not members", foreign)
+    yield* Metric.increment(groupReads)
+    return { entries, revision }
+  }).pipe(
+    // Compacted between two pages: read again from the start, at a newer revision.
+    Effect.retry({ while: isCompacted, times: 3 })
   )
 
 export const groupReads = Metric.counter("etcdseq_group_reads", {
@@ -161,8 +200,13 @@ export const make = (
   group: string
 ): Effect.Effect<GroupWatch, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
   Effect.gen(function*() {
-    const prefix = membersPrefix(group)
-    const view = yield* SubscriptionRef.make(yield* readGroup(connection, prefix))
+    const watchScope = yield* Effect.scope
+    const prefix = Keys.membersPrefix(group)
+    const initial = yield* readMembers(connection, prefix)
+    // What members see: only views that carry the group's name for them.
+    const view = yield* SubscriptionRef.make(View.fromSnapshot(initial.entries, initial.revision))
+    // Everything the watch has applied, including a re-read view that still waits for its name.
+    let applied = yield* SubscriptionRef.get(view)
     const listeners = new Set<Listener>()
     const publish = (next: View.View) =>
       SubscriptionRef.set(view, next).pipe(
@@ -172,30 +216,36 @@ export const make = (
         Effect.zipRight(Effect.logDebug(`view: ${next.members.length} members at revision ${next.revision}`))
       )
 
+    // The rename key is deleted at once: it only has to produce its event. A failed delete is retried, and a key
+    // left by a crash in between is overwritten and deleted by the next rename.
+    const renameKey = Keys.renameKey(group)
+    const rename = request(connection, "view.rename", (client) => client.put(renameKey).value("").exec()).pipe(
+      Effect.zipRight(
+        request(connection, "view.rename", (client) => client.delete().key(renameKey).exec()).pipe(
+          Effect.retry(backoff),
+          Effect.forkIn(watchScope)
+        )
+      )
+    )
     const reread = Effect.gen(function*() {
-      const fresh = yield* readGroup(connection, prefix)
-      const old = yield* SubscriptionRef.get(view)
-      // Same members: keep the name the group already uses for this view.
-      const same = old.members.length === fresh.members.length &&
-        old.members.every((e, i) => e.id === fresh.members[i]!.id)
-      yield* publish(same ? { ...fresh, revision: old.revision } : fresh)
-      yield* Effect.logInfo("re-read group after its watch was cancelled")
+      const fresh = yield* readMembers(connection, prefix)
+      applied = View.reread(applied, fresh.entries, fresh.revision)
+      yield* Effect.logInfo("re-read group after its watch history was compacted; renaming the view")
+      yield* rename
     })
 
     const session = Effect.gen(function*() {
-      const from = (yield* SubscriptionRef.get(view)).seen + 1
-      const mailbox = yield* watchMailbox(connection, prefix, from)
+      const mailbox = yield* watchMailbox(connection, prefix, applied.seen + 1)
       while (true) {
-        const current = yield* SubscriptionRef.get(view)
-        let next = current
-        let applied = 0
+        const before = applied
+        let applied_ = 0
         let ended: WatchEnded | undefined
         const apply = (items: Iterable<IWatchResponse | WatchEnded>) => {
           for (const item of items) {
             if (item instanceof WatchEnded) ended = item
             else if (ended === undefined) {
-              next = View.applyEvents(next, prefix, toEvents(item))
-              applied++
+              applied = View.applyEvents(applied, prefix, toEvents(item))
+              applied_++
             }
           }
         }
@@ -206,8 +256,8 @@ export const make = (
           yield* yieldToEventLoop
           if (Option.getOrElse(mailbox.unsafeSize(), () => 0) > 0) apply((yield* mailbox.takeAll)[0])
         }
-        yield* Metric.incrementBy(watchResponses, applied)
-        if (next !== current) yield* publish(next)
+        yield* Metric.incrementBy(watchResponses, applied_)
+        if (applied !== before && !applied.awaitingName) yield* publish(applied)
         if (ended !== undefined) return yield* Effect.fail(ended)
       }
     }).pipe(

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Equal, FastCheck as fc } from "effect"
 import { Info } from "../../src/Info.js"
+import * as Keys from "../../src/internal/keys.js"
 import * as View from "../../src/internal/view.js"
 
 const prefix = "g/members/"
@@ -61,7 +62,7 @@ const run = (ops: ReadonlyArray<Op>): Model => {
     if (o.kind === "join") {
       const shared = model.live.at(-1)
       const lease = o.sharedLease && shared !== undefined ? shared.lease : String(model.nextLease++)
-      const id = View.memberId(lease, model.nextMember++)
+      const id = Keys.memberId(lease, model.nextMember++)
       model.live.push({ id, lease, createRevision: rev })
       model.lastChange = rev
       model.events.push(put(prefix + id, View.encodeValue(o.metadata), lease, rev, rev))
@@ -157,7 +158,7 @@ describe("view", () => {
     [fc.array(op, { maxLength: 40 }), fc.nat()],
     ([ops, pick]) => {
       const model = run([{ kind: "join", metadata: "", sharedLease: false }, ...ops])
-      const first = { id: View.memberId("7000", 0), createRevision: 2 }
+      const first = { id: Keys.memberId("7000", 0), createRevision: 2 }
       expect(View.standing(View.empty, first.id, first.createRevision)._tag).toBe("Pending")
       const view = applyAll(model, [pick % 5])
       const stillThere = model.live.some((m) => m.id === first.id)
@@ -185,7 +186,7 @@ describe("view", () => {
   it("decode names why a key is not a member", () => {
     const decode = (key: string, value: string, lease: string) =>
       View.decode(prefix, { key, value, lease, createRevision: 1, modRevision: 1 })
-    expect(View.memberId("31", 7)).toBe("1f_7")
+    expect(Keys.memberId("31", 7)).toBe("1f_7")
     expect(decode(prefix + "1f_7", View.encodeValue("m"), "31")).toEqual({
       _tag: "Member",
       entry: { id: "1f_7", createRevision: 1, metadata: "m" }

@@ -1,6 +1,11 @@
 /**
- * A loopback TCP proxy in front of etcd that a test can pause: while paused it forwards nothing in either
- * direction, so the clients behind it are cut off (a partition) while etcd and everyone else carry on.
+ * A loopback TCP proxy in front of etcd that a test can disturb, so the clients behind it are cut off (a partition)
+ * while etcd and everyone else carry on:
+ * - `pause`: nothing is forwarded in either direction, connections stay open (a silent network);
+ * - `blockUp`: bytes from the clients to etcd are dropped, etcd's answers and watch events still arrive (a one-way
+ *   partition: the clients see the group change but none of their requests land);
+ * - `cut`: every connection is closed and new ones are refused (a dropped link: watches end and must resume);
+ * - `resume`: back to forwarding (connections blocked upward are closed first: their streams lost bytes).
  */
 import { Effect, type Scope } from "effect"
 import * as net from "node:net"
@@ -8,31 +13,50 @@ import * as net from "node:net"
 export interface Proxy {
   readonly endpoint: string
   readonly pause: Effect.Effect<void>
+  readonly blockUp: Effect.Effect<void>
+  readonly cut: Effect.Effect<void>
   readonly resume: Effect.Effect<void>
+}
+
+type Mode = "open" | "paused" | "blockUp" | "cut"
+
+interface Pair {
+  readonly client: net.Socket
+  readonly upstream: net.Socket
 }
 
 export const startProxy = (target: string): Effect.Effect<Proxy, never, Scope.Scope> =>
   Effect.gen(function*() {
     const url = new URL(target)
-    const pairs = new Set<{ client: net.Socket; upstream: net.Socket }>()
-    let paused = false
-    const { port, server } = yield* Effect.acquireRelease(
+    const pairs = new Set<Pair>()
+    let mode: Mode = "open"
+    const destroy = (pair: Pair) => {
+      pairs.delete(pair)
+      pair.client.destroy()
+      pair.upstream.destroy()
+    }
+    const { port } = yield* Effect.acquireRelease(
       Effect.async<{ server: net.Server; port: number }>((resume) => {
         const server = net.createServer((client) => {
+          if (mode === "cut") {
+            client.destroy()
+            return
+          }
           const upstream = net.connect(Number(url.port), url.hostname)
           const pair = { client, upstream }
           pairs.add(pair)
-          client.pipe(upstream)
-          upstream.pipe(client)
-          if (paused) {
+          // Forwarded by hand, not piped, so that each direction can be dropped on its own.
+          client.on("data", (data) => {
+            if (mode === "open") upstream.write(data)
+          })
+          upstream.on("data", (data) => {
+            if (mode === "open" || mode === "blockUp") client.write(data)
+          })
+          if (mode === "paused") {
             client.pause()
             upstream.pause()
           }
-          const close = () => {
-            pairs.delete(pair)
-            client.destroy()
-            upstream.destroy()
-          }
+          const close = () => destroy(pair)
           client.on("error", close).on("close", close)
           upstream.on("error", close).on("close", close)
         })
@@ -41,32 +65,35 @@ export const startProxy = (target: string): Effect.Effect<Proxy, never, Scope.Sc
       }),
       ({ server }) =>
         Effect.async<void>((resume) => {
-          for (const { client, upstream } of pairs) {
-            client.destroy()
-            upstream.destroy()
+          for (const pair of pairs) {
+            destroy(pair)
           }
           server.close(() =>
             resume(Effect.void)
           )
         })
     )
-    void server
     return {
       endpoint: `http://127.0.0.1:${port}`,
       pause: Effect.sync(() => {
-        paused = true
+        mode = "paused"
         for (const { client, upstream } of pairs) {
-          client.unpipe(upstream)
-          upstream.unpipe(client)
           client.pause()
           upstream.pause()
         }
       }),
+      blockUp: Effect.sync(() => {
+        mode = "blockUp"
+      }),
+      cut: Effect.sync(() => {
+        mode = "cut"
+        for (const pair of pairs) destroy(pair)
+      }),
       resume: Effect.sync(() => {
-        paused = false
+        // A stream whose upward bytes were dropped is corrupt (HTTP/2 frames lost mid-way): it must start afresh.
+        if (mode === "blockUp") { for (const pair of pairs) destroy(pair) }
+        mode = "open"
         for (const { client, upstream } of pairs) {
-          client.pipe(upstream)
-          upstream.pipe(client)
           client.resume()
           upstream.resume()
         }

@@ -1,0 +1,117 @@
+/**
+ * The key schema: every key the library writes under a group, and what it accepts when it reads one back.
+ *
+ * ```text
+ * <group>/members/<member id>              a member, under its lease; value: the member record
+ * <group>/members/~rename                  written and deleted at once to rename a view after a re-read (view.ts)
+ * <group>/handover/<member id>             group mode: the newest view the member holds work of, under its lease
+ * <group>/locks/<index>/<member id>.<run>  index mode: a contender for the index lock, under the member's lease
+ * ```
+ *
+ * A member id is `<lease id in hex>_<n>`: the lease its keys are bound to (shared by the members of one client) and
+ * a number unique among that client's members. A key read back counts only when it is bound to the lease its name
+ * gives, so that nothing without a lease (a key written by hand, or by a co-tenant) can take an index, hold a lock
+ * or speak for a member: such a key would never go away by itself.
+ */
+
+/**
+ * Segments a group key may not contain: the ones the library writes under a group (and will: shard claims), so no
+ * group's keys nest in another's, plus `.` and `..`.
+ */
+export const reservedSegments: ReadonlySet<string> = new Set([
+  "members",
+  "locks",
+  "handover",
+  "claims",
+  "shards",
+  ".",
+  ".."
+])
+
+const groupPattern = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/
+
+/** Why `group` cannot be a group key, or `undefined` when it can. */
+export const invalidGroup = (group: unknown): string | undefined => {
+  if (typeof group !== "string" || group.trim() === "") return "must not be empty"
+  if (group.length > 512) return "must be at most 512 characters"
+  if (!groupPattern.test(group)) {
+    return `"${group}" must be /-separated segments of letters, digits, ".", "_" and "-", without a leading or trailing /`
+  }
+  const reserved = group.split("/").find((segment) => reservedSegments.has(segment))
+  return reserved === undefined
+    ? undefined
+    : `"${reserved}" is a reserved segment (the library writes it under a group; it would nest in another's keys)`
+}
+
+// --- Member ids -------------------------------------------------------------------------------------------------
+
+/** Lease ids are int64 decimals on the wire; keys carry them in hex, as etcd's own tools print them. */
+export const leaseIdToHex = (leaseId: string): string => BigInt(leaseId).toString(16)
+
+/** The id of a member bound to `leaseId`, numbered `n` among the members of its client. */
+export const memberId = (leaseId: string, n: number): string => `${leaseIdToHex(leaseId)}_${n}`
+
+const memberIdPattern = /^([0-9a-f]{1,16})_(0|[1-9][0-9]{0,15})$/
+
+/** True when `id` is a member id bound to `lease` (the lease a key carries, as etcd reports it: int64 decimal). */
+export const isBoundTo = (id: string, lease: string): boolean => {
+  const match = memberIdPattern.exec(id)
+  return match !== null && lease !== "0" && leaseIdToHex(lease) === match[1]
+}
+
+const isMemberId = (id: string): boolean => memberIdPattern.test(id)
+
+// --- Members ----------------------------------------------------------------------------------------------------
+
+/** The prefix under which a group's member keys live. */
+export const membersPrefix = (group: string): string => `${group}/members/`
+
+/** The member id a key stands for, when it is exactly `<members prefix><member id>`. */
+export const memberOfKey = (prefix: string, key: string): string | undefined => {
+  if (!key.startsWith(prefix)) return undefined
+  const id = key.slice(prefix.length)
+  return isMemberId(id) ? id : undefined
+}
+
+/** The last segment of the key whose put renames the group's view (see view.ts): never a member id. */
+export const renameSegment = "~rename"
+
+/** The key whose put renames the group's view: under the members prefix, so every client's group watch sees it. */
+export const renameKey = (group: string): string => membersPrefix(group) + renameSegment
+
+// --- Handover ---------------------------------------------------------------------------------------------------
+
+export const handoverPrefix = (group: string): string => `${group}/handover/`
+
+export const handoverKey = (group: string, id: string): string => handoverPrefix(group) + id
+
+/**
+ * A handover entry as read back: the member it speaks for and the revision it published, when the key is a member
+ * id bound to its own lease and the value a revision; otherwise `undefined` (ignored: nobody may speak for another).
+ */
+export const decodeHandover = (
+  prefix: string,
+  kv: { readonly key: string; readonly value: string; readonly lease: string }
+): { readonly id: string; readonly revision: number } | undefined => {
+  const id = memberOfKey(prefix, kv.key)
+  if (id === undefined || !isBoundTo(id, kv.lease) || !/^[1-9][0-9]{0,15}$/.test(kv.value)) return undefined
+  return { id, revision: Number(kv.value) }
+}
+
+// --- Index locks ------------------------------------------------------------------------------------------------
+
+export const lockPrefix = (group: string, index: number): string => `${group}/locks/${index}/`
+
+export const lockKey = (prefix: string, owner: string, run: number): string => `${prefix}${owner}.${run}`
+
+/**
+ * The owner of a lock key as read back, when its name is `<member id>.<run>` and it is bound to that member's lease;
+ * otherwise `undefined`: a key no lease holds would block the index forever.
+ */
+export const lockOwnerOfKey = (prefix: string, key: string, lease: string): string | undefined => {
+  if (!key.startsWith(prefix)) return undefined
+  const name = key.slice(prefix.length)
+  const dot = name.lastIndexOf(".")
+  const owner = name.slice(0, dot)
+  return dot > 0 && /^(0|[1-9][0-9]{0,15})$/.test(name.slice(dot + 1)) && isBoundTo(owner, lease) ? owner : undefined
+}

@@ -1,0 +1,46 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Duration, Effect, Schedule } from "effect"
+import { GRPCResourceExhastedError, GRPCUnavailableError } from "etcd3"
+import { classify } from "../../src/internal/request.js"
+import * as Retry from "../../src/internal/retry.js"
+
+const connection = { endpoints: ["http://127.0.0.1:2379"], requestTimeout: Duration.seconds(5) } as never
+
+describe("retries", () => {
+  it.effect.each(
+    [
+      ["background retries", Retry.backoff, [50, 100, 200, 400, 800]],
+      ["re-registration", Retry.reregister, [100, 200, 400, 800, 1600]]
+    ] as const
+  )(
+    "%s back off exponentially with jitter, so that processes cut off together do not retry in lockstep",
+    ([, schedule, base]) =>
+      Effect.gen(function*() {
+        const delays = Chunk.toReadonlyArray(
+          yield* Schedule.run(Schedule.delays(schedule), 0, [1, 2, 3, 4, 5])
+        ).map(Duration.toMillis)
+        expect(delays).toHaveLength(5)
+        delays.forEach((delay, i) => {
+          expect(delay).toBeGreaterThanOrEqual(base[i]! * 0.8)
+          expect(delay).toBeLessThanOrEqual(base[i]! * 1.2)
+        })
+        expect(delays).not.toEqual(base)
+      })
+  )
+})
+
+describe("classify", () => {
+  it("a response over the client's message size is a refusal, not an unreachable etcd", () => {
+    const refused = classify(connection, "range")(
+      new GRPCResourceExhastedError("Received message larger than max (4718592 vs. 4194304)")
+    )
+    expect(refused._tag).toBe("EtcdRequestFailed")
+    expect(refused.message).toContain("larger than max")
+    expect(classify(connection, "range")(new GRPCUnavailableError("no connection"))._tag).toBe("EtcdUnavailable")
+  })
+
+  it("an error's cause shows its message when logged or serialized, not {}", () => {
+    const error = classify(connection, "put")(new GRPCUnavailableError("connect ECONNREFUSED 127.0.0.1:2379"))
+    expect(JSON.stringify(error)).toContain("ECONNREFUSED")
+  })
+})
