@@ -6,10 +6,10 @@
  */
 import { expect, layer } from "@effect/vitest"
 import { Clock, Duration, Effect, Exit, Fiber, Scope } from "effect"
-import type { Etcd3 } from "etcd3"
 import { Etcd, EtcdSeq, type EtcdSeqService, type Exclusive } from "../src/index.js"
 import { makeChecker, type Run, shareOverlaps } from "./support/checker.js"
 import { EtcdEndpoints } from "./support/etcd.js"
+import { foreignMember } from "./support/foreign.js"
 import { forward, startGrpcProxy } from "./support/grpcProxy.js"
 import { uniqueGroup, waitFor } from "./support/members.js"
 import { startProxy } from "./support/proxy.js"
@@ -51,33 +51,6 @@ const member = (
     return { seq, leave: Scope.close(scope, Exit.void) }
   })
 
-/**
- * A member written by a plain etcd client, as this library writes members, with a handover value that never holds
- * anyone up: what lets a test replace a member in one transaction (one leaves and one joins in a single view).
- */
-const foreignMember = (client: Etcd3, group: string) =>
-  Effect.gen(function*() {
-    const lease = client.lease(60, { autoKeepAlive: true })
-    yield* Effect.addFinalizer(() => Effect.promise(() => lease.revoke().catch(() => undefined)))
-    const leaseId = yield* Effect.promise(() => lease.grant())
-    const hex = BigInt(leaseId).toString(16)
-    const keys = (n: number) => ({ member: `${group}/members/${hex}_${n}`, handover: `${group}/handover/${hex}_${n}` })
-    const puts = (n: number) => [
-      client.put(keys(n).member).value(JSON.stringify({ v: 1, metadata: "foreign" })).lease(leaseId),
-      client.put(keys(n).handover).value(String(Number.MAX_SAFE_INTEGER)).lease(leaseId)
-    ]
-    yield* Effect.promise(() => Promise.all(puts(0).map((p) => p.exec())))
-    return {
-      /** Replaces member n by member n + 1 in one transaction. */
-      replace: (n: number) =>
-        Effect.promise(() =>
-          client.if(keys(n).member, "Create", ">", 0)
-            .then(client.delete().key(keys(n).member), client.delete().key(keys(n).handover), ...puts(n + 1))
-            .commit()
-        )
-    }
-  })
-
 const current = (seq: EtcdSeqService) => Effect.map(seq.current, String)
 
 layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })(
@@ -103,7 +76,7 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
           // a's requests stop reaching etcd, its watch still delivers: it sees the foreign member replaced, a view
           // in which its share is unchanged, and must publish it. Its lease runs out meanwhile.
           yield* proxy.blockUp
-          yield* foreign.replace(0)
+          yield* foreign.replace
           // a's lease expires at etcd: b becomes 0/2 and starts shares a's 0/3 work overlaps with, if still running.
           yield* eventually("b at work as 0/2", () => running(checker.runs, "b", (r) => r.count === 2), "15 seconds")
           expect(running(checker.runs, "a")).toBe(false)

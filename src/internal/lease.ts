@@ -276,6 +276,9 @@ export const makePool = (connection: Connection): Effect.Effect<LeasePool, never
       unique: Effect.sync(() => counter++),
       retryInBackground: (effect, until = Effect.never) =>
         Effect.raceFirst(effect.pipe(Effect.retry(backoff), Effect.ignore), Effect.asVoid(until)).pipe(
+          // Called from finalizers, which run uninterruptibly: a fiber forked there would inherit that, and neither
+          // the race's loser nor the pool's own release could interrupt it.
+          Effect.interruptible,
           Effect.forkIn(poolScope),
           Effect.asVoid
         )

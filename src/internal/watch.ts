@@ -231,10 +231,11 @@ export const make = (
       const fresh = yield* readMembers(connection, prefix)
       applied = View.reread(applied, fresh.entries, fresh.revision)
       yield* Effect.logInfo("re-read group after its watch history was compacted; renaming the view")
-      yield* rename
     })
 
     const session = Effect.gen(function*() {
+      // Until the rename lands, nobody gets an Info: a failed rename is tried again with the next session.
+      if (applied.awaitingName) yield* rename
       const mailbox = yield* watchMailbox(connection, prefix, applied.seen + 1)
       while (true) {
         const before = applied

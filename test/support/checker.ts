@@ -6,7 +6,8 @@ import { Effect, type Scope } from "effect"
 import { performance } from "node:perf_hooks"
 import type { Assignment } from "../../src/index.js"
 
-export const SHARDS = 12
+/** Enough shards that every member of a churning group of a few dozen has some: no share, no overlap to find. */
+export const SHARDS = 64
 
 export interface Run {
   readonly member: string
@@ -87,3 +88,17 @@ export const shareOverlaps = (runs: ReadonlyArray<Run>) =>
 
 /** Runs of one member that ran at the same time (every mode forbids them: stop before the next starts). */
 export const selfOverlaps = (runs: ReadonlyArray<Run>) => pairs(runs, (a, b) => a.member === b.member)
+
+/** Runs of one member whose fence is not above the fence of its run before: a fence must only grow. */
+export const fenceRegressions = (runs: ReadonlyArray<Run>): Array<string> => {
+  const found: Array<string> = []
+  const last = new Map<string, Run>()
+  for (const run of [...runs].sort((a, b) => a.start - b.start)) {
+    const before = last.get(run.member)
+    if (before !== undefined && run.fence <= before.fence) {
+      found.push(`${run.member}: fence ${run.fence} after ${before.fence}`)
+    }
+    last.set(run.member, run)
+  }
+  return found
+}
