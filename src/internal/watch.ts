@@ -4,9 +4,12 @@
  * The group is read once; a watch then resumes from the read's revision + 1, so no change is missed, and each
  * watch response updates the view incrementally. A watch that ends (connection lost) resumes from the last
  * revision the view applied; a watch etcd cancels (its start revision was compacted) re-reads the group first.
+ *
+ * A watch etcd refuses, or one left unattached, makes the client's watch stream start over with a fresh auth token
+ * (see {@link resetWatchStream}): etcd3 cannot recover from either by itself.
  */
-import { Data, Effect, Exit, Mailbox, Metric, Option, Scope, Stream, SubscriptionRef } from "effect"
-import type { IKeyValue, IWatchResponse, Watcher } from "etcd3"
+import { Data, Duration, Effect, Exit, Mailbox, Metric, Option, Runtime, Scope, Stream, SubscriptionRef } from "effect"
+import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from "etcd3"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
 import { backoff, type Connection, request } from "./request.js"
 import * as View from "./view.js"
@@ -52,10 +55,82 @@ const toEvents = (response: IWatchResponse): ReadonlyArray<View.RawEvent> =>
   )
 
 /**
+ * The parts of etcd3 1.1.2's `WatchManager` (lib/watch.js) and `ConnectionPool` (lib/connection-pool.js) that
+ * {@link resetWatchStream} uses. None is public: each is checked before use, and missing ones make the reset a no-op.
+ */
+interface EtcdInternals {
+  readonly watchManager?: {
+    /** 0 idle, 1 connecting, 2 connected. */
+    readonly state?: number
+    /** The gRPC watch stream, while connected. */
+    readonly stream?: { readonly cancel?: () => void }
+    /** The `AttachQueue` of the stream: watchers whose create request is in flight (the first) or not sent yet. */
+    readonly queue?: { readonly queue?: ReadonlyArray<unknown> }
+  }
+  readonly pool?: { readonly authenticator?: { readonly invalidateMetadata?: () => void } }
+}
+
+const connectedState = 2
+
+/** Streams already reset: many watches noticing one wedged stream reset it once. */
+const resetStreams = new WeakSet<object>()
+
+/**
+ * Starts the client's watch stream over with a fresh auth token, when etcd3 would never recover it by itself.
+ *
+ * etcd3 runs every watch of a client on one gRPC stream (its `WatchManager`), and sends the client's auth token once,
+ * in the metadata of the call that opens that stream; etcd checks it on every watch created on the stream. A simple
+ * token dies `--auth-token-ttl` (default 5 min) after its last unary request, and every one dies with an etcd
+ * restart; etcd3 fetches a new one only when a unary request is refused for it (`ConnectionPool.exec`), and never
+ * for a stream already open, nor for the one it reopens after a disconnection (the cached token is reused). From then
+ * on, etcd refuses each watch created on the stream ("created" and "canceled" in one response, `invalid auth token`
+ * or `permission denied`). etcd3's `WatchManager.handleCreatedResponse` hands that refusal to a pending watcher as its
+ * `error`, but does not move the stream's `AttachQueue` on: the refused watcher stays first in the queue and the queue
+ * "attaching", so no later watch is ever sent to etcd, and `cancel()` of such a watcher waits forever. Watches
+ * created before the token died keep working, since etcd checks the token only at creation.
+ *
+ * Cancelling the stream is the path etcd3 itself takes when a stream fails: `handleError` drops the queue, tells
+ * every watcher "disconnected", and opens a new stream after its backoff (at once when a new watcher comes), with
+ * the token `Authenticator.getMetadata` gives; invalidating the cached one first makes that a fresh login. Every
+ * watch of the library then resumes from the last revision it applied (or re-reads), so no change is missed; an
+ * application's own watchers on the client are re-attached by etcd3 from their last revision.
+ *
+ * Returns whether it reset: not when the stream is not connected (etcd3 is opening one already, with the token
+ * invalidated by an earlier reset if there was one) or was reset already.
+ */
+export const resetWatchStream = (client: Etcd3): boolean => {
+  const internals = client as unknown as EtcdInternals
+  const manager = internals.watchManager
+  const stream = manager?.stream
+  if (manager?.state !== connectedState || stream === undefined || resetStreams.has(stream)) return false
+  resetStreams.add(stream)
+  internals.pool?.authenticator?.invalidateMetadata?.()
+  stream.cancel?.()
+  return true
+}
+
+/**
+ * What the stream is attaching now: the first watcher of the current `AttachQueue`. The same pair for a whole bound
+ * means etcd3 sent no create request, or got no answer to one, for that long.
+ */
+const attaching = (client: Etcd3): { readonly queue: object; readonly first: unknown } | undefined => {
+  const manager = (client as unknown as EtcdInternals).watchManager
+  const queue = manager?.queue
+  return manager?.state === connectedState && queue?.queue !== undefined && queue.queue.length > 0
+    ? { queue, first: queue.queue[0] }
+    : undefined
+}
+
+/**
  * The watch responses for keys under `prefix` from `startRevision`, in a mailbox that ends with a `WatchEnded`
  * item, then is done. The mailbox is unbounded and can be drained whole: responses that arrived while the consumer
  * was busy are taken at once, with no fiber per response. Every listener is removed and the watcher cancelled when
  * the scope closes.
+ *
+ * A watch etcd refuses (a dead auth token) resets the client's watch stream at once (see {@link resetWatchStream});
+ * so does a watch not attached after half the request timeout while the stream attached nothing else meanwhile (a
+ * watch of someone else's was refused ahead of it). Either way the mailbox then ends, and its consumer starts a new
+ * watch on the new stream, as after any disconnection.
  */
 export const watchMailbox = (
   connection: Connection,
@@ -68,20 +143,32 @@ export const watchMailbox = (
       mailbox.unsafeOffer(ended)
       mailbox.unsafeDone(Exit.void)
     }
-    yield* Effect.acquireRelease(
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+    const reset = (why: string) => {
+      if (resetWatchStream(connection.client)) {
+        runFork(Effect.logWarning(`${why}; opening the client's watch stream again, with a fresh auth token`))
+      }
+    }
+    const { state } = yield* Effect.acquireRelease(
       Effect.sync(() => {
-        const state = { wasConnected: false, canceled: false }
+        // `attached`: on the current stream (etcd3 re-attaches a watcher after a disconnection until it is cancelled).
+        const state = { wasConnected: false, attached: false, canceled: false }
         const watcher: Watcher = connection.client.watch().prefix(prefix).startRevision(String(startRevision))
           .watcher()
         const listeners = {
           connected: () => {
             state.wasConnected = true
+            state.attached = true
           },
           data: (response: IWatchResponse) => void mailbox.unsafeOffer(response),
-          disconnected: (cause: unknown) =>
-            end(new WatchEnded({ canceled: false, wasConnected: state.wasConnected, cause })),
+          disconnected: (cause: unknown) => {
+            state.attached = false
+            end(new WatchEnded({ canceled: false, wasConnected: state.wasConnected, cause }))
+          },
           error: (cause: unknown) => {
             state.canceled = true
+            // Refused at creation: etcd3's attach queue is stuck behind this watcher (see resetWatchStream).
+            if (!state.attached) reset(`etcd refused a watch (${String(cause)})`)
             end(new WatchEnded({ canceled: true, wasConnected: state.wasConnected, cause }))
           }
         }
@@ -104,6 +191,21 @@ export const watchMailbox = (
           )
         })
     )
+    // Until the watch is attached: a stream that attaches nothing for a whole bound is stuck (see attaching). A healthy
+    // one answers each create within a round trip, so a long queue of creates still moves on and is left alone.
+    const bound = Duration.toMillis(connection.requestTimeout) / 2
+    yield* Effect.gen(function*() {
+      let before = attaching(connection.client)
+      while (!state.wasConnected && !state.canceled) {
+        yield* Effect.sleep(bound)
+        if (state.wasConnected || state.canceled) return
+        const now = attaching(connection.client)
+        if (now !== undefined && before !== undefined && now.queue === before.queue && now.first === before.first) {
+          reset(`a watch was not attached within ${bound} ms`)
+        }
+        before = now
+      }
+    }).pipe(Effect.forkScoped)
     return mailbox
   })
 
