@@ -4,14 +4,18 @@
  * The group is read once; a watch then resumes from the read's revision + 1, so no change is missed, and each
  * watch response updates the view incrementally. A watch that ends (connection lost) resumes from the last
  * revision the view applied; a watch etcd cancels (its start revision was compacted) re-reads the group first.
+ *
+ * A watch etcd refuses, or one left unattached, makes the client's watch stream start over with a fresh auth token
+ * (see {@link resetWatchStream}): etcd3 cannot recover from either by itself.
  */
-import { Data, Effect, Exit, Mailbox, Metric, Option, Scope, Stream, SubscriptionRef } from "effect"
+import { Data, Duration, Effect, Exit, Mailbox, Metric, Option, Runtime, Scope, Stream, SubscriptionRef } from "effect"
 import { type IKeyValue, type IWatchResponse, Range, type Watcher } from "etcd3"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
 import * as Keys from "./keys.js"
 import { type Connection, request } from "./request.js"
 import { backoff } from "./retry.js"
 import * as View from "./view.js"
+import { attaching, resetWatchStream } from "./watchStream.js"
 
 /** Called with every new view, in the watch's own fiber, synchronously: it must be quick and must not throw. */
 export type Listener = (view: View.View) => void
@@ -58,6 +62,11 @@ export type WatchTarget = string | { readonly key: string }
  * item, then is done. The mailbox is unbounded and can be drained whole: responses that arrived while the consumer
  * was busy are taken at once, with no fiber per response. Every listener is removed and the watcher cancelled when
  * the scope closes.
+ *
+ * A watch etcd refuses (a dead auth token) resets the client's watch stream at once (see {@link resetWatchStream});
+ * so does a watch not attached after half the request timeout while the stream attached nothing else meanwhile (a
+ * watch of someone else's was refused ahead of it). Either way the mailbox then ends, and its consumer starts a new
+ * watch on the new stream, as after any disconnection.
  */
 export const watchMailbox = (
   connection: Connection,
@@ -70,9 +79,16 @@ export const watchMailbox = (
       mailbox.unsafeOffer(ended)
       mailbox.unsafeDone(Exit.void)
     }
-    yield* Effect.acquireRelease(
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+    const reset = (why: string) => {
+      if (resetWatchStream(connection.client)) {
+        runFork(Effect.logWarning(`${why}; opening the client's watch stream again, with a fresh auth token`))
+      }
+    }
+    const { state } = yield* Effect.acquireRelease(
       Effect.sync(() => {
-        const state = { wasConnected: false, canceled: false }
+        // `attached`: on the current stream (etcd3 re-attaches a watcher after a disconnection until it is cancelled).
+        const state = { wasConnected: false, attached: false, canceled: false }
         const builder = connection.client.watch()
         const watcher: Watcher = (typeof target === "string" ? builder.prefix(target) : builder.key(target.key))
           .startRevision(String(startRevision))
@@ -80,13 +96,21 @@ export const watchMailbox = (
         const listeners = {
           connected: () => {
             state.wasConnected = true
+            state.attached = true
           },
           data: (response: IWatchResponse) => void mailbox.unsafeOffer(response),
-          disconnected: (cause: unknown) =>
-            end(new WatchEnded({ canceled: false, wasConnected: state.wasConnected, cause })),
+          disconnected: (cause: unknown) => {
+            state.attached = false
+            end(new WatchEnded({ canceled: false, wasConnected: state.wasConnected, cause }))
+          },
           error: (cause: unknown) => {
             state.canceled = true
-            end(new WatchEnded({ canceled: true, wasConnected: state.wasConnected, cause }))
+            // Refused at creation (a dead auth token): etcd3's attach queue is stuck behind this watcher (see
+            // resetWatchStream), and the watch is tried again on a new stream, as after a disconnection. Cancelled
+            // once created: its start revision was compacted, and only a re-read can catch up.
+            const refused = !state.attached
+            if (refused) reset(`etcd refused a watch (${String(cause)})`)
+            end(new WatchEnded({ canceled: !refused, wasConnected: state.wasConnected, cause }))
           }
         }
         for (const [event, listener] of Object.entries(listeners)) watcher.on(event as "data", listener)
@@ -108,6 +132,21 @@ export const watchMailbox = (
           )
         })
     )
+    // Until the watch is attached: a stream that attaches nothing for a whole bound is stuck (see attaching). A healthy
+    // one answers each create within a round trip, so a long queue of creates still moves on and is left alone.
+    const bound = Duration.toMillis(connection.requestTimeout) / 2
+    yield* Effect.gen(function*() {
+      let before = attaching(connection.client)
+      while (!state.wasConnected && !state.canceled) {
+        yield* Effect.sleep(bound)
+        if (state.wasConnected || state.canceled) return
+        const now = attaching(connection.client)
+        if (now !== undefined && before !== undefined && now.queue === before.queue && now.first === before.first) {
+          reset(`a watch was not attached within ${bound} ms`)
+        }
+        before = now
+      }
+    }).pipe(Effect.forkScoped)
     return mailbox
   })
 

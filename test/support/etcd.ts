@@ -414,6 +414,8 @@ interface NodeConfig {
   readonly peerPort: number
   readonly initialCluster: string
   readonly clusterToken: string
+  /** Extra etcd flags, after the harness's own (a later flag wins): `["--auth-token-ttl", "2"]`, say. */
+  readonly args?: ReadonlyArray<string> | undefined
 }
 
 const clientUrlOf = (port: number) => `http://127.0.0.1:${port}`
@@ -445,7 +447,8 @@ const etcdArgs = (config: NodeConfig, dataDir: string): ReadonlyArray<string> =>
   "stderr",
   "--log-level",
   "error",
-  "--enable-v2=false"
+  "--enable-v2=false",
+  ...(config.args ?? [])
 ]
 
 /** Poll /health until it answers `true` (and the answering etcd is really ours). */
@@ -579,7 +582,11 @@ const parseTerm = (raw: string): bigint => (/^\d+$/.test(raw) ? BigInt(raw) : 0n
 
 const clusterToken = () => `etcdseq-${randomUUID().slice(0, 8)}`
 
-const startEtcdWith = (binary: string, name: string): Effect.Effect<EtcdNode, EtcdHarnessError, Scope.Scope> =>
+const startEtcdWith = (
+  binary: string,
+  name: string,
+  args?: ReadonlyArray<string>
+): Effect.Effect<EtcdNode, EtcdHarnessError, Scope.Scope> =>
   retryOnPortClash(
     Effect.gen(function*() {
       const ports = yield* freePorts(2)
@@ -590,19 +597,23 @@ const startEtcdWith = (binary: string, name: string): Effect.Effect<EtcdNode, Et
         clientPort,
         peerPort,
         initialCluster: `${name}=${peerUrlOf(peerPort)}`,
-        clusterToken: clusterToken()
+        clusterToken: clusterToken(),
+        args
       })
       return handle.node
     })
   )
 
-/** A single-node etcd from the `etcd` binary on PATH, on free loopback ports with a temp data dir. */
+/**
+ * A single-node etcd from the `etcd` binary on PATH, on free loopback ports with a temp data dir. `args` are extra
+ * etcd flags, kept across `restart`.
+ */
 export const startEtcd = (
-  options?: { readonly name?: string }
+  options?: { readonly name?: string; readonly args?: ReadonlyArray<string> }
 ): Effect.Effect<EtcdNode, EtcdHarnessError, Scope.Scope> =>
   Effect.gen(function*() {
     const binary = yield* requireEtcdBinary
-    return yield* startEtcdWith(binary, options?.name ?? "etcd")
+    return yield* startEtcdWith(binary, options?.name ?? "etcd", options?.args)
   }).pipe(live)
 
 /** An etcd cluster of `size` nodes (`etcd-1` … `etcd-<size>`), all started concurrently; every node is healthy on success. */

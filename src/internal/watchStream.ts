@@ -1,0 +1,72 @@
+/**
+ * etcd3's shared watch stream, and how to start it over when etcd3 cannot: the one place that reaches into etcd3's
+ * internals (1.1.2), each checked before use, so that a change there makes the recovery a no-op, not a crash.
+ */
+import type { Etcd3 } from "etcd3"
+
+/**
+ * The parts of etcd3 1.1.2's `WatchManager` (lib/watch.js) and `ConnectionPool` (lib/connection-pool.js) that
+ * {@link resetWatchStream} uses. None is public: each is checked before use, and missing ones make the reset a no-op.
+ */
+interface EtcdInternals {
+  readonly watchManager?: {
+    /** 0 idle, 1 connecting, 2 connected. */
+    readonly state?: number
+    /** The gRPC watch stream, while connected. */
+    readonly stream?: { readonly cancel?: () => void }
+    /** The `AttachQueue` of the stream: watchers whose create request is in flight (the first) or not sent yet. */
+    readonly queue?: { readonly queue?: ReadonlyArray<unknown> }
+  }
+  readonly pool?: { readonly authenticator?: { readonly invalidateMetadata?: () => void } }
+}
+
+const connectedState = 2
+
+/** Streams already reset: many watches noticing one wedged stream reset it once. */
+const resetStreams = new WeakSet<object>()
+
+/**
+ * Starts the client's watch stream over with a fresh auth token, when etcd3 would never recover it by itself.
+ *
+ * etcd3 runs every watch of a client on one gRPC stream (its `WatchManager`), and sends the client's auth token once,
+ * in the metadata of the call that opens that stream; etcd checks it on every watch created on the stream. A simple
+ * token dies `--auth-token-ttl` (default 5 min) after its last unary request, and every one dies with an etcd
+ * restart; etcd3 fetches a new one only when a unary request is refused for it (`ConnectionPool.exec`), and never
+ * for a stream already open, nor for the one it reopens after a disconnection (the cached token is reused). From then
+ * on, etcd refuses each watch created on the stream ("created" and "canceled" in one response, `invalid auth token`
+ * or `permission denied`). etcd3's `WatchManager.handleCreatedResponse` hands that refusal to a pending watcher as its
+ * `error`, but does not move the stream's `AttachQueue` on: the refused watcher stays first in the queue and the queue
+ * "attaching", so no later watch is ever sent to etcd, and `cancel()` of such a watcher waits forever. Watches
+ * created before the token died keep working, since etcd checks the token only at creation.
+ *
+ * Cancelling the stream is the path etcd3 itself takes when a stream fails: `handleError` drops the queue, tells
+ * every watcher "disconnected", and opens a new stream after its backoff (at once when a new watcher comes), with
+ * the token `Authenticator.getMetadata` gives; invalidating the cached one first makes that a fresh login. Every
+ * watch of the library then resumes from the last revision it applied (or re-reads), so no change is missed; an
+ * application's own watchers on the client are re-attached by etcd3 from their last revision.
+ *
+ * Returns whether it reset: not when the stream is not connected (etcd3 is opening one already, with the token
+ * invalidated by an earlier reset if there was one) or was reset already.
+ */
+export const resetWatchStream = (client: Etcd3): boolean => {
+  const internals = client as unknown as EtcdInternals
+  const manager = internals.watchManager
+  const stream = manager?.stream
+  if (manager?.state !== connectedState || stream === undefined || resetStreams.has(stream)) return false
+  resetStreams.add(stream)
+  internals.pool?.authenticator?.invalidateMetadata?.()
+  stream.cancel?.()
+  return true
+}
+
+/**
+ * What the stream is attaching now: the first watcher of the current `AttachQueue`. The same pair for a whole bound
+ * means etcd3 sent no create request, or got no answer to one, for that long.
+ */
+export const attaching = (client: Etcd3): { readonly queue: object; readonly first: unknown } | undefined => {
+  const manager = (client as unknown as EtcdInternals).watchManager
+  const queue = manager?.queue
+  return manager?.state === connectedState && queue?.queue !== undefined && queue.queue.length > 0
+    ? { queue, first: queue.queue[0] }
+    : undefined
+}
