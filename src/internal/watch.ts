@@ -297,7 +297,13 @@ export const make = (
           if (Option.getOrElse(mailbox.unsafeSize(), () => 0) > 0) apply((yield* mailbox.takeAll)[0])
         }
         yield* Metric.incrementBy(watchResponses, applied_)
-        if (applied !== before && !applied.awaitingName) yield* publish(applied)
+        // Members hear of a view when its members or its name changed: not of keys that are not members, nor of a
+        // rename key's delete (the view's `seen` alone moves).
+        const shown = yield* SubscriptionRef.get(view)
+        if (
+          applied !== before && !applied.awaitingName &&
+          (applied.members !== shown.members || applied.revision !== shown.revision)
+        ) yield* publish(applied)
         if (ended !== undefined) return yield* Effect.fail(ended)
       }
     }).pipe(
