@@ -5,7 +5,7 @@
 import { Duration, Effect, ExecutionStrategy, Exit, Metric, Ref, Scope, Stream } from "effect"
 import { Etcd, type EtcdClient, EtcdSeq } from "../src/index.js"
 import { membersPrefix } from "../src/internal/keys.js"
-import { groupReads, watchResponses } from "../src/internal/watch.js"
+import { groupReads, watchResponses } from "../src/internal/metrics.js"
 import { type ClientCounters, type Driver, joinEach, type MemberHandle } from "./driver.js"
 import { BenchError } from "./etcdMetrics.js"
 import * as Tracker from "./tracker.js"

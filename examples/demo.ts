@@ -37,8 +37,10 @@ const program = Effect.gen(function*() {
   yield* step("c leaves", c.leave)
   yield* Effect.sleep("200 millis")
   const { client } = yield* Etcd
-  const left = yield* Effect.promise(() => client.getAll().prefix(`${group}/`).keys())
-  yield* Console.log(`\nkeys left in etcd under ${group}/: ${left.length}`)
+  if (client !== undefined) {
+    const left = yield* Effect.promise(() => client.getAll().prefix(`${group}/`).keys())
+    yield* Console.log(`\nkeys left in etcd under ${group}/: ${left.length}`)
+  }
 }).pipe(Effect.provide(Etcd.layerConfig()))
 
 NodeRuntime.runMain(program.pipe(Effect.provide(LocalEtcd())))

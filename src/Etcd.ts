@@ -1,20 +1,20 @@
 /**
- * The etcd client as a scoped service.
+ * The etcd client as a scoped service: over a real etcd (`make`, `layer`, `layerConfig`) or over the in-memory etcd of
+ * `MemoryEtcd` (`layerMemory`).
  *
  * @since 0.1.0
  */
-import { noop } from "cockatiel"
-import { Config, Context, Duration, Effect, Layer, Option, RcMap, Redacted, type Scope } from "effect"
+import { Config, Context, Duration, Effect, Layer, Option, Redacted, type Scope } from "effect"
 import type { ConfigError } from "effect/ConfigError"
-import { Etcd3, EtcdPermissionDeniedError, type IOptions } from "etcd3"
+import type { Etcd3, IOptions } from "etcd3"
 import { X509Certificate } from "node:crypto"
 import * as Tls from "node:tls"
-import { EtcdUnavailable, InvalidOptions } from "./EtcdSeqError.js"
+import { InvalidOptions } from "./EtcdSeqError.js"
 import type { EtcdSeqError } from "./EtcdSeqError.js"
-import * as Handover from "./internal/handover.js"
-import * as Lease from "./internal/lease.js"
-import { classify, type Connection } from "./internal/request.js"
-import * as GroupWatch from "./internal/watch.js"
+import * as Client from "./internal/client.js"
+import * as Etcd3Api from "./internal/etcd/etcd3.js"
+import * as Memory from "./internal/etcd/memory.js"
+import { MemoryEtcd } from "./MemoryEtcd.js"
 
 /**
  * How to reach etcd.
@@ -43,32 +43,29 @@ export interface EtcdOptions {
 }
 
 /**
- * The service: an `Etcd3` client from the `etcd3` package, connected and proven, plus what effect-etcdseq shares
- * between the members that use it.
+ * The service: a client of one etcd, connected and proven. The members of a group that share one client share its
+ * watch of the group and its lease (one per TTL).
  *
  * @since 0.1.0
  * @category models
  */
-export interface EtcdClient extends Connection {
-  readonly client: Etcd3
+export interface EtcdClient {
+  /** Where its requests go: the endpoints it was given, or `memory://client-<n>` for a client of `MemoryEtcd`. */
   readonly endpoints: ReadonlyArray<string>
   readonly connectTimeout: Duration.Duration
   readonly requestTimeout: Duration.Duration
-  /**
-   * One shared watch per group, held while any member of the group on this client holds it.
-   * @internal
-   */
-  readonly groups: RcMap.RcMap<string, GroupWatch.GroupWatch, EtcdSeqError>
-  /**
-   * One shared watch of each group's handover keys (`runAssigned` with `exclusive: "group"`).
-   * @internal
-   */
-  readonly handovers: RcMap.RcMap<string, Handover.HandoverWatch, EtcdSeqError>
-  /**
-   * The client's leases, one per TTL, shared by its members.
-   * @internal
-   */
-  readonly leases: Lease.LeasePool
+  /** The `etcd3` client behind it, for requests of your own; absent on a client of `MemoryEtcd`. */
+  readonly client?: Etcd3 | undefined
+}
+
+/**
+ * A client of a real etcd, as `Etcd.make` returns it: with its `etcd3` client.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Etcd3Client extends EtcdClient {
+  readonly client: Etcd3
 }
 
 /**
@@ -77,117 +74,45 @@ export interface EtcdClient extends Connection {
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import { Etcd } from "effect-etcdseq"
+ * import { Etcd, EtcdSeq } from "effect-etcdseq"
  *
  * const EtcdLive = Etcd.layer({ endpoints: ["http://127.0.0.1:2379"] })
- * const program = Effect.gen(function*() {
- *   const { client } = yield* Etcd
- *   return yield* Effect.promise(() => client.get("some/key").string())
- * }).pipe(Effect.provide(EtcdLive))
+ * const program = EtcdSeq.make({ key: "indexer" }).pipe(Effect.scoped, Effect.provide(EtcdLive))
  * ```
  * @since 0.1.0
  * @category tags
  */
 export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>() {
   /**
-   * Creates the client, proves the connection with one cheap request bounded by `connectTimeout`, and closes the
-   * client when the scope closes.
+   * Creates the client, proves the connection with one cheap request bounded by `connectTimeout` (a read of one key,
+   * as `etcdctl endpoint health`: a user whose role does not cover it still connects), and closes the client when the
+   * scope closes.
    *
-   * Errors: `InvalidOptions` for malformed endpoints or timeouts (before any I/O), `EtcdUnavailable` when no
-   * endpoint answers within `connectTimeout`, `EtcdRequestFailed` when etcd answers with an error (bad auth, ...).
+   * Errors: `InvalidOptions` for malformed endpoints, credentials, TLS material or timeouts (before any I/O),
+   * `EtcdUnavailable` when no endpoint answers within `connectTimeout`, `EtcdRequestFailed` when etcd answers with
+   * an error (bad credentials, ...).
    *
    * @example
    * ```ts
-   * const client = yield* Etcd.make({ endpoints: ["http://127.0.0.1:2379"], connectTimeout: "2 seconds" })
+   * const etcd = yield* Etcd.make({ endpoints: ["http://127.0.0.1:2379"], connectTimeout: "2 seconds" })
+   * const value = yield* Effect.promise(() => etcd.client.get("some/key").string())
    * ```
    * @since 0.1.0
    * @category constructors
    */
-  static make(options: EtcdOptions): Effect.Effect<EtcdClient, EtcdSeqError, Scope.Scope> {
+  static make(options: EtcdOptions): Effect.Effect<Etcd3Client, EtcdSeqError, Scope.Scope> {
     return Effect.gen(function*() {
       if (typeof options !== "object" || options === null) {
         return yield* new InvalidOptions({ field: "options", reason: "must be an object with endpoints" })
       }
       const endpoints = yield* validateEndpoints(options.endpoints)
-      // With several endpoints a request's attempts go to hosts picked anew, so each gets a share of the timeout (see
-      // defaultCallOptions); with one, every attempt goes to the same host and may use all of it.
-      const attemptsPerHost = endpoints.length === 1 ? 1 : attempts
       const connectTimeout = yield* validateTimeout("connectTimeout", options.connectTimeout)
       const requestTimeout = yield* validateTimeout("requestTimeout", options.requestTimeout)
       const auth = yield* validateAuth(options.auth)
       const credentials = yield* validateTls(options.tls, endpoints)
-
-      const client = yield* Effect.acquireRelease(
-        Effect.try({
-          try: () =>
-            new Etcd3({
-              hosts: [...endpoints],
-              ...(auth === undefined ? {} : { auth }),
-              ...(credentials === undefined ? {} : { credentials }),
-              grpcOptions: {
-                // A stream (watch, keepalive) to an etcd member that stopped answering without closing the
-                // connection (a paused or partitioned member) would wait forever: gRPC pings every 5 s (the most
-                // often etcd allows by default, `--grpc-keepalive-min-time`) while calls are open, and a ping
-                // unanswered for 2 s closes the connection, so its watch fails over to another member.
-                "grpc.keepalive_time_ms": 5_000,
-                "grpc.keepalive_timeout_ms": 2_000,
-                // gRPC's default of 4 MiB per message would refuse a group read or a watch batch of a few large
-                // members; etcd's own Go client allows math.MaxInt32, as etcd's server does for what it sends.
-                "grpc.max_receive_message_length": 2_147_483_647
-              },
-              // etcd3 re-establishes a failed watch stream on a timer of its own, backing off up to 30 s by default;
-              // that timer holds the Node process open after the client is closed (seen after an etcd outage). The
-              // group watch re-subscribes by itself (src/internal/watch.ts), so etcd3's timer only needs to be short.
-              faultHandling: {
-                watchBackoff: watchBackoff(50),
-                // With one endpoint there is nowhere else to go: etcd3's per-host circuit breaker would turn a slow
-                // moment (three timeouts) into 5 s of refused requests, keepalives included. With several, it keeps
-                // requests away from a silent host, so it stays.
-                ...(endpoints.length === 1 ? { host: () => noop } : {})
-              },
-              // Every unary request carries a deadline; streams (watch, keepalive) set their own. etcd3 makes up to
-              // three attempts, each on a host picked anew, and computes these options per attempt: a third of the
-              // request timeout each, so a host that accepts a request but never answers (a paused or partitioned
-              // etcd member) costs one attempt, and the next attempt still reaches a member that answers within the
-              // request timeout. With the whole timeout on every attempt, the first would use it all up.
-              defaultCallOptions: (context) =>
-                context.isStream ? {} : { deadline: Date.now() + Duration.toMillis(requestTimeout) / attemptsPerHost }
-            }),
-          // Whatever etcd3 or gRPC still refuses of the options above is an option error, not a defect.
-          catch: (cause) =>
-            new InvalidOptions({ field: "options", reason: cause instanceof Error ? cause.message : String(cause) })
-        }),
-        (client) => Effect.sync(() => client.close())
-      )
-      const connection: Connection = { client, endpoints, requestTimeout }
-
-      yield* Effect.tryPromise({
-        // A read of one key, as `etcdctl endpoint health` proves a connection: it goes through consensus, and a user
-        // whose role does not cover the key is refused only once etcd has checked their credentials, which is all
-        // the proof needs. (`Maintenance.Status` is root-only with auth on from etcd 3.5.28.) Per-attempt deadlines
-        // come from the client's options (above); the whole proof is bounded by connectTimeout.
-        try: () =>
-          client.get("health").exec().then(
-            () => undefined,
-            (error) => error instanceof EtcdPermissionDeniedError ? undefined : Promise.reject(error)
-          ),
-        catch: classify(connection, "connect", connectTimeout)
-      }).pipe(
-        Effect.timeoutFail({
-          duration: connectTimeout,
-          onTimeout: () => new EtcdUnavailable({ endpoints, timeout: connectTimeout })
-        }),
-        Effect.withSpan("Etcd.connect", { attributes: { endpoints: endpoints.join(",") } })
-      )
-
-      const groups = yield* RcMap.make({
-        lookup: (group: string) => GroupWatch.make(connection, group)
-      })
-      const handovers = yield* RcMap.make({
-        lookup: (group: string) => Handover.watch(connection, group)
-      })
-      const leases = yield* Lease.makePool(connection)
-      return { client, endpoints, connectTimeout, requestTimeout, groups, handovers, leases }
+      const { api, client } = yield* Etcd3Api.make({ endpoints, auth, credentials, connectTimeout, requestTimeout })
+      const shared = yield* Client.make(api)
+      return Client.attach({ endpoints, connectTimeout, requestTimeout, client }, shared)
     })
   }
 
@@ -204,6 +129,34 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
   static layer(options: EtcdOptions): Layer.Layer<Etcd, EtcdSeqError> {
     return Layer.scoped(Etcd, Etcd.make(options))
   }
+
+  /**
+   * A client of the in-memory etcd in context (`MemoryEtcd.layer`). Each build of this layer is one more client, as
+   * one more process would be, with leases of its own; `MemoryEtcd` can crash it, cut it off, or revoke its leases.
+   * Requests time out after 5 seconds of the `Clock` in context.
+   *
+   * @example
+   * ```ts
+   * const TestLive = EtcdSeq.layer({ key: "indexer" }).pipe(
+   *   Layer.provide(Etcd.layerMemory),
+   *   Layer.provideMerge(MemoryEtcd.layer)
+   * )
+   * ```
+   * @since 0.2.0
+   * @category layers
+   */
+  static readonly layerMemory: Layer.Layer<Etcd, never, MemoryEtcd> = Layer.scoped(
+    Etcd,
+    Effect.gen(function*() {
+      const server = Memory.serverOf(yield* MemoryEtcd)
+      const api = server.api(server.connect(), defaultTimeout)
+      const shared = yield* Client.make(api)
+      return Client.attach<EtcdClient>(
+        { endpoints: api.endpoints, connectTimeout: defaultTimeout, requestTimeout: defaultTimeout },
+        shared
+      )
+    })
+  )
 
   /**
    * The client's options from configuration: `ETCD_ENDPOINTS` (comma separated, default
@@ -254,16 +207,6 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
 // internal
 
 const defaultTimeout = Duration.seconds(5)
-
-/** etcd3's watch reconnect backoff: doubling from `millis`, at most 2 s (a cockatiel `IBackoff`, written out). */
-const watchBackoff = (millis: number): WatchBackoff => ({
-  duration: millis,
-  next: () => watchBackoff(Math.min(2_000, millis * 2))
-})
-type WatchBackoff = NonNullable<NonNullable<IOptions["faultHandling"]>["watchBackoff"]>
-
-/** Attempts etcd3's default global retry policy makes for a unary request (its `retry(..., { maxAttempts: 3 })`). */
-const attempts = 3
 
 const validateTimeout = (
   field: string,

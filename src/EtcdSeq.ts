@@ -3,44 +3,20 @@
  *
  * @since 0.1.0
  */
-import {
-  Channel,
-  Chunk,
-  Config,
-  Context,
-  Deferred,
-  Duration,
-  Effect,
-  Equal,
-  ExecutionStrategy,
-  Exit,
-  Layer,
-  Metric,
-  Option,
-  RcMap,
-  Runtime,
-  Schedule,
-  Scope,
-  Stream,
-  SubscriptionRef
-} from "effect"
+import { Config, Context, Duration, Effect, Layer, Option, type Schedule, type Scope, Stream } from "effect"
 import type { ConfigError } from "effect/ConfigError"
-import { EtcdLeaseInvalidError } from "etcd3"
 import type { Assignment, Exclusive } from "./Assignment.js"
-import { Etcd, type EtcdClient } from "./Etcd.js"
-import { EtcdUnavailable, InvalidOptions } from "./EtcdSeqError.js"
+import { Etcd } from "./Etcd.js"
+import { InvalidOptions } from "./EtcdSeqError.js"
 import type { EtcdSeqError } from "./EtcdSeqError.js"
-import { Info } from "./Info.js"
+import type { Info } from "./Info.js"
 import * as Assign from "./internal/assign.js"
-import * as Cell from "./internal/cell.js"
+import * as Client from "./internal/client.js"
 import * as Keys from "./internal/keys.js"
-import { request } from "./internal/request.js"
+import * as Membership from "./internal/member.js"
+import type { Settings } from "./internal/registration.js"
 import * as Retry from "./internal/retry.js"
 import * as View from "./internal/view.js"
-import type { GroupWatch } from "./internal/watch.js"
-
-/** @internal */
-export const MembershipInternals: unique symbol = Symbol.for("effect-etcdseq/EtcdSeq/internals")
 
 /**
  * Options of one membership.
@@ -102,8 +78,6 @@ export interface EtcdSeqService {
   readonly current: Effect.Effect<Info>
   /** The live members of the group in index order, as this member's view holds them. */
   readonly members: Effect.Effect<ReadonlyArray<Member>>
-  /** @internal */
-  readonly [MembershipInternals]: Internals
 }
 
 /**
@@ -145,9 +119,15 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
   static make(options: EtcdSeqOptions): Effect.Effect<EtcdSeqService, EtcdSeqError, Etcd | Scope.Scope> {
     return Effect.gen(function*() {
       const settings = yield* validate(options)
-      const etcd = yield* Etcd
+      const shared = Client.of(yield* Etcd)
+      if (shared === undefined) {
+        return yield* new InvalidOptions({
+          field: "Etcd",
+          reason: "the Etcd service in context was not made by Etcd.make, Etcd.layer or Etcd.layerMemory"
+        })
+      }
       // The span is EtcdSeq.register's: a span around the whole make would be held by the member for its life.
-      return yield* makeMember(etcd, settings)
+      return yield* Membership.make(shared, settings)
     })
   }
 
@@ -265,7 +245,17 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
         new InvalidOptions({ field: "exclusive", reason: `"${String(exclusive)}" is not "none", "index" or "group"` })
       )
     }
-    return Effect.flatMap(EtcdSeq, (seq) => Assign.run(seq[MembershipInternals], work, exclusive))
+    return Effect.flatMap(
+      EtcdSeq,
+      (seq) =>
+        Effect.flatMap(
+          Effect.suspend(() => {
+            const source = Membership.sourceOf(seq)
+            return source === undefined ? Assign.fromChanges(seq) : Effect.succeed(source)
+          }),
+          (source) => Assign.run(source, work, exclusive)
+        )
+    )
   }
 }
 
@@ -290,287 +280,6 @@ export const EtcdSeqLive: Layer.Layer<EtcdSeq, EtcdSeqError | ConfigError> = Lay
 )
 
 // internal
-
-/** What runAssigned needs of a membership beyond its public face. */
-type Internals = Assign.Source
-
-interface Settings {
-  readonly key: string
-  readonly ttl: Duration.Duration
-  readonly metadata: string
-  readonly reregister: Schedule.Schedule<unknown, EtcdSeqError>
-}
-
-type End = { readonly _tag: "Open" } | { readonly _tag: "Closed" } | {
-  readonly _tag: "Failed"
-  readonly error: EtcdSeqError
-}
-
-interface Status {
-  readonly info: Info
-  /** The registration the Info was obtained under, while valid. */
-  readonly holder: Assign.Holder | undefined
-  readonly end: End
-}
-
-interface Registration {
-  readonly scope: Scope.CloseableScope
-  /**
-   * Calls `f` once with the reason the membership is lost (its lease lost, or its key gone from the view), at once
-   * if it already is. A callback, not a fiber waiting per member: members of a process can be many.
-   */
-  readonly whenEnded: (f: (reason: string) => void) => void
-  /** Stops this registration from setting the member's Info. */
-  readonly retire: Effect.Effect<void>
-}
-
-const membershipChanges = Metric.counter("etcdseq_membership_changes", {
-  description: "Infos a member moved to (joins, leaves and re-registrations of any member of its group)"
-})
-const leaseLosses = Metric.counter("etcdseq_lease_losses", {
-  description: "Memberships lost: lease expired or revoked, keepalive failing past the TTL, or key deleted"
-})
-const reregistrations = Metric.counter("etcdseq_reregistrations", {
-  description: "Successful registrations after a lost membership"
-})
-
-const makeMember = (etcd: EtcdClient, settings: Settings) =>
-  Effect.gen(function*() {
-    const memberScope = yield* Effect.scope
-    // Acquired first, so released last: the view outlives the member's own keys.
-    const watch: GroupWatch = yield* RcMap.get(etcd.groups, settings.key)
-    const status = yield* Cell.make<Status>({
-      info: Info.invalid,
-      holder: undefined,
-      end: { _tag: "Open" }
-    })
-    const activeWork = yield* Cell.make(0)
-    // Bounded by the TTL: past it the lease may be gone anyway, and a leave must not hang on a stuck finalizer.
-    const workStopped = activeWork.changes.pipe(
-      Stream.takeUntil((n) => n === 0),
-      Stream.runDrain,
-      Effect.timeout(settings.ttl),
-      Effect.ignore
-    )
-    // Every registration's scope is a child of this one, made before the finalizer below is added, so a leave runs
-    // that finalizer (work stops) before any registration is released (keys deleted, the lease maybe revoked): also
-    // for registrations made later, after a lost membership, whose own scopes would otherwise close first.
-    const registrations = yield* Scope.fork(memberScope, ExecutionStrategy.sequential)
-    // Every view change is stored (runAssigned's group handover follows revisions); `changes` drops equal Infos.
-    // Synchronous: the shared watch calls it for every member on every view, so it must cost next to nothing.
-    const unsafeSetInfo = (info: Info, holder?: Assign.Holder): void => {
-      const changed = status.unsafeModify((s): [boolean, Status] =>
-        // Once ended, the membership stays invalid: a view update racing the release must not revive it.
-        s.end._tag !== "Open" ||
-          (Equal.equals(s.info, info) && s.info.revision === info.revision && s.holder === holder)
-          ? [false, s]
-          : [!Equal.equals(s.info, info), { ...s, info, holder }]
-      )
-      if (changed) membershipChanges.unsafeUpdate(1, [])
-    }
-
-    const register: Effect.Effect<Registration, EtcdSeqError> = Effect.gen(function*() {
-      const scope = yield* Scope.fork(registrations, ExecutionStrategy.sequential)
-      return yield* Effect.gen(function*() {
-        // The client's lease for this TTL, shared with its other members: the member itself is a key under it.
-        const lease = yield* etcd.leases.hold(settings.ttl)
-        const holder: Assign.Holder = {
-          id: Keys.memberId(lease.id, yield* etcd.leases.unique),
-          leaseId: lease.id
-        }
-        const visible = yield* Deferred.make<void>()
-        let endedWith: string | undefined
-        let onEnded: ((reason: string) => void) | undefined
-        const end = (reason: string) => {
-          if (endedWith !== undefined) return
-          endedWith = reason
-          onEnded?.(reason)
-        }
-        const state = { createRevision: undefined as number | undefined, retired: false, leaseLost: false }
-        yield* lease.onLost((reason) => {
-          state.leaseLost = true
-          end(reason)
-        })
-        // Told of every view: sets the member's Info while its key is in the view, and says when it is gone.
-        const onView = (view: View.View): void => {
-          if (state.createRevision === undefined || state.retired) return
-          const standing = View.standing(view, holder.id, state.createRevision)
-          if (standing._tag === "Member") {
-            unsafeSetInfo(standing.info, holder)
-            Deferred.unsafeDone(visible, Exit.void)
-          } else if (standing._tag === "Gone") {
-            end("its key was deleted")
-            Deferred.unsafeDone(visible, Exit.void)
-          }
-        }
-        yield* watch.listen(onView)
-        const memberKey = watch.membersPrefix + holder.id
-        // The keys this member wrote. Its lease outlives it (other members hold it), so a leave deletes them.
-        const ownKeys = [memberKey, Keys.handoverKey(settings.key, holder.id)]
-        const deleteOwnKeys = request(etcd, "delete", (client) =>
-          client.kv.txn({
-            success: ownKeys.map((key) => ({ request_delete_range: { key: Buffer.from(key) } }))
-          }))
-        // The leave is registered before the put, not after, and the put completes even when interrupted: under a
-        // lease the client's other members keep alive, a member key left behind would be a ghost member.
-        yield* Scope.addFinalizer(
-          scope,
-          Effect.suspend(() => {
-            // Leaving: the member's own delete must not read as "key deleted, register again".
-            state.retired = true
-            // A lost lease took the keys with it (or will within the TTL).
-            return state.leaseLost ? Effect.void : deleteOwnKeys.pipe(
-              Effect.timeout(Duration.min(settings.ttl, etcd.requestTimeout)),
-              Effect.catchAll((e) =>
-                Effect.logWarning("leave failed; retrying in the background until it succeeds or the lease ends", e)
-                  .pipe(
-                    Effect.zipRight(etcd.leases.retryInBackground(deleteOwnKeys, lease.lost))
-                  )
-              )
-            )
-          })
-        )
-        const put = yield* request(
-          etcd,
-          "put",
-          (client) => client.put(memberKey).value(View.encodeValue(settings.metadata)).lease(lease.id).exec(),
-          // Abandoned in flight, the put could land after the leave's delete: a ghost member under a live lease.
-          { completes: true }
-        ).pipe(
-          // The shared lease was revoked or expired and its keepalive has not noticed yet: drop it now, so the
-          // retry gets a fresh one instead of failing against the dead one for a third of a TTL.
-          Effect.tapError((e) =>
-            e._tag === "EtcdRequestFailed" && e.cause instanceof EtcdLeaseInvalidError ? lease.rejected : Effect.void
-          )
-        )
-        state.createRevision = Number(put.header.revision)
-        // The member is registered once the shared view has applied its own join (it may have already).
-        onView(yield* SubscriptionRef.get(watch.view))
-        yield* Deferred.await(visible).pipe(
-          Effect.timeoutFail({
-            duration: etcd.requestTimeout,
-            onTimeout: () => new EtcdUnavailable({ endpoints: etcd.endpoints, timeout: etcd.requestTimeout })
-          })
-        )
-        const registration: Registration = {
-          scope,
-          whenEnded: (f) => {
-            onEnded = f
-            if (endedWith !== undefined) f(endedWith)
-          },
-          retire: Effect.sync(() => {
-            state.retired = true
-          })
-        }
-        return registration
-      }).pipe(
-        Scope.extend(scope),
-        Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void),
-        Effect.withSpan("EtcdSeq.register", { attributes: { group: settings.key }, captureStackTrace: false })
-      )
-    })
-
-    // Re-registration runs in a fiber forked when the membership is lost, not in one per member waiting all along.
-    const runtime = yield* Effect.runtime<never>()
-    const follow = (registration: Registration): void =>
-      registration.whenEnded((reason) =>
-        Runtime.runFork(runtime)(Effect.forkIn(reregister(registration, reason), memberScope))
-      )
-    const reregister = (lost: Registration, reason: string) =>
-      Effect.gen(function*() {
-        // Retired first, so no view update can hand the lost registration an Info again.
-        yield* lost.retire
-        unsafeSetInfo(Info.invalid)
-        yield* Metric.increment(leaseLosses)
-        yield* Effect.logWarning(`membership lost: ${reason}; registering again`)
-        // As in a leave: work stops before the lost registration's keys go (its handover key says what work of
-        // this member may still run) and before a new key makes the member visible again.
-        yield* workStopped
-        yield* Scope.close(lost.scope, Exit.void)
-        const next = yield* register.pipe(
-          Effect.tapError((e) => Effect.logWarning("registration failed; retrying", e)),
-          Effect.retry(settings.reregister)
-        )
-        yield* Metric.increment(reregistrations)
-        follow(next)
-      }).pipe(
-        Effect.catchAll((error) =>
-          Effect.logError("re-registration gave up", error).pipe(
-            Effect.zipRight(
-              status.set({ info: Info.invalid, holder: undefined, end: { _tag: "Failed", error } })
-            )
-          )
-        )
-      )
-
-    follow(yield* register)
-    // Added last, so run first: the member hears that its membership ended, and work run by runAssigned stops
-    // (bounded by the TTL), before its keys are deleted and the others can take over.
-    yield* Scope.addFinalizer(
-      memberScope,
-      status.modify((s) =>
-        [
-          undefined,
-          s.end._tag === "Open" ? { info: Info.invalid, holder: undefined, end: { _tag: "Closed" } } : s
-        ] as const
-      ).pipe(Effect.zipRight(workStopped))
-    )
-
-    // One channel of one stage per subscriber: a thousand members in one process each pay for every view, so
-    // skipping stale statuses, dropping equal Infos and ending are one step, not a pipeline of streams.
-    const changes: Stream.Stream<Info, EtcdSeqError> = Stream.fromChannel(Channel.unwrap(Effect.map(
-      status.reader,
-      (next) => {
-        let last: Info | undefined
-        const loop: Channel.Channel<Chunk.Chunk<Info>, unknown, EtcdSeqError, unknown, void, unknown> = Channel
-          .flatMap(Channel.fromEffect(next), (s) => {
-            const emit = last !== undefined && Equal.equals(last, s.info)
-              ? Channel.void
-              : Channel.write(Chunk.of(s.info))
-            last = s.info
-            return Channel.zipRight(
-              emit,
-              s.end._tag === "Open" ? loop : s.end._tag === "Failed" ? Channel.fail(s.end.error) : Channel.void
-            )
-          })
-        return loop
-      }
-    )))
-
-    return {
-      group: settings.key,
-      changes,
-      current: Effect.map(status.get, (s) => s.info),
-      [MembershipInternals]: {
-        group: settings.key,
-        connection: etcd,
-        view: watch.view,
-        // Built when runAssigned runs, not for every member.
-        assignments: Stream.suspend(() =>
-          status.changes.pipe(
-            Stream.takeUntil((s) => s.end._tag !== "Open"),
-            Stream.map((s): Assign.Latest =>
-              s.end._tag === "Open" ? { _tag: "Info", info: s.info, holder: s.holder } : s.end
-            ),
-            Stream.changesWith((a, b) =>
-              a._tag === "Info" && b._tag === "Info"
-                ? a.holder === b.holder && Equal.equals(a.info, b.info) && a.info.revision === b.info.revision
-                : a._tag === b._tag
-            )
-          )
-        ),
-        activeWork,
-        runner: yield* Effect.makeSemaphore(1)
-      },
-      members: Effect.map(SubscriptionRef.get(watch.view), (view) =>
-        view.members.map((e, index): Member => ({
-          id: e.id,
-          metadata: e.metadata,
-          index,
-          joinRevision: e.createRevision
-        })))
-    } satisfies EtcdSeqService
-  }).pipe(Effect.annotateLogs({ group: settings.key }))
 
 const maxMetadataBytes = 1024 * 1024
 

@@ -3,11 +3,10 @@ import { Clock, ConfigProvider, Effect, Exit, Layer, Option, Redacted, Stream } 
 import * as net from "node:net"
 import type { EtcdClient } from "../src/Etcd.js"
 import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqOptions } from "../src/index.js"
-import type { Connection } from "../src/internal/request.js"
-import * as GroupWatch from "../src/internal/watch.js"
+import { watchStream } from "../src/internal/prefixCache.js"
 import { EtcdEndpoints } from "./support/etcd.js"
 import { forward, GrpcCode, startGrpcProxy } from "./support/grpcProxy.js"
-import { client, uniqueGroup } from "./support/members.js"
+import { client, sharedOf, uniqueGroup } from "./support/members.js"
 
 /** A loopback port that nothing listens on (bound, then released). */
 const closedPort = Effect.async<number>((resume) => {
@@ -258,18 +257,17 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
 layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })("watch boundary", (it) => {
   it.scoped("a watch from a compacted revision is cancelled, which the group watch answers with a re-read", () =>
     Effect.gen(function*() {
-      const etcd: EtcdClient = yield* client
-      const connection: Connection = etcd
+      const etcd = yield* client
       const prefix = `${uniqueGroup("compacted")}/members/`
       yield* Effect.promise(() => etcd.client.put(`${prefix}x`).value("1").exec())
       const put = yield* Effect.promise(() => etcd.client.put(`${prefix}x`).value("2").exec())
       yield* Effect.promise(() => etcd.client.kv.compact({ revision: put.header.revision, physical: true }))
-      const ended = yield* GroupWatch.watchPrefix(connection, prefix, 1).pipe(
+      const ended = yield* watchStream(sharedOf(etcd).api, { prefix }, 1).pipe(
         Stream.runDrain,
         Effect.flip,
         Effect.timeout("5 seconds")
       )
-      expect(ended).toMatchObject({ _tag: "WatchEnded", canceled: true })
+      expect(ended).toMatchObject({ _tag: "WatchEnded", compacted: true })
       yield* Effect.promise(() => etcd.client.delete().prefix(prefix).exec())
     }))
 
@@ -280,9 +278,9 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
       const first = yield* Effect.promise(() => etcd.client.put(`${prefix}a`).value("1").exec())
       yield* Effect.promise(() => etcd.client.put(`${prefix}b`).value("1").exec())
       yield* Effect.promise(() => etcd.client.delete().key(`${prefix}a`).exec())
-      const events = yield* GroupWatch.watchPrefix(etcd, prefix, Number(first.header.revision)).pipe(
+      const events = yield* watchStream(sharedOf(etcd).api, { prefix }, Number(first.header.revision)).pipe(
         Stream.flatMap((response) => Stream.fromIterable(response.events)),
-        Stream.map((e) => `${e.type} ${e.kv.key.toString().slice(prefix.length)}`),
+        Stream.map((e) => `${e._tag} ${(e._tag === "Put" ? e.kv.key : e.key).slice(prefix.length)}`),
         Stream.take(3),
         Stream.runCollect,
         Effect.timeout("5 seconds")

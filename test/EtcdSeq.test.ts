@@ -3,7 +3,7 @@ import { Clock, ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Metric, Sc
 import { performance } from "node:perf_hooks"
 import { expectTypeOf } from "vitest"
 import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqService, type Member } from "../src/index.js"
-import * as GroupWatch from "../src/internal/watch.js"
+import * as GroupWatch from "../src/internal/metrics.js"
 import { EtcdEndpoints } from "./support/etcd.js"
 import { client, expectNothingLeft, ic, leaseOf, record, strip, uniqueGroup, waitForInfo } from "./support/members.js"
 

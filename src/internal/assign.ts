@@ -22,10 +22,10 @@ import {
   SubscriptionRef
 } from "effect"
 import { type Assignment, type Exclusive, makeAssignment } from "../Assignment.js"
-import type { EtcdClient } from "../Etcd.js"
-import { AlreadyRunning, type EtcdSeqError } from "../EtcdSeqError.js"
+import { AlreadyRunning, type EtcdSeqError, InvalidOptions } from "../EtcdSeqError.js"
 import { Info } from "../Info.js"
 import * as Cell from "./cell.js"
+import type { Shared } from "./client.js"
 import * as Handover from "./handover.js"
 import * as Keys from "./keys.js"
 import * as Lock from "./lock.js"
@@ -41,13 +41,14 @@ export interface Holder {
 /** What a membership shows runAssigned: every Info with the registration behind it, and how the membership ended. */
 export interface Source {
   readonly group: string
-  readonly connection: EtcdClient
-  readonly view: SubscriptionRef.SubscriptionRef<View>
   readonly assignments: Stream.Stream<Latest>
   /** Work and handover publishes in flight: a leave waits for them before it deletes the member's keys. */
   readonly activeWork: Cell.Cell<number>
   /** Held by the one runner a membership may have at a time. */
   readonly runner: Effect.Semaphore
+  /** The client and the view, which the exclusive modes need; absent for a membership this library did not make. */
+  readonly shared: Shared | undefined
+  readonly view: SubscriptionRef.SubscriptionRef<View> | undefined
 }
 
 export type Latest =
@@ -80,10 +81,17 @@ export const run = <E, R>(
   work: (assignment: Assignment) => Effect.Effect<void, E, R>,
   exclusive: Exclusive
 ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope>> =>
-  source.runner.withPermitsIfAvailable(1)(runLoop(source, work, exclusive)).pipe(
-    // Two runners would share one lock queue position and one handover key: each would undo the other's promises.
-    Effect.flatMap(() => Effect.fail(new AlreadyRunning({ group: source.group })))
-  )
+  exclusive !== "none" && (source.shared === undefined || source.view === undefined)
+    ? Effect.fail(
+      new InvalidOptions({
+        field: "exclusive",
+        reason: `"${exclusive}" needs a membership made by EtcdSeq.make (a hand-made EtcdSeq runs "none" only)`
+      })
+    )
+    : source.runner.withPermitsIfAvailable(1)(runLoop(source, work, exclusive)).pipe(
+      // Two runners would share one lock queue position and one handover key: each would undo the other's promises.
+      Effect.flatMap(() => Effect.fail(new AlreadyRunning({ group: source.group })))
+    )
 
 const runLoop = <E, R>(
   source: Source,
@@ -99,8 +107,9 @@ const runLoop = <E, R>(
 
     // --- Group handover: what this member publishes, in a fiber of its own ---
     // Members of a group on one client share one watch of the handover keys.
+    const shared = source.shared!
     const handover = exclusive === "group"
-      ? Option.some(yield* RcMap.get(source.connection.handovers, source.group))
+      ? Option.some(yield* RcMap.get(shared.handovers, source.group))
       : Option.none()
     const claim = yield* Cell.make<Claim | undefined>(undefined)
     if (Option.isSome(handover)) {
@@ -108,7 +117,7 @@ const runLoop = <E, R>(
       const publish = (wanted: Claim) =>
         published !== undefined && published.holder === wanted.holder && published.revision >= wanted.revision
           ? Effect.void
-          : Handover.publish(source.connection, source.group, wanted.holder, wanted.revision).pipe(
+          : Handover.publish(shared.api, source.group, wanted.holder, wanted.revision).pipe(
             count,
             Effect.tap(() =>
               Effect.sync(() => {
@@ -135,12 +144,12 @@ const runLoop = <E, R>(
       Effect.gen(function*() {
         let fence = info.revision
         if (exclusive === "index") {
-          const run = yield* source.connection.leases.unique
+          const run = yield* shared.leases.unique
           fence = yield* Lock.acquire(
-            source.connection,
+            shared.api,
             Keys.lockPrefix(source.group, info.index),
             { owner: holder.id, run, leaseId: holder.leaseId },
-            source.connection.leases.retryInBackground
+            shared.leases.retryInBackground
           ).pipe(
             Effect.tapError((e) => Effect.logWarning(`index lock ${info.index} not taken; retrying`, e)),
             // Retried, not failed: a lost lease or an unreachable etcd resolves with the next Info.
@@ -148,7 +157,7 @@ const runLoop = <E, R>(
             Effect.orDie
           )
         }
-        if (Option.isSome(handover)) yield* Handover.awaitAll(source.view, handover.value, info.revision)
+        if (Option.isSome(handover)) yield* Handover.awaitAll(source.view!, handover.value, info.revision)
         yield* Effect.logDebug(`work starts for ${info.toString()} (fence ${fence})`)
         yield* work(makeAssignment(info, fence))
       }).pipe(
@@ -199,3 +208,34 @@ const runLoop = <E, R>(
 
     return yield* Effect.raceFirst(loop, Deferred.await(failed))
   }).pipe(Effect.scoped, Effect.withSpan("EtcdSeq.runAssigned", { attributes: { group: source.group, exclusive } }))
+
+/** The holder of every Info of a membership this library did not make: it has no registration to tell apart. */
+const handMade: Holder = { id: "hand-made", leaseId: "0" }
+
+const handMadeSources = new WeakMap<object, Source>()
+
+/**
+ * A source for a membership this library did not make (a test double): its public `changes` only, enough for
+ * `"none"`, which needs no etcd.
+ */
+export const fromChanges = (
+  seq: { readonly group: string; readonly changes: Stream.Stream<Info, EtcdSeqError> }
+): Effect.Effect<Source> =>
+  Effect.gen(function*() {
+    const known = handMadeSources.get(seq)
+    if (known !== undefined) return known
+    const source: Source = {
+      group: seq.group,
+      assignments: seq.changes.pipe(
+        Stream.map((info): Latest => ({ _tag: "Info", info, holder: Info.isValid(info) ? handMade : undefined })),
+        Stream.concat(Stream.succeed<Latest>({ _tag: "Closed" })),
+        Stream.catchAll((error) => Stream.succeed<Latest>({ _tag: "Failed", error }))
+      ),
+      activeWork: yield* Cell.make(0),
+      runner: yield* Effect.makeSemaphore(1),
+      shared: undefined,
+      view: undefined
+    }
+    handMadeSources.set(seq, source)
+    return source
+  })

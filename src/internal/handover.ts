@@ -7,89 +7,78 @@
  * key, and a lost lease takes both with it and removes them from the view, so nobody waits for them.
  */
 import { Effect, type Scope, Stream, SubscriptionRef } from "effect"
-import type { IKeyValue } from "etcd3"
-import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
+import type * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
-import { type Connection, request } from "./request.js"
-import { backoff } from "./retry.js"
+import * as PrefixCache from "./prefixCache.js"
 import type { View } from "./view.js"
-import { watchPrefix } from "./watch.js"
 
 /** Every member's published revision, followed by one watch per client and group. */
 export interface HandoverWatch {
   readonly published: SubscriptionRef.SubscriptionRef<ReadonlyMap<string, number>>
 }
 
-const entry = (prefix: string, kv: IKeyValue) =>
-  Keys.decodeHandover(prefix, { key: kv.key.toString(), value: kv.value.toString(), lease: kv.lease })
+/** Every member's published revision, with the highest revision applied. */
+interface Published {
+  readonly map: ReadonlyMap<string, number>
+  readonly seen: number
+}
 
-const read = (connection: Connection, prefix: string) =>
-  request(connection, "range", (client) => client.getAll().prefix(prefix).exec()).pipe(
-    Effect.map((response) => {
-      const published = new Map<string, number>()
-      for (const kv of response.kvs) {
-        const decoded = entry(prefix, kv)
-        if (decoded !== undefined) published.set(decoded.id, decoded.revision)
-      }
-      return { revision: Number(response.header.revision), published }
-    })
-  )
+const decode = (prefix: string, kvs: ReadonlyArray<Api.KeyValue>, revision: number): Published => {
+  const map = new Map<string, number>()
+  for (const kv of kvs) {
+    const entry = Keys.decodeHandover(prefix, kv)
+    if (entry !== undefined) map.set(entry.id, entry.revision)
+  }
+  return { map, seen: revision }
+}
+
+const apply = (prefix: string) => (state: Published, events: ReadonlyArray<Api.Event>): Published => {
+  const map = new Map(state.map)
+  let seen = state.seen
+  for (const event of events) {
+    const key = event._tag === "Put" ? event.kv.key : event.key
+    seen = Math.max(seen, event._tag === "Put" ? event.kv.modRevision : event.modRevision)
+    // Only a member speaks for itself: a value not bound to the lease its key names is no promise, and it replaces
+    // whatever the key held before.
+    const entry = event._tag === "Put" ? Keys.decodeHandover(prefix, event.kv) : undefined
+    if (entry !== undefined) map.set(entry.id, entry.revision)
+    else map.delete(key.slice(prefix.length))
+  }
+  return { map, seen }
+}
 
 /** Follows every member's published revision for the life of the scope. */
 export const watch = (
-  connection: Connection,
+  api: Api.EtcdApi,
   group: string
-): Effect.Effect<HandoverWatch, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
+): Effect.Effect<HandoverWatch, Api.RequestError, Scope.Scope> =>
   Effect.gen(function*() {
     const prefix = Keys.handoverPrefix(group)
-    const initial = yield* read(connection, prefix)
-    const published = yield* SubscriptionRef.make<ReadonlyMap<string, number>>(initial.published)
-
-    const follow = (from: number): Effect.Effect<never, EtcdUnavailable | EtcdRequestFailed> =>
-      watchPrefix(connection, prefix, from).pipe(
-        Stream.runForEach((response) =>
-          SubscriptionRef.update(published, (map) => {
-            const next = new Map(map)
-            for (const event of response.events) {
-              // Only a member speaks for itself: a value not bound to the lease its key names is no promise, and
-              // it replaces whatever the key held before.
-              const decoded = event.type === "Put" ? entry(prefix, event.kv) : undefined
-              const id = event.kv.key.toString().slice(prefix.length)
-              if (decoded !== undefined) next.set(decoded.id, decoded.revision)
-              else next.delete(id)
-            }
-            return next
-          })
-        ),
-        // Whatever ended the watch (a drop, a compaction), a fresh read is the simple, safe restart.
-        Effect.catchTag("WatchEnded", () =>
-          read(connection, prefix).pipe(
-            Effect.tap((fresh) => SubscriptionRef.set(published, fresh.published)),
-            Effect.flatMap((fresh) => follow(fresh.revision + 1))
-          )),
-        Effect.zipRight(Effect.never)
-      )
-    yield* follow(initial.revision + 1).pipe(
-      Effect.retry(backoff),
-      Effect.forkScoped
-    )
+    const published = yield* SubscriptionRef.make<ReadonlyMap<string, number>>(new Map())
+    const cache = yield* PrefixCache.follow(api, prefix, {
+      initial: (kvs, revision) => decode(prefix, kvs, revision),
+      reread: (_, kvs, revision) => decode(prefix, kvs, revision),
+      apply: apply(prefix),
+      seen: (state) => state.seen
+    }, {
+      span: "EtcdSeq.handoverWatch",
+      onChange: (state) => SubscriptionRef.set(published, state.map)
+    })
+    yield* SubscriptionRef.set(published, cache.current().map)
     return { published }
   })
 
-/** Says "I hold no work of views older than `revision`", under the member's lease. */
+/**
+ * Says "I hold no work of views older than `revision`", under the member's lease. A put completes when interrupted:
+ * abandoned in flight, it could land after the leave's delete, a key left under a lease others keep alive.
+ */
 export const publish = (
-  connection: Connection,
+  api: Api.EtcdApi,
   group: string,
   holder: { readonly id: string; readonly leaseId: string },
   revision: number
-): Effect.Effect<void, EtcdUnavailable | EtcdRequestFailed> =>
-  request(
-    connection,
-    "handover.put",
-    (client) => client.put(Keys.handoverKey(group, holder.id)).value(String(revision)).lease(holder.leaseId).exec(),
-    // Abandoned in flight, the put could land after the leave's delete: a key left under a lease others keep alive.
-    { completes: true }
-  ).pipe(Effect.asVoid)
+): Effect.Effect<void, Api.RequestError> =>
+  Effect.asVoid(api.put(Keys.handoverKey(group, holder.id), String(revision), holder.leaseId))
 
 /** Waits until every member of the current view has published at least `revision`. */
 export const awaitAll = (

@@ -7,11 +7,8 @@
  * lease may outlive that moment at etcd by up to the TTL, never the other way round, so a member that stops at
  * `lost` has stopped before any other member can take its place.
  */
-import { Clock, Deferred, Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
-import type { Lease } from "etcd3"
-import { EtcdLeaseInvalidError } from "etcd3"
-import type { EtcdRequestFailed, EtcdUnavailable } from "../EtcdSeqError.js"
-import { classify, type Connection, request } from "./request.js"
+import { Deferred, Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
+import type { EtcdApi, RequestError } from "./etcd/api.js"
 import { backoff } from "./retry.js"
 
 export type LostReason = "revoked or expired at etcd" | "no keepalive succeeded within the TTL"
@@ -44,39 +41,44 @@ const fencingMargin = (ttl: Duration.Duration): Duration.Duration =>
  * Milliseconds on Effect's monotonic clock (`process.hrtime`, or the `TestClock`): the fencing deadline must not move
  * when the host's wall clock is stepped, as NTP or an operator may do during the very outage it guards against.
  */
-const monotonicMillis: Effect.Effect<number> = Effect.map(Clock.currentTimeNanos, (nanos) => Number(nanos / 1_000_000n))
+const monotonicMillis: Effect.Effect<number> = Effect.clockWith((clock) =>
+  Effect.sync(() => {
+    try {
+      return Number(clock.unsafeCurrentTimeNanos() / 1_000_000n)
+    } catch {
+      // The TestClock's nanosecond reading throws once its instant is fractional (after a jittered sleep, say); its
+      // millisecond reading is the test's own time, monotonic by construction.
+      return clock.unsafeCurrentTimeMillis()
+    }
+  })
+)
 
 /** etcd counts TTLs in whole seconds; the local watchdog keeps the exact, shorter duration. */
 const ttlSeconds = (ttl: Duration.Duration): number => Math.max(1, Math.ceil(Duration.toSeconds(ttl)))
 
 export const make = (
-  connection: Connection,
+  api: EtcdApi,
   ttl: Duration.Duration,
   /** Runs the moment the lease is lost, before anyone waiting on `lost` hears of it. */
   beforeLost: Effect.Effect<void> = Effect.void
-): Effect.Effect<LeaseSession, EtcdUnavailable | EtcdRequestFailed, Scope.Scope> =>
+): Effect.Effect<LeaseSession, RequestError, Scope.Scope> =>
   Effect.gen(function*() {
     const lost = yield* Deferred.make<LostReason>()
     const rejected = yield* Deferred.make<LostReason>()
     const lostListeners = new Set<(reason: LostReason) => void>()
     const lease = yield* Effect.acquireRelease(
       Effect.gen(function*() {
-        const lease: Lease = connection.client.lease(ttlSeconds(ttl), { autoKeepAlive: false })
-        // etcd3 emits "lost" on a failed grant or an invalid lease; the outcome reaches us through the promises.
-        lease.on("lost", () => {})
         const grantedAt = yield* monotonicMillis
-        const id = yield* request(connection, "lease.grant", () => lease.grant()).pipe(
-          Effect.tapError(() => Effect.sync(() => lease.release()))
-        )
-        return { lease, id, grantedAt }
+        const id = yield* api.grant(ttlSeconds(ttl))
+        return { id, grantedAt }
       }),
-      ({ lease }) =>
+      ({ id }) =>
         Effect.gen(function*() {
-          if (yield* Deferred.isDone(lost)) return lease.release()
-          yield* request(connection, "lease.revoke", () => lease.revoke()).pipe(
-            Effect.timeout(Duration.min(ttl, connection.requestTimeout)),
-            Effect.catchAll((e) => Effect.logWarning("lease revoke failed; it expires after its TTL", e)),
-            Effect.ensuring(Effect.sync(() => lease.release()))
+          // A lost lease is gone at etcd, or will be within the TTL: nothing to revoke.
+          if (yield* Deferred.isDone(lost)) return
+          yield* api.revoke(id).pipe(
+            Effect.timeout(Duration.min(ttl, api.requestTimeout)),
+            Effect.catchAll((e) => Effect.logWarning("lease revoke failed; it expires after its TTL", e))
           )
         })
     )
@@ -98,25 +100,22 @@ export const make = (
     const hedgeAfter = Math.max(50, Math.min(1_000, ttlMillis / 30))
     // With a single endpoint every attempt reaches the same host: hedging could not route around it, and under load
     // it would multiply the very requests that are slow (a join storm of a thousand members collapsed that way).
-    const maxAttempts = connection.endpoints.length === 1 ? 1 : 16
+    const maxAttempts = api.endpoints.length === 1 ? 1 : 16
     const keepaliveOnce = (deadlineAt: number): Effect.Effect<"renewed" | LostReason, "failed"> =>
       Effect.gen(function*() {
         const sentAt = yield* monotonicMillis
         // An answer after the fence is useless, so the attempt ends there (or at the request timeout at the latest).
-        const deadline = new Date(
-          Date.now() + Math.max(hedgeAfter, Math.min(deadlineAt - sentAt, Duration.toMillis(connection.requestTimeout)))
+        const within = Duration.millis(
+          Math.max(hedgeAfter, Math.min(deadlineAt - sentAt, Duration.toMillis(api.requestTimeout)))
         )
-        const outcome = yield* Effect.tryPromise({
-          try: () => lease.lease.keepaliveOnce({ deadline }),
-          catch: (cause) => cause
-        }).pipe(Effect.either)
-        if (outcome._tag === "Right") {
-          lastSentOk = Math.max(lastSentOk, sentAt)
-          return "renewed" as const
+        const outcome = yield* api.keepAlive(lease.id, within).pipe(Effect.either)
+        if (outcome._tag === "Left") {
+          yield* Effect.logDebug("lease keepalive failed", outcome.left)
+          return yield* Effect.fail("failed" as const)
         }
-        if (outcome.left instanceof EtcdLeaseInvalidError) return "revoked or expired at etcd" as const
-        yield* Effect.logDebug("lease keepalive failed", classify(connection, "lease.keepalive")(outcome.left))
-        return yield* Effect.fail("failed" as const)
+        if (outcome.right === "gone") return "revoked or expired at etcd" as const
+        lastSentOk = Math.max(lastSentOk, sentAt)
+        return "renewed" as const
       })
     const renew: Effect.Effect<"renewed" | "failed" | LostReason> = Effect.gen(function*() {
       const now = yield* monotonicMillis
@@ -199,7 +198,7 @@ export interface LeasePool {
    */
   readonly hold: (
     ttl: Duration.Duration
-  ) => Effect.Effect<LeaseSession, EtcdUnavailable | EtcdRequestFailed, Scope.Scope>
+  ) => Effect.Effect<LeaseSession, RequestError, Scope.Scope>
   /** A number this client never hands out twice: member ids and lock keys under a shared lease are made with it. */
   readonly unique: Effect.Effect<number>
   /**
@@ -215,10 +214,10 @@ export interface LeasePool {
 interface PoolEntry {
   refs: number
   readonly scope: Scope.CloseableScope
-  readonly session: Deferred.Deferred<LeaseSession, EtcdUnavailable | EtcdRequestFailed>
+  readonly session: Deferred.Deferred<LeaseSession, RequestError>
 }
 
-export const makePool = (connection: Connection): Effect.Effect<LeasePool, never, Scope.Scope> =>
+export const makePool = (api: EtcdApi): Effect.Effect<LeasePool, never, Scope.Scope> =>
   Effect.gen(function*() {
     // Leases live in a scope of the pool's own, made now: entries made later must not add their finalizers to the
     // caller's scope, where they would run before finalizers added earlier (a member's, which stops its work before
@@ -244,10 +243,10 @@ export const makePool = (connection: Connection): Effect.Effect<LeasePool, never
         const entry: PoolEntry = {
           refs: 0,
           scope: yield* Scope.fork(entriesScope, ExecutionStrategy.sequential),
-          session: yield* Deferred.make<LeaseSession, EtcdUnavailable | EtcdRequestFailed>()
+          session: yield* Deferred.make<LeaseSession, RequestError>()
         }
         entries.set(key, entry)
-        yield* make(connection, ttl, drop(key, entry)).pipe(
+        yield* make(api, ttl, drop(key, entry)).pipe(
           Scope.extend(entry.scope),
           // A failed grant leaves the pool too, so the next holder tries afresh.
           Effect.tapError(() => drop(key, entry)),

@@ -4,7 +4,9 @@
  * Join order is a member key's create revision: etcd assigns revisions from one global, total order (also across a
  * multi-member cluster), so every client that applies the same events derives the same order.
  */
+import { Either, Schema } from "effect"
 import { Info } from "../Info.js"
+import type * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 
 /**
@@ -31,26 +33,22 @@ export interface View {
   readonly awaitingName: boolean
 }
 
-/** A key-value as etcd reports it, reduced to what the view needs. */
-export interface RawKeyValue {
-  readonly key: string
-  readonly value: string
-  readonly lease: string
-  readonly createRevision: number
-  readonly modRevision: number
-}
+/** A key-value as etcd reports it (the seam's). */
+export type RawKeyValue = Api.KeyValue
 
-export type RawEvent =
-  | { readonly _tag: "Put"; readonly kv: RawKeyValue }
-  | { readonly _tag: "Delete"; readonly key: string; readonly modRevision: number }
+export type RawEvent = Api.Event
 
-/** The value a member writes under its key. The version lets a later format be told apart. */
-interface StoredValue {
-  readonly v: 1
-  readonly metadata: string
-}
+/**
+ * The value a member writes under its key, as JSON: `{ "v": 1, "metadata": "..." }`. The version lets a later
+ * format be told apart; other fields are ignored, so a later version may add some.
+ */
+const MemberRecord = Schema.Struct({ v: Schema.Literal(1), metadata: Schema.String })
 
-export const encodeValue = (metadata: string): string => JSON.stringify({ v: 1, metadata } satisfies StoredValue)
+const decodeJson = Schema.decodeUnknownEither(Schema.parseJson())
+const decodeRecord = Schema.decodeUnknownEither(MemberRecord)
+
+export const encodeValue = (metadata: string): string =>
+  Schema.encodeSync(Schema.parseJson(MemberRecord))({ v: 1, metadata })
 
 export type Decoded =
   | { readonly _tag: "Member"; readonly entry: Entry }
@@ -65,21 +63,13 @@ export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
   const id = Keys.memberOfKey(membersPrefix, kv.key)
   if (id === undefined) return { _tag: "Foreign", key: kv.key, reason: "not a member key" }
   if (!Keys.isBoundTo(id, kv.lease)) return { _tag: "Foreign", key: kv.key, reason: "not bound to the lease it names" }
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(kv.value)
-  } catch {
-    return { _tag: "Foreign", key: kv.key, reason: "value is not JSON" }
-  }
-  if (
-    typeof parsed !== "object" || parsed === null || (parsed as StoredValue).v !== 1 ||
-    typeof (parsed as StoredValue).metadata !== "string"
-  ) {
-    return { _tag: "Foreign", key: kv.key, reason: "value is not a member record" }
-  }
+  const json = decodeJson(kv.value)
+  if (Either.isLeft(json)) return { _tag: "Foreign", key: kv.key, reason: "value is not JSON" }
+  const record = decodeRecord(json.right)
+  if (Either.isLeft(record)) return { _tag: "Foreign", key: kv.key, reason: "value is not a member record" }
   return {
     _tag: "Member",
-    entry: { id, createRevision: kv.createRevision, metadata: (parsed as StoredValue).metadata }
+    entry: { id, createRevision: kv.createRevision, metadata: record.right.metadata }
   }
 }
 

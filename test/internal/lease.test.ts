@@ -7,6 +7,7 @@ import { performance } from "node:perf_hooks"
 import { Etcd } from "../../src/index.js"
 import * as Lease from "../../src/internal/lease.js"
 import { EtcdEndpoints } from "../support/etcd.js"
+import { sharedOf } from "../support/members.js"
 import { startProxy } from "../support/proxy.js"
 
 /**
@@ -35,7 +36,7 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
       const connection = yield* Etcd.make({ endpoints: [proxy.endpoint], requestTimeout: "1 second" })
       const { clock, step } = steppableClock()
       const ttl = Duration.seconds(2)
-      const session = yield* Lease.make(connection, ttl).pipe(Effect.withClock(clock))
+      const session = yield* Lease.make(sharedOf(connection).api, ttl).pipe(Effect.withClock(clock))
       // A keepalive goes through first (every TTL/3).
       yield* Effect.sleep("800 millis")
       yield* proxy.pause

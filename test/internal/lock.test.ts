@@ -4,10 +4,10 @@
  */
 import { expect, layer } from "@effect/vitest"
 import { Clock, Effect, Exit, Fiber, Scope } from "effect"
-import type { EtcdClient } from "../../src/Etcd.js"
+import type { Etcd3Client } from "../../src/Etcd.js"
 import * as Lock from "../../src/internal/lock.js"
 import { EtcdEndpoints } from "../support/etcd.js"
-import { client, uniqueGroup } from "../support/members.js"
+import { client, sharedOf, uniqueGroup } from "../support/members.js"
 
 /** A counter or gauge from etcd's Prometheus endpoint. */
 const etcdMetric = (endpoint: string, name: string) =>
@@ -17,7 +17,7 @@ const etcdMetric = (endpoint: string, name: string) =>
     return Number(line?.split(" ")[1] ?? Number.NaN)
   })
 
-const grant = (etcd: EtcdClient) =>
+const grant = (etcd: Etcd3Client) =>
   Effect.acquireRelease(
     Effect.promise(() => etcd.client.lease(30, { autoKeepAlive: false }).grant()),
     (id) => Effect.promise(() => etcd.client.leaseClient.leaseRevoke({ ID: id }).catch(() => undefined))
@@ -26,20 +26,21 @@ const grant = (etcd: EtcdClient) =>
 const hex = (leaseId: string) => BigInt(leaseId).toString(16)
 
 /** Takes the lock in a scope of its own; `release` closes it. */
-const contend = (etcd: EtcdClient, prefix: string, leaseId: string, n: number) =>
+const contend = (etcd: Etcd3Client, prefix: string, leaseId: string, n: number) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
+    const shared = sharedOf(etcd)
     const fiber = yield* Lock.acquire(
-      etcd,
+      shared.api,
       prefix,
       { owner: `${hex(leaseId)}_${n}`, run: 0, leaseId },
-      etcd.leases.retryInBackground
+      shared.leases.retryInBackground
     ).pipe(Scope.extend(scope), Effect.either, Effect.fork)
     yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
     return { fiber, key: `${prefix}${hex(leaseId)}_${n}.0`, release: Scope.close(scope, Exit.void) }
   })
 
-const keys = (etcd: EtcdClient, prefix: string) => Effect.promise(() => etcd.client.getAll().prefix(prefix).keys())
+const keys = (etcd: Etcd3Client, prefix: string) => Effect.promise(() => etcd.client.getAll().prefix(prefix).keys())
 
 const until = (check: Effect.Effect<boolean>, within = 5_000) =>
   Effect.gen(function*() {

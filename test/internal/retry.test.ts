@@ -1,10 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Duration, Effect, Schedule } from "effect"
 import { GRPCResourceExhastedError, GRPCUnavailableError } from "etcd3"
-import { classify } from "../../src/internal/request.js"
+import { classify } from "../../src/internal/etcd/etcd3.js"
 import * as Retry from "../../src/internal/retry.js"
 
-const connection = { endpoints: ["http://127.0.0.1:2379"], requestTimeout: Duration.seconds(5) } as never
+const endpoints = ["http://127.0.0.1:2379"]
+const timeout = Duration.seconds(5)
 
 describe("retries", () => {
   it.effect.each(
@@ -31,16 +32,18 @@ describe("retries", () => {
 
 describe("classify", () => {
   it("a response over the client's message size is a refusal, not an unreachable etcd", () => {
-    const refused = classify(connection, "range")(
+    const refused = classify(endpoints, "range", timeout)(
       new GRPCResourceExhastedError("Received message larger than max (4718592 vs. 4194304)")
     )
     expect(refused._tag).toBe("EtcdRequestFailed")
     expect(refused.message).toContain("larger than max")
-    expect(classify(connection, "range")(new GRPCUnavailableError("no connection"))._tag).toBe("EtcdUnavailable")
+    expect(classify(endpoints, "range", timeout)(new GRPCUnavailableError("no connection"))._tag).toBe(
+      "EtcdUnavailable"
+    )
   })
 
   it("an error's cause shows its message when logged or serialized, not {}", () => {
-    const error = classify(connection, "put")(new GRPCUnavailableError("connect ECONNREFUSED 127.0.0.1:2379"))
+    const error = classify(endpoints, "put", timeout)(new GRPCUnavailableError("connect ECONNREFUSED 127.0.0.1:2379"))
     expect(JSON.stringify(error)).toContain("ECONNREFUSED")
   })
 })

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Duration, Effect, Metric } from "effect"
-import * as GroupWatch from "../../src/internal/watch.js"
+import * as GroupWatch from "../../src/internal/metrics.js"
 import { type EtcdCluster, startCluster } from "../support/etcd.js"
 import { uniqueGroup } from "../support/members.js"
 import {

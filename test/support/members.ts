@@ -4,16 +4,25 @@
  */
 import { expect } from "@effect/vitest"
 import { Duration, Effect, type Fiber, Option, type Scope, Stream, SubscriptionRef } from "effect"
-import type { EtcdClient } from "../../src/Etcd.js"
+import type { Etcd3Client, EtcdClient } from "../../src/Etcd.js"
 import { Etcd, type EtcdSeqError, type EtcdSeqService, Info } from "../../src/index.js"
+import * as Client from "../../src/internal/client.js"
+import type { Shared } from "../../src/internal/client.js"
 import { EtcdEndpoints } from "./etcd.js"
+
+/** What a client made by this library shares with its members: the seam, the lease pool (for internal tests). */
+export const sharedOf = (etcd: EtcdClient): Shared => {
+  const shared = Client.of(etcd)
+  if (shared === undefined) throw new Error("not a client made by this library")
+  return shared
+}
 
 /** A fresh group key per test, so tests sharing an etcd never see each other. */
 export const uniqueGroup = (name: string): string =>
   `test/${name}-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`
 
 /** A client to the suite's etcd, closed with the scope. */
-export const client: Effect.Effect<EtcdClient, EtcdSeqError, EtcdEndpoints | Scope.Scope> = Effect.flatMap(
+export const client: Effect.Effect<Etcd3Client, EtcdSeqError, EtcdEndpoints | Scope.Scope> = Effect.flatMap(
   EtcdEndpoints,
   ({ endpoints }) => Etcd.make({ endpoints })
 )

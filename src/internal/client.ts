@@ -1,0 +1,39 @@
+/**
+ * What the members of one `Etcd` client share: the seam to its etcd, one watch of each group, one watch of each
+ * group's handover values, and one lease per TTL. Kept beside the public client object, not in its type, so that
+ * public types carry no internals.
+ */
+import { Effect, RcMap, type Scope } from "effect"
+import type * as Api from "./etcd/api.js"
+import * as Handover from "./handover.js"
+import * as Lease from "./lease.js"
+import * as GroupWatch from "./watch.js"
+
+export interface Shared {
+  readonly api: Api.EtcdApi
+  /** One shared watch per group, held while any member of the group on this client holds it. */
+  readonly groups: RcMap.RcMap<string, GroupWatch.GroupWatch, Api.RequestError>
+  /** One shared watch of each group's handover keys (`runAssigned` with `exclusive: "group"`). */
+  readonly handovers: RcMap.RcMap<string, Handover.HandoverWatch, Api.RequestError>
+  /** The client's leases, one per TTL, shared by its members. */
+  readonly leases: Lease.LeasePool
+}
+
+export const make = (api: Api.EtcdApi): Effect.Effect<Shared, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const groups = yield* RcMap.make({ lookup: (group: string) => GroupWatch.make(api, group) })
+    const handovers = yield* RcMap.make({ lookup: (group: string) => Handover.watch(api, group) })
+    const leases = yield* Lease.makePool(api)
+    return { api, groups, handovers, leases }
+  })
+
+const registry = new WeakMap<object, Shared>()
+
+/** Records what a public client object shares. */
+export const attach = <A extends object>(client: A, shared: Shared): A => {
+  registry.set(client, shared)
+  return client
+}
+
+/** What a public client object shares, when this library made it. */
+export const of = (client: object): Shared | undefined => registry.get(client)

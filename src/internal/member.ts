@@ -1,0 +1,151 @@
+/**
+ * One member of a group (Curator's `GroupMember`): its registration (registration.ts) kept for the life of its scope,
+ * its status (the Info, the registration behind it, how the membership ended), the `changes` its users read, and the
+ * order of its leave: its work stops before its keys go.
+ */
+import { Channel, Chunk, Effect, Equal, ExecutionStrategy, RcMap, Scope, Stream, SubscriptionRef } from "effect"
+import type { EtcdSeqService, Member } from "../EtcdSeq.js"
+import type { EtcdSeqError } from "../EtcdSeqError.js"
+import { Info } from "../Info.js"
+import type * as Assign from "./assign.js"
+import * as Cell from "./cell.js"
+import type { Shared } from "./client.js"
+import * as Metrics from "./metrics.js"
+import * as Registration from "./registration.js"
+
+type End = { readonly _tag: "Open" } | { readonly _tag: "Closed" } | {
+  readonly _tag: "Failed"
+  readonly error: EtcdSeqError
+}
+
+interface Status {
+  readonly info: Info
+  /** The registration the Info was obtained under, while valid. */
+  readonly holder: Assign.Holder | undefined
+  readonly end: End
+}
+
+const registry = new WeakMap<EtcdSeqService, Assign.Source>()
+
+/** What `runAssigned` needs of a membership this library made; none for a hand-made one. */
+export const sourceOf = (seq: EtcdSeqService): Assign.Source | undefined => registry.get(seq)
+
+export const make = (
+  shared: Shared,
+  settings: Registration.Settings
+): Effect.Effect<EtcdSeqService, EtcdSeqError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const memberScope = yield* Effect.scope
+    // Acquired first, so released last: the view outlives the member's own keys.
+    const watch = yield* RcMap.get(shared.groups, settings.key)
+    const status = yield* Cell.make<Status>({ info: Info.invalid, holder: undefined, end: { _tag: "Open" } })
+
+    // --- Work in flight: a leave or a re-registration waits for it to stop ---
+    const activeWork = yield* Cell.make(0)
+    // Bounded by the TTL: past it the lease may be gone anyway, and a leave must not hang on a stuck finalizer.
+    const workStopped = activeWork.changes.pipe(
+      Stream.takeUntil((n) => n === 0),
+      Stream.runDrain,
+      Effect.timeout(settings.ttl),
+      Effect.ignore
+    )
+
+    // --- Info from the registration ---
+    // Every view change is stored (runAssigned's group handover follows revisions); `changes` drops equal Infos.
+    // Synchronous: the shared watch calls it for every member on every view, so it must cost next to nothing.
+    const unsafeSetInfo = (info: Info, holder?: Assign.Holder): void => {
+      const changed = status.unsafeModify((s): [boolean, Status] =>
+        // Once ended, the membership stays invalid: a view update racing the release must not revive it.
+        s.end._tag !== "Open" ||
+          (Equal.equals(s.info, info) && s.info.revision === info.revision && s.holder === holder)
+          ? [false, s]
+          : [!Equal.equals(s.info, info), { ...s, info, holder }]
+      )
+      if (changed) Metrics.membershipChanges.unsafeUpdate(1, [])
+    }
+
+    // Every registration's scope is a child of this one, made before the leave's finalizer below, so a leave runs
+    // that finalizer (work stops) before any registration is released (keys deleted, the lease maybe revoked): also
+    // for registrations made later, after a lost membership, whose own scopes would otherwise close first.
+    const registrations = yield* Scope.fork(memberScope, ExecutionStrategy.sequential)
+    yield* Registration.keepRegistered(
+      { shared, settings, watch, parent: registrations, setInfo: unsafeSetInfo },
+      memberScope,
+      {
+        // As in a leave: work stops before the lost registration's keys go (its handover key says what work of this
+        // member may still run) and before a new key makes the member visible again.
+        lost: () => Effect.zipRight(Effect.sync(() => unsafeSetInfo(Info.invalid)), workStopped),
+        gaveUp: (error) => status.set({ info: Info.invalid, holder: undefined, end: { _tag: "Failed", error } })
+      }
+    )
+
+    // --- The leave: added last, so run first ---
+    // The member hears that its membership ended, and work run by runAssigned stops (bounded by the TTL), before
+    // its keys are deleted and the others can take over.
+    yield* Scope.addFinalizer(
+      memberScope,
+      status.modify((s) =>
+        [
+          undefined,
+          s.end._tag === "Open" ? { info: Info.invalid, holder: undefined, end: { _tag: "Closed" } } : s
+        ] as const
+      ).pipe(Effect.zipRight(workStopped))
+    )
+
+    // --- What users read ---
+    // One channel of one stage per subscriber: a thousand members in one process each pay for every view, so
+    // skipping stale statuses, dropping equal Infos and ending are one step, not a pipeline of streams.
+    const changes: Stream.Stream<Info, EtcdSeqError> = Stream.fromChannel(Channel.unwrap(Effect.map(
+      status.reader,
+      (next) => {
+        let last: Info | undefined
+        const loop: Channel.Channel<Chunk.Chunk<Info>, unknown, EtcdSeqError, unknown, void, unknown> = Channel
+          .flatMap(Channel.fromEffect(next), (s) => {
+            const emit = last !== undefined && Equal.equals(last, s.info)
+              ? Channel.void
+              : Channel.write(Chunk.of(s.info))
+            last = s.info
+            return Channel.zipRight(
+              emit,
+              s.end._tag === "Open" ? loop : s.end._tag === "Failed" ? Channel.fail(s.end.error) : Channel.void
+            )
+          })
+        return loop
+      }
+    )))
+
+    const service: EtcdSeqService = {
+      group: settings.key,
+      changes,
+      current: Effect.map(status.get, (s) => s.info),
+      members: Effect.map(SubscriptionRef.get(watch.view), (view) =>
+        view.members.map((e, index): Member => ({
+          id: e.id,
+          metadata: e.metadata,
+          index,
+          joinRevision: e.createRevision
+        })))
+    }
+    registry.set(service, {
+      group: settings.key,
+      shared,
+      view: watch.view,
+      // Built when runAssigned runs, not for every member.
+      assignments: Stream.suspend(() =>
+        status.changes.pipe(
+          Stream.takeUntil((s) => s.end._tag !== "Open"),
+          Stream.map((s): Assign.Latest =>
+            s.end._tag === "Open" ? { _tag: "Info", info: s.info, holder: s.holder } : s.end
+          ),
+          Stream.changesWith((a, b) =>
+            a._tag === "Info" && b._tag === "Info"
+              ? a.holder === b.holder && Equal.equals(a.info, b.info) && a.info.revision === b.info.revision
+              : a._tag === b._tag
+          )
+        )
+      ),
+      activeWork,
+      runner: yield* Effect.makeSemaphore(1)
+    })
+    return service
+  }).pipe(Effect.annotateLogs({ group: settings.key }))
