@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url"
 import { configDefaults, defineConfig } from "vitest/config"
 
 /**
@@ -8,6 +9,13 @@ import { configDefaults, defineConfig } from "vitest/config"
 const timingSensitive = ["test/runAssigned.concurrency.test.ts"]
 
 export default defineConfig({
+  // Examples and tests import the package by its name; they test the sources, not a build.
+  resolve: {
+    alias: {
+      "effect-etcdseq/testing": fileURLToPath(new URL("./src/testing.ts", import.meta.url)),
+      "effect-etcdseq": fileURLToPath(new URL("./src/index.ts", import.meta.url))
+    }
+  },
   test: {
     // Integration files each start their own etcd; two cores run two files at once.
     fileParallelism: true,

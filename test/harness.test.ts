@@ -17,9 +17,11 @@ const hasEtcdBinary = (process.env["PATH"] ?? "")
   .split(path.delimiter)
   .some((dir) => dir !== "" && existsSync(path.join(dir, "etcd")))
 
-const dockerMayBeAround = process.env["DOCKER_HOST"] !== undefined ||
-  process.env["TESTCONTAINERS_HOST_OVERRIDE"] !== undefined ||
-  existsSync("/var/run/docker.sock")
+/** Whether a Docker engine answers (testcontainers' own probe), within a bound. */
+const dockerAnswers = Effect.tryPromise(async () => {
+  const { getContainerRuntimeClient } = await import("testcontainers")
+  await getContainerRuntimeClient()
+}).pipe(Effect.timeout("10 seconds"), Effect.isSuccess)
 
 /** pids of `etcd` processes whose parent is this test process (Linux /proc; empty elsewhere). */
 const etcdChildren = (): ReadonlyArray<number> => {
@@ -234,10 +236,15 @@ describe("resolveEndpoints", () => {
     5_000
   )
 
-  it.effect.skipIf(dockerMayBeAround)(
+  it.live(
     "without ETCD_ENDPOINTS, an etcd binary or a Docker engine it says how to get etcd",
-    () =>
+    (ctx) =>
       Effect.gen(function*() {
+        if (yield* dockerAnswers) {
+          const reason = "a Docker engine answers here, so the harness would start a container"
+          console.log(`skipped: ${reason}`)
+          return ctx.skip(reason)
+        }
         const exit = yield* Effect.scoped(
           Effect.zipRight(
             withEnv({ ETCD_ENDPOINTS: undefined, PATH: "/nonexistent-harness-path" }),
@@ -252,5 +259,26 @@ describe("resolveEndpoints", () => {
         }
       }),
     20_000
+  )
+})
+
+describe("resolveEndpoints through testcontainers", () => {
+  it.live(
+    "without ETCD_ENDPOINTS and an etcd binary, a Docker engine gives an etcd container, stopped with the scope",
+    (ctx) =>
+      Effect.gen(function*() {
+        if (!(yield* dockerAnswers)) {
+          const reason = "no Docker engine answers on this machine; the container path runs where one does"
+          console.log(`skipped: ${reason}`)
+          return ctx.skip(reason)
+        }
+        yield* Effect.scoped(Effect.gen(function*() {
+          yield* withEnv({ ETCD_ENDPOINTS: undefined, PATH: "/nonexistent-harness-path" })
+          const resolved = yield* resolveEndpoints
+          expect(resolved.source).toBe("container")
+          expect(yield* etcdHealthy(resolved.endpoints[0]!)).toBe(true)
+        }))
+      }),
+    180_000
   )
 })
