@@ -6,7 +6,7 @@
  * in create-revision order), puts and deletes, transactions with compares, prefix or key watches from a revision,
  * and leases. Values are strings, revisions and lease ids numbers and decimal strings as etcd prints them.
  */
-import { Data, type Duration, type Effect, type Mailbox, type Scope } from "effect"
+import { Data, type Duration, Effect, Exit, Mailbox, type Scope } from "effect"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../../EtcdSeqError.js"
 
 /** What a request fails with: no etcd answered, or etcd answered no. */
@@ -92,6 +92,25 @@ export class WatchEnded extends Data.TaggedError("WatchEnded")<{
   readonly wasConnected: boolean
   readonly cause: unknown
 }> {}
+
+/** A watch's mailbox, shut down with the scope, and how the watch ends: a `WatchEnded` item, then done. */
+export const watchMailbox: Effect.Effect<
+  {
+    readonly mailbox: Mailbox.Mailbox<WatchResponse | WatchEnded>
+    readonly end: (ended: WatchEnded) => void
+  },
+  never,
+  Scope.Scope
+> = Effect.map(
+  Effect.acquireRelease(Mailbox.make<WatchResponse | WatchEnded>(), (m) => m.shutdown),
+  (mailbox) => ({
+    mailbox,
+    end: (ended) => {
+      mailbox.unsafeOffer(ended)
+      mailbox.unsafeDone(Exit.void)
+    }
+  })
+)
 
 /** One watch response: the events of one or more revisions, in order. */
 export interface WatchResponse {

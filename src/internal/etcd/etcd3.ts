@@ -4,7 +4,7 @@
  * `EtcdRequestFailed`).
  */
 import { noop } from "cockatiel"
-import { Duration, Effect, Exit, Mailbox, Runtime, type Scope } from "effect"
+import { Duration, Effect, type Mailbox, Runtime, type Scope } from "effect"
 import {
   castGrpcError,
   Etcd3,
@@ -374,14 +374,7 @@ const watch = (
   startRevision: number
 ): Effect.Effect<Mailbox.ReadonlyMailbox<Api.WatchResponse | Api.WatchEnded>, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const mailbox = yield* Effect.acquireRelease(
-      Mailbox.make<Api.WatchResponse | Api.WatchEnded>(),
-      (m) => m.shutdown
-    )
-    const end = (ended: Api.WatchEnded) => {
-      mailbox.unsafeOffer(ended)
-      mailbox.unsafeDone(Exit.void)
-    }
+    const { end, mailbox } = yield* Api.watchMailbox
     const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const reset = (why: string) => {
       if (resetWatchStream(etcd)) {

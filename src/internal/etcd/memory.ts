@@ -12,7 +12,7 @@
  *
  * Every operation is one synchronous step on plain data, so each is atomic, as etcd's requests are.
  */
-import { Duration, Effect, Exit, Mailbox, Queue, type Scope } from "effect"
+import { Duration, Effect, type Mailbox, Queue, type Scope } from "effect"
 import { EtcdRequestFailed, EtcdUnavailable } from "../../EtcdSeqError.js"
 import * as Api from "./api.js"
 
@@ -35,6 +35,7 @@ interface Watch {
   readonly client: number
   readonly target: Api.Target
   readonly mailbox: Mailbox.Mailbox<Api.WatchResponse | Api.WatchEnded>
+  readonly end: (ended: Api.WatchEnded) => void
 }
 
 export type OutageMode = "unreachable" | "hang"
@@ -200,8 +201,7 @@ export const makeServer: Effect.Effect<Server, never, Scope.Scope> = Effect.gen(
     for (const watch of [...watches]) {
       if (!affected(watch.client)) continue
       watches.delete(watch)
-      watch.mailbox.unsafeOffer(new Api.WatchEnded({ compacted: false, wasConnected: true, cause: "unreachable" }))
-      watch.mailbox.unsafeDone(Exit.void)
+      watch.end(new Api.WatchEnded({ compacted: false, wasConnected: true, cause: "unreachable" }))
     }
   }
 
@@ -260,14 +260,7 @@ export const makeServer: Effect.Effect<Server, never, Scope.Scope> = Effect.gen(
         }),
       watch: (target, startRevision) =>
         Effect.gen(function*() {
-          const mailbox = yield* Effect.acquireRelease(
-            Mailbox.make<Api.WatchResponse | Api.WatchEnded>(),
-            (m) => m.shutdown
-          )
-          const end = (ended: Api.WatchEnded) => {
-            mailbox.unsafeOffer(ended)
-            mailbox.unsafeDone(Exit.void)
-          }
+          const { end, mailbox } = yield* Api.watchMailbox
           if (reachable(client) !== "yes") {
             end(new Api.WatchEnded({ compacted: false, wasConnected: false, cause: "unreachable" }))
             return mailbox
@@ -287,7 +280,7 @@ export const makeServer: Effect.Effect<Server, never, Scope.Scope> = Effect.gen(
             const mine = entry.events.filter((e) => matches(target, e._tag === "Put" ? e.kv.key : e.key))
             if (mine.length > 0) mailbox.unsafeOffer({ events: mine })
           }
-          const watch: Watch = { client, target, mailbox }
+          const watch: Watch = { client, target, mailbox, end }
           yield* Effect.acquireRelease(Effect.sync(() => watches.add(watch)), () =>
             Effect.sync(() => watches.delete(watch)))
           return mailbox
