@@ -218,6 +218,13 @@ export const contract = <R>(test: Test<R>, harness: Harness<R>): void => {
       // A put under a lease etcd does not know is refused as such; a revoke of it is no error.
       const refused = yield* api.put(`${p}c`, "3", lease).pipe(Effect.flip)
       expect(Api.isLeaseNotFound(refused)).toBe(true)
+      // In a transaction, it refuses the whole transaction: nothing of it is written.
+      const whole = yield* api.txn({
+        compare: [],
+        success: [{ _tag: "Put", key: `${p}d`, value: "4" }, { _tag: "Put", key: `${p}e`, value: "5", lease }]
+      }).pipe(Effect.flip)
+      expect(Api.isLeaseNotFound(whole)).toBe(true)
+      expect((yield* api.range({ target: { prefix: p } })).kvs).toEqual([])
       yield* api.revoke(lease)
     }))
 

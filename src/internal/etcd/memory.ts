@@ -152,7 +152,9 @@ export const makeServer: Effect.Effect<Server, never, Scope.Scope> = Effect.gen(
     if (before !== undefined && before.lease !== "0") leases.get(before.lease)?.keys.delete(key)
     if (lease !== "0") leases.get(lease)!.keys.add(key)
     const kv: Api.KeyValue = { key, value, lease, createRevision: before?.createRevision ?? at, modRevision: at }
-    versions.set(key, [...(versions.get(key) ?? []), { modRevision: at, kv }])
+    const list = versions.get(key)
+    if (list === undefined) versions.set(key, [{ modRevision: at, kv }])
+    else list.push({ modRevision: at, kv })
     events.push({ _tag: "Put", kv })
   }
 
@@ -242,6 +244,12 @@ export const makeServer: Effect.Effect<Server, never, Scope.Scope> = Effect.gen(
         call("txn", () => {
           const succeeded = txn.compare.every(compare)
           const ops = succeeded ? txn.success : txn.failure ?? []
+          // Refused whole or applied whole: a put under an unknown lease fails the transaction before any write.
+          for (const op of ops) {
+            if (op._tag === "Put" && op.lease !== undefined && op.lease !== "0" && !leases.has(op.lease)) {
+              throw new Api.LeaseNotFound({ lease: op.lease })
+            }
+          }
           const results: Array<Api.OpResult> = []
           // Reads see the transaction's own writes before them, as etcd's do.
           const at = commit((next, events) => {
