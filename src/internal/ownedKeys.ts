@@ -27,16 +27,25 @@ export interface Options {
 
 /** Runs `write` (which creates some of `options.keys`) with the keys' delete registered first in the scope. */
 export const hold = <A, E>(options: Options, write: Effect.Effect<A, E>): Effect.Effect<A, E, Scope.Scope> =>
-  Effect.gen(function*() {
-    const { api, keys } = options
-    const remove: Effect.Effect<unknown, Api.RequestError> = keys.length === 1
-      ? api.delete(keys[0]!)
-      : api.txn({ compare: [], success: keys.map((key) => ({ _tag: "Delete" as const, key })) })
-    // Scope.addFinalizer, not Effect.addFinalizer: a thousand members would each keep a copy of their fiber refs.
-    yield* Scope.addFinalizer(
-      yield* Effect.scope,
-      Effect.suspend(() =>
-        options.gone?.() === true ? Effect.void : remove.pipe(
+  Effect.zipRight(deleteOnClose(options), write)
+
+/**
+ * Apart from `hold`, so that the finalizer's closure does not keep `write` (and all it captured) alive for the life
+ * of the scope: a thousand members would each keep their first put.
+ */
+const deleteOnClose = (options: Options): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.flatMap(Effect.scope, (scope) =>
+    // Scope.addFinalizer, not Effect.addFinalizer: a thousand members would each keep a copy of their fiber refs. The
+    // delete is built when the scope closes, not before: a thousand members would each keep one for nothing.
+    Scope.addFinalizer(
+      scope,
+      Effect.suspend(() => {
+        if (options.gone?.() === true) return Effect.void
+        const { api, keys } = options
+        const remove: Effect.Effect<unknown, Api.RequestError> = keys.length === 1
+          ? api.delete(keys[0]!)
+          : api.txn({ compare: [], success: keys.map((key) => ({ _tag: "Delete" as const, key })) })
+        return remove.pipe(
           Effect.timeout(options.deleteWithin ?? Duration.sum(api.requestTimeout, Duration.millis(500))),
           Effect.catchAll((e) =>
             Effect.logWarning("delete failed; retrying in the background until it succeeds or the lease ends", e).pipe(
@@ -44,7 +53,5 @@ export const hold = <A, E>(options: Options, write: Effect.Effect<A, E>): Effect
             )
           )
         )
-      )
-    )
-    return yield* write
-  })
+      })
+    ))
