@@ -153,17 +153,19 @@ export interface EtcdApi {
   readonly revoke: (lease: string) => Effect.Effect<void, RequestError>
 }
 
-/** etcd's refusal of a write under a lease it does not know (revoked or expired). */
-export class LeaseNotFound extends Data.TaggedError("LeaseNotFound")<{ readonly lease: string }> {
+/** etcd's refusal of a write under a lease it does not know (revoked or expired); `lease` when the seam knows it. */
+export class LeaseNotFound extends Data.TaggedError("LeaseNotFound")<{ readonly lease?: string | undefined }> {
   override get message(): string {
-    return `etcdserver: requested lease not found (${this.lease})`
+    return `etcdserver: requested lease not found${this.lease === undefined ? "" : ` (${this.lease})`}`
   }
 }
 
-/** etcd's refusal of a read at a revision compaction has removed. */
-export class Compacted extends Data.TaggedError("Compacted")<{ readonly revision: number }> {
+/** etcd's refusal of a read at a revision compaction has removed; `revision`, the compaction's, when known. */
+export class Compacted extends Data.TaggedError("Compacted")<{ readonly revision?: number | undefined }> {
   override get message(): string {
-    return `etcdserver: mvcc: required revision has been compacted (${this.revision})`
+    return `etcdserver: mvcc: required revision has been compacted${
+      this.revision === undefined ? "" : ` (below ${this.revision})`
+    }`
   }
 }
 

@@ -67,9 +67,9 @@ export const classify = (
       operation,
       // etcd's two refusals the library acts on, in the seam's own terms.
       cause: cause instanceof EtcdLeaseInvalidError
-        ? new Api.LeaseNotFound({ lease: "?" })
+        ? new Api.LeaseNotFound({})
         : cause instanceof Error && compactedPattern.test(cause.message)
-        ? new Api.Compacted({ revision: 0 })
+        ? new Api.Compacted({})
         : cause
     })
 
