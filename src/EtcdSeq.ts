@@ -16,7 +16,9 @@ import * as Keys from "./internal/keys.js"
 import * as Membership from "./internal/member.js"
 import type { Settings } from "./internal/registration.js"
 import * as Retry from "./internal/retry.js"
+import * as Shards from "./internal/shards.js"
 import * as View from "./internal/view.js"
+import type { Shard } from "./Shard.js"
 
 /**
  * Options of one membership.
@@ -255,6 +257,55 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
           }),
           (source) => Assign.run(source, work, exclusive)
         )
+    )
+  }
+
+  /**
+   * Splits the group's `shards` among its live members and runs `work` for each shard this member owns, each in a
+   * scoped fiber of its own, for as long as it owns it.
+   *
+   * - A change of the group moves only the shards whose owner changes: a shard that stays with its member keeps
+   *   running, whatever happens to the member's index or count. A shard that moves is interrupted (its finalizers are
+   *   the "stop"), released, and only then started by its new owner. A dead owner's shards go with its lease.
+   * - Never two running workers for one shard, under the same assumptions as `runAssigned`'s exclusive modes (see
+   *   the README); the self-fencing margin applies: a member that cannot prove its lease stops all its shards.
+   * - `shard.fence` grows with every acquisition of that shard, by any member: a fencing token downstream.
+   * - Every member runs the group with the same `shards`. The plan is a pure function of the view: at most
+   *   ⌈1.25 · shards / members⌉ per member, at least one when shards >= members.
+   *
+   * The effect never succeeds: it fails with the work's error (once every shard stopped), with `InvalidOptions` for
+   * a `shards` that is not an integer in 1..65,536 (before any I/O) or a membership not made by this library, with
+   * `ShardCountMismatch` when the group's members run another number (before anything runs), with `AlreadyRunning`
+   * when the membership runs another runner; it is interrupted when the membership ends.
+   *
+   * @example
+   * ```ts
+   * EtcdSeq.runShards({ shards: 64 }, (shard) =>
+   *   Effect.gen(function*() {
+   *     yield* Effect.addFinalizer(() => Effect.log(`stop partition ${shard.id}`))
+   *     yield* consume(shard.id, shard.fence)
+   *   })
+   * ).pipe(Effect.provide(EtcdSeqLive))
+   * ```
+   * @since 0.2.0
+   * @category combinators
+   */
+  static runShards<E, R>(
+    options: { readonly shards: number },
+    work: (shard: Shard) => Effect.Effect<void, E, R>
+  ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq> {
+    const problem = Shards.invalidShards(options?.shards)
+    if (problem !== undefined) return Effect.fail(new InvalidOptions({ field: "shards", reason: problem }))
+    return Effect.flatMap(
+      EtcdSeq,
+      (seq) => {
+        const source = Membership.sourceOf(seq)
+        return source === undefined
+          ? Effect.fail(
+            new InvalidOptions({ field: "EtcdSeq", reason: "runShards needs a membership made by EtcdSeq.make" })
+          )
+          : Shards.run(source, options.shards, work)
+      }
     )
   }
 }

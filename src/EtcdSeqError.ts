@@ -100,6 +100,31 @@ export class AlreadyRunning extends Data.TaggedError("AlreadyRunning")<{
   }
 }
 
+/**
+ * `runShards` was asked for a number of shards that another member of the group already runs with a different one:
+ * shard numbers would mean different things to them. Refused before anything runs.
+ *
+ * @example
+ * ```ts
+ * EtcdSeq.runShards({ shards: 64 }, work).pipe(
+ *   Effect.catchTag("ShardCountMismatch", (e) => Effect.logError(`group runs ${e.shards}, asked ${e.requested}`))
+ * )
+ * ```
+ * @since 0.2.0
+ * @category errors
+ */
+export class ShardCountMismatch extends Data.TaggedError("ShardCountMismatch")<{
+  readonly group: string
+  /** What the group's members already run with. */
+  readonly shards: number
+  /** What this member asked for. */
+  readonly requested: number
+}> {
+  override get message(): string {
+    return `group "${this.group}" runs ${this.shards} shards; this member asked for ${this.requested}`
+  }
+}
+
 const describeCause = (cause: unknown): string =>
   cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause)
 
@@ -109,4 +134,9 @@ const describeCause = (cause: unknown): string =>
  * @since 0.1.0
  * @category errors
  */
-export type EtcdSeqError = InvalidOptions | EtcdUnavailable | EtcdRequestFailed | AlreadyRunning
+export type EtcdSeqError =
+  | InvalidOptions
+  | EtcdUnavailable
+  | EtcdRequestFailed
+  | AlreadyRunning
+  | ShardCountMismatch

@@ -32,10 +32,12 @@ import * as Lock from "./lock.js"
 import { backoff } from "./retry.js"
 import type { View } from "./view.js"
 
-/** The registration an Info was obtained under: the member's key name and the lease it is bound to. */
+/** The registration an Info was obtained under: the member's key name, the lease it is bound to, its join. */
 export interface Holder {
   readonly id: string
   readonly leaseId: string
+  /** The member key's create revision. */
+  readonly createRevision: number
 }
 
 /** What a membership shows runAssigned: every Info with the registration behind it, and how the membership ended. */
@@ -49,6 +51,13 @@ export interface Source {
   /** The client and the view, which the exclusive modes need; absent for a membership this library did not make. */
   readonly shared: Shared | undefined
   readonly view: SubscriptionRef.SubscriptionRef<View> | undefined
+  /**
+   * Rewrites the member's record with the number of shards it runs `runShards` with (`undefined`: without), as long
+   * as the key is still the registration's; absent for a membership this library did not make.
+   */
+  readonly declareShards:
+    | ((holder: Holder, shards: number | undefined) => Effect.Effect<void, EtcdSeqError>)
+    | undefined
 }
 
 export type Latest =
@@ -69,7 +78,7 @@ interface Claim {
 }
 
 /** Counts `effect` as work in flight: a leave waits for it before it deletes the member's keys. */
-const counted = (activeWork: Cell.Cell<number>) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+export const counted = (activeWork: Cell.Cell<number>) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.acquireUseRelease(
     activeWork.modify((n) => [undefined, n + 1] as const),
     () => effect,
@@ -210,7 +219,7 @@ const runLoop = <E, R>(
   }).pipe(Effect.scoped, Effect.withSpan("EtcdSeq.runAssigned", { attributes: { group: source.group, exclusive } }))
 
 /** The holder of every Info of a membership this library did not make: it has no registration to tell apart. */
-const handMade: Holder = { id: "hand-made", leaseId: "0" }
+const handMade: Holder = { id: "hand-made", leaseId: "0", createRevision: 0 }
 
 const handMadeSources = new WeakMap<object, Source>()
 
@@ -234,7 +243,8 @@ export const fromChanges = (
       activeWork: yield* Cell.make(0),
       runner: yield* Effect.makeSemaphore(1),
       shared: undefined,
-      view: undefined
+      view: undefined,
+      declareShards: undefined
     }
     handMadeSources.set(seq, source)
     return source

@@ -4,6 +4,7 @@
  * public types carry no internals.
  */
 import { Effect, RcMap, type Scope } from "effect"
+import * as Claims from "./claims.js"
 import type * as Api from "./etcd/api.js"
 import * as Handover from "./handover.js"
 import * as Lease from "./lease.js"
@@ -15,6 +16,8 @@ export interface Shared {
   readonly groups: RcMap.RcMap<string, GroupWatch.GroupWatch, Api.RequestError>
   /** One shared watch of each group's handover keys (`runAssigned` with `exclusive: "group"`). */
   readonly handovers: RcMap.RcMap<string, Handover.HandoverWatch, Api.RequestError>
+  /** One shared watch of each group's shard claims (`runShards`). */
+  readonly claims: RcMap.RcMap<string, Claims.ClaimsWatch, Api.RequestError>
   /** The client's leases, one per TTL, shared by its members. */
   readonly leases: Lease.LeasePool
 }
@@ -23,8 +26,9 @@ export const make = (api: Api.EtcdApi): Effect.Effect<Shared, never, Scope.Scope
   Effect.gen(function*() {
     const groups = yield* RcMap.make({ lookup: (group: string) => GroupWatch.make(api, group) })
     const handovers = yield* RcMap.make({ lookup: (group: string) => Handover.watch(api, group) })
+    const claims = yield* RcMap.make({ lookup: (group: string) => Claims.watch(api, group) })
     const leases = yield* Lease.makePool(api)
-    return { api, groups, handovers, leases }
+    return { api, groups, handovers, claims, leases }
   })
 
 const registry = new WeakMap<object, Shared>()

@@ -6,6 +6,7 @@
  * <group>/members/~rename                  written and deleted at once to rename a view after a re-read (view.ts)
  * <group>/handover/<member id>             group mode: the newest view the member holds work of, under its lease
  * <group>/locks/<index>/<member id>.<run>  index mode: a contender for the index lock, under the member's lease
+ * <group>/claims/<shard>/<member id>.<run>  runShards: a claim on a shard, under the member's lease
  * ```
  *
  * A member id is `<lease id in hex>_<n>`: the lease its keys are bound to (shared by the members of one client) and
@@ -114,4 +115,27 @@ export const lockOwnerOfKey = (prefix: string, key: string, lease: string): stri
   const dot = name.lastIndexOf(".")
   const owner = name.slice(0, dot)
   return dot > 0 && /^(0|[1-9][0-9]{0,15})$/.test(name.slice(dot + 1)) && isBoundTo(owner, lease) ? owner : undefined
+}
+
+// --- Shard claims -----------------------------------------------------------------------------------------------
+
+export const claimsPrefix = (group: string): string => `${group}/claims/`
+
+export const claimKey = (group: string, shard: number, owner: string, run: number): string =>
+  `${claimsPrefix(group)}${shard}/${owner}.${run}`
+
+/**
+ * A claim as read back: its shard and owner, when the key is `<shard>/<member id>.<run>` and bound to that member's
+ * lease; otherwise `undefined` (a key no lease holds would block its shard forever).
+ */
+export const decodeClaim = (
+  prefix: string,
+  kv: { readonly key: string; readonly lease: string }
+): { readonly shard: number; readonly owner: string } | undefined => {
+  if (!kv.key.startsWith(prefix)) return undefined
+  const rest = kv.key.slice(prefix.length)
+  const slash = rest.indexOf("/")
+  if (slash <= 0 || !/^(0|[1-9][0-9]{0,5})$/.test(rest.slice(0, slash))) return undefined
+  const owner = lockOwnerOfKey(prefix + rest.slice(0, slash + 1), kv.key, kv.lease)
+  return owner === undefined ? undefined : { shard: Number(rest.slice(0, slash)), owner }
 }

@@ -10,8 +10,10 @@ import { Info } from "../Info.js"
 import type * as Assign from "./assign.js"
 import * as Cell from "./cell.js"
 import type { Shared } from "./client.js"
+import * as Keys from "./keys.js"
 import * as Metrics from "./metrics.js"
 import * as Registration from "./registration.js"
+import * as View from "./view.js"
 
 type End = { readonly _tag: "Open" } | { readonly _tag: "Closed" } | {
   readonly _tag: "Failed"
@@ -145,7 +147,19 @@ export const make = (
         )
       ),
       activeWork,
-      runner: yield* Effect.makeSemaphore(1)
+      runner: yield* Effect.makeSemaphore(1),
+      declareShards: (holder, shards) => {
+        const key = Keys.membersPrefix(settings.key) + holder.id
+        return Effect.asVoid(shared.api.txn({
+          compare: [{ key, target: "create", result: "equal", value: holder.createRevision }],
+          success: [{
+            _tag: "Put",
+            key,
+            value: View.encodeValue(settings.metadata, shards),
+            lease: holder.leaseId
+          }]
+        }))
+      }
     })
     return service
   }).pipe(Effect.annotateLogs({ group: settings.key }))

@@ -2,7 +2,7 @@
  * Every metric the library records, in one place (Effect `Metric`s: exported through whatever metrics layer the
  * application provides).
  */
-import { Metric } from "effect"
+import { Metric, MetricBoundaries } from "effect"
 
 export const membershipChanges = Metric.counter("etcdseq_membership_changes", {
   description: "Infos a member moved to (joins, leaves and re-registrations of any member of its group)"
@@ -23,3 +23,21 @@ export const groupReads = Metric.counter("etcdseq_group_reads", {
 export const watchResponses = Metric.counter("etcdseq_watch_responses", {
   description: "Watch responses applied to shared views"
 })
+
+export const shardsOwned = Metric.gauge("etcdseq_shards_owned", {
+  description: "Shards whose work runs in this process (runShards)"
+})
+
+export const shardsAcquired = Metric.counter("etcdseq_shards_acquired", {
+  description: "Shard acquisitions: a shard that moved to a member of this process, or started with it"
+})
+
+export const shardsReleased = Metric.counter("etcdseq_shards_released", {
+  description: "Shards a member of this process gave up: moved away, or stopped with it"
+})
+
+export const shardHandoverWait = Metric.histogram(
+  "etcdseq_shard_handover_wait_ms",
+  MetricBoundaries.exponential({ start: 1, factor: 2, count: 16 }),
+  "From a shard's claim to its work's start: how long its previous owner took to let it go"
+)

@@ -66,7 +66,9 @@ export const register = (deps: Deps): Effect.Effect<Registration, Api.RequestErr
     return yield* Effect.gen(function*() {
       // --- The lease, shared with the client's other members: the member itself is a key under it ---
       const lease = yield* shared.leases.hold(settings.ttl)
-      const holder: Holder = { id: Keys.memberId(lease.id, yield* shared.leases.unique), leaseId: lease.id }
+      const id = Keys.memberId(lease.id, yield* shared.leases.unique)
+      // Known once the key is written: nothing reads it before (onView waits for the create revision).
+      let holder: Holder = { id, leaseId: lease.id, createRevision: 0 }
       const visible = yield* Deferred.make<void>()
       let endedWith: string | undefined
       let onEnded: ((reason: string) => void) | undefined
@@ -113,6 +115,7 @@ export const register = (deps: Deps): Effect.Effect<Registration, Api.RequestErr
         Effect.tapError((e) => Api.isLeaseNotFound(e) ? lease.rejected : Effect.void)
       )
       state.createRevision = put.revision
+      holder = { ...holder, createRevision: put.revision }
       // Runs before the delete: the member's own delete must not read as "key deleted, register again".
       yield* Scope.addFinalizer(scope, Effect.sync(() => void (state.retired = true)))
       // Registered once the shared view has applied the member's own join (it may have already).

@@ -17,6 +17,8 @@ export interface Entry {
   readonly id: string
   readonly createRevision: number
   readonly metadata: string
+  /** The number of shards the member runs `runShards` with, once it does. */
+  readonly shards?: number | undefined
 }
 
 export interface View {
@@ -42,13 +44,19 @@ export type RawEvent = Api.Event
  * The value a member writes under its key, as JSON: `{ "v": 1, "metadata": "..." }`. The version lets a later
  * format be told apart; other fields are ignored, so a later version may add some.
  */
-const MemberRecord = Schema.Struct({ v: Schema.Literal(1), metadata: Schema.String })
+const MemberRecord = Schema.Struct({
+  v: Schema.Literal(1),
+  metadata: Schema.String,
+  shards: Schema.optional(Schema.Int.pipe(Schema.positive()))
+})
 
 const decodeJson = Schema.decodeUnknownEither(Schema.parseJson())
 const decodeRecord = Schema.decodeUnknownEither(MemberRecord)
 
-export const encodeValue = (metadata: string): string =>
-  Schema.encodeSync(Schema.parseJson(MemberRecord))({ v: 1, metadata })
+export const encodeValue = (metadata: string, shards?: number): string =>
+  Schema.encodeSync(Schema.parseJson(MemberRecord))(
+    shards === undefined ? { v: 1, metadata } : { v: 1, metadata, shards }
+  )
 
 export type Decoded =
   | { readonly _tag: "Member"; readonly entry: Entry }
@@ -69,7 +77,12 @@ export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
   if (Either.isLeft(record)) return { _tag: "Foreign", key: kv.key, reason: "value is not a member record" }
   return {
     _tag: "Member",
-    entry: { id, createRevision: kv.createRevision, metadata: record.right.metadata }
+    entry: {
+      id,
+      createRevision: kv.createRevision,
+      metadata: record.right.metadata,
+      ...(record.right.shards === undefined ? {} : { shards: record.right.shards })
+    }
   }
 }
 

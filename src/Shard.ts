@@ -1,0 +1,35 @@
+/**
+ * `Shard`: what `EtcdSeq.runShards` hands to the work it runs for one shard.
+ *
+ * @since 0.2.0
+ */
+import type { Info } from "./Info.js"
+
+/**
+ * One shard of a group's `shards`, owned by this member until it moves.
+ *
+ * @example
+ * ```ts
+ * EtcdSeq.runShards({ shards: 64 }, (shard) =>
+ *   Effect.log(`consuming partition ${shard.id} of ${shard.shards} under fence ${shard.fence}`)
+ * )
+ * ```
+ * @since 0.2.0
+ * @category models
+ */
+export interface Shard {
+  /** The shard's number, in `0..shards-1`. */
+  readonly id: number
+  /** The group's number of shards. */
+  readonly shards: number
+  /**
+   * Grows with every acquisition of this shard, by any member: a fencing token. A downstream system that remembers
+   * the highest fence it saw for a shard can refuse writes from an older owner.
+   */
+  readonly fence: number
+  /**
+   * The member's Info when it acquired the shard. A shard that stays with its member keeps running across view
+   * changes, so the member's index and count may since have changed.
+   */
+  readonly info: Info
+}

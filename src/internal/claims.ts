@@ -1,0 +1,212 @@
+/**
+ * Shard claims of `runShards`: etcd's mutex recipe per shard. A claim is `<group>/claims/<shard>/<member id>.<run>`
+ * under the claiming member's lease; a shard's claims are ordered by create revision, and a claim holds the shard
+ * once no older claim of it is left. A claim is released after its work stopped, and a dead claimer's claims go with
+ * its lease, so a new owner starts only once the old one has stopped.
+ *
+ * All claims of a group are followed by one watch per client (a prefix cache), however many shards wait on it; claims
+ * and releases that come together are written together, in transactions of up to 128 operations.
+ */
+import { Data, Deferred, Effect, Exit, Option, Queue, type Scope, Stream, SubscriptionRef } from "effect"
+import type * as Api from "./etcd/api.js"
+import * as Keys from "./keys.js"
+import * as PrefixCache from "./prefixCache.js"
+import { backoff } from "./retry.js"
+
+/** A live claim as the cache holds it. */
+export interface Claim {
+  readonly key: string
+  readonly owner: string
+  readonly createRevision: number
+}
+
+/** Every live claim of a group, by shard, oldest first. */
+export interface Claims {
+  readonly byShard: ReadonlyMap<number, ReadonlyArray<Claim>>
+  readonly seen: number
+}
+
+export interface ClaimsWatch {
+  readonly claims: SubscriptionRef.SubscriptionRef<Claims>
+}
+
+/** A claim's key went before it held its shard (its lease revoked, or deleted from outside): it holds nothing. */
+export class ClaimLost extends Data.TaggedError("ClaimLost")<{ readonly key: string }> {}
+
+// --- The cache --------------------------------------------------------------------------------------------------
+
+const insert = (list: ReadonlyArray<Claim> | undefined, claim: Claim): ReadonlyArray<Claim> => {
+  const next = (list ?? []).filter((c) => c.key !== claim.key)
+  let at = next.length
+  while (at > 0 && next[at - 1]!.createRevision > claim.createRevision) at--
+  return [...next.slice(0, at), claim, ...next.slice(at)]
+}
+
+const fromKvs = (prefix: string, kvs: ReadonlyArray<Api.KeyValue>, revision: number): Claims => {
+  const byShard = new Map<number, ReadonlyArray<Claim>>()
+  for (const kv of kvs) {
+    const decoded = Keys.decodeClaim(prefix, kv)
+    if (decoded === undefined) continue
+    byShard.set(
+      decoded.shard,
+      insert(byShard.get(decoded.shard), { key: kv.key, owner: decoded.owner, createRevision: kv.createRevision })
+    )
+  }
+  return { byShard, seen: revision }
+}
+
+const apply = (prefix: string) => (state: Claims, events: ReadonlyArray<Api.Event>): Claims => {
+  const byShard = new Map(state.byShard)
+  let seen = state.seen
+  for (const event of events) {
+    const key = event._tag === "Put" ? event.kv.key : event.key
+    seen = Math.max(seen, event._tag === "Put" ? event.kv.modRevision : event.modRevision)
+    const decoded = Keys.decodeClaim(prefix, event._tag === "Put" ? event.kv : { key, lease: "0" })
+    const shard = decoded?.shard ?? Number(key.slice(prefix.length).split("/")[0])
+    if (!Number.isInteger(shard)) continue
+    const without = (byShard.get(shard) ?? []).filter((c) => c.key !== key)
+    // A put that is no claim (no lease, a foreign name) replaces whatever the key held: it holds nothing.
+    byShard.set(
+      shard,
+      event._tag === "Put" && decoded !== undefined
+        ? insert(without, { key, owner: decoded.owner, createRevision: event.kv.createRevision })
+        : without
+    )
+    if (byShard.get(shard)!.length === 0) byShard.delete(shard)
+  }
+  return { byShard, seen }
+}
+
+/** Follows every claim of `group` for the life of the scope: one watch, whatever number of shards wait. */
+export const watch = (api: Api.EtcdApi, group: string): Effect.Effect<ClaimsWatch, Api.RequestError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const prefix = Keys.claimsPrefix(group)
+    const claims = yield* SubscriptionRef.make<Claims>({ byShard: new Map(), seen: 0 })
+    const cache = yield* PrefixCache.follow(api, prefix, {
+      initial: (kvs, revision) => fromKvs(prefix, kvs, revision),
+      reread: (_, kvs, revision) => fromKvs(prefix, kvs, revision),
+      apply: apply(prefix),
+      seen: (state) => state.seen
+    }, {
+      span: "EtcdSeq.claimsWatch",
+      onChange: (state) => SubscriptionRef.set(claims, state)
+    })
+    yield* SubscriptionRef.set(claims, cache.current())
+    return { claims }
+  })
+
+/**
+ * Waits until the claim `key` holds `shard`: it is in the cache and no older claim of the shard is left. Older claims
+ * of `owner` itself are leftovers of its earlier runs (its runs of one shard never overlap): they are deleted. Fails
+ * with `ClaimLost` when the key goes after it was seen. Returns the claim's create revision: the shard's fence.
+ */
+export const awaitHeld = (
+  api: Api.EtcdApi,
+  claims: ClaimsWatch,
+  shard: number,
+  key: string,
+  owner: string
+): Effect.Effect<number, ClaimLost> =>
+  Effect.gen(function*() {
+    let seen = false
+    const deleting = new Set<string>()
+    const verdict = yield* claims.claims.changes.pipe(
+      Stream.mapEffect((state) =>
+        Effect.gen(function*() {
+          const list = state.byShard.get(shard) ?? []
+          const at = list.findIndex((c) => c.key === key)
+          if (at < 0) return seen ? Option.some<number | "lost">("lost") : Option.none()
+          seen = true
+          const ahead = list.slice(0, at)
+          const leftovers = ahead.filter((c) => c.owner === owner && !deleting.has(c.key))
+          for (const leftover of leftovers) {
+            deleting.add(leftover.key)
+            yield* api.delete(leftover.key).pipe(Effect.retry(backoff), Effect.ignore, Effect.forkDaemon)
+          }
+          return ahead.length === 0 ? Option.some<number | "lost">(list[at]!.createRevision) : Option.none()
+        })
+      ),
+      Stream.filterMap((x) => x),
+      Stream.runHead
+    )
+    const outcome = Option.getOrElse(verdict, (): number | "lost" => "lost")
+    return outcome === "lost" ? yield* new ClaimLost({ key }) : outcome
+  })
+
+// --- Writes, batched ----------------------------------------------------------------------------------------------
+
+/** etcd's default `--max-txn-ops`. */
+const maxOps = 128
+
+interface Write {
+  readonly op: Api.Op
+  readonly done: Deferred.Deferred<void, Api.RequestError>
+}
+
+export interface Writer {
+  /** Writes a claim under `lease`; completes once it is written. */
+  readonly claim: (key: string, lease: string) => Effect.Effect<void, Api.RequestError>
+  /** Deletes a claim, in the background: retried until it lands (a delete of a key its lease took is a success). */
+  readonly release: (key: string) => Effect.Effect<void>
+}
+
+/** Lets the event loop run once, so that writes asked for in one turn go in one transaction. */
+const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume) => {
+  const handle = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(handle))
+})
+
+/**
+ * One writer per runner: claims and releases asked for together go together, in transactions of at most 128
+ * operations. A release that fails is retried in the background (`retryInBackground`).
+ */
+export const writer = (
+  api: Api.EtcdApi,
+  retryInBackground: (effect: Effect.Effect<unknown, unknown>) => Effect.Effect<void>
+): Effect.Effect<Writer, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const queue = yield* Queue.unbounded<Write>()
+    const flush = (writes: ReadonlyArray<Write>) =>
+      Effect.forEach(
+        Array.from({ length: Math.ceil(writes.length / maxOps) }, (_, i) => writes.slice(i * maxOps, (i + 1) * maxOps)),
+        (chunk) =>
+          api.txn({ compare: [], success: chunk.map((w) => w.op) }).pipe(
+            Effect.exit,
+            Effect.flatMap((exit) => Effect.forEach(chunk, (w) => Deferred.done(w.done, Exit.asVoid(exit))))
+          ),
+        { discard: true }
+      )
+    yield* Effect.gen(function*() {
+      while (true) {
+        const first = yield* Queue.take(queue)
+        yield* yieldToEventLoop
+        const rest = yield* Queue.takeAll(queue)
+        yield* flush([first, ...rest])
+      }
+    }).pipe(Effect.forkScoped)
+    // Added after the writer's fiber, so run before it is interrupted: what the runner's stop asked for (its last
+    // releases) is written once more; what still fails goes to the background through each release's own retry.
+    yield* Effect.addFinalizer(() =>
+      Effect.flatMap(Queue.takeAll(queue), (left) => flush([...left])).pipe(
+        Effect.timeout(api.requestTimeout),
+        Effect.ignore
+      )
+    )
+    // Queued at once (synchronously): a release asked for while the runner stops is in the queue before the
+    // runner's final flush looks.
+    const enqueue = (op: Api.Op) =>
+      Effect.flatMap(Deferred.make<void, Api.RequestError>(), (done) =>
+        Effect.as(Effect.sync(() => Queue.unsafeOffer(queue, { op, done })), done))
+    return {
+      claim: (key, lease) =>
+        Effect.flatMap(enqueue({ _tag: "Put", key, value: "", lease }), Deferred.await),
+      release: (key) =>
+        Effect.flatMap(enqueue({ _tag: "Delete", key }), (done) =>
+          Deferred.await(done).pipe(
+            Effect.catchAll(() => retryInBackground(api.delete(key))),
+            // A release never holds up the stop of a shard: it lands in the background.
+            Effect.forkDaemon,
+            Effect.asVoid
+          ))
+    }
+  })

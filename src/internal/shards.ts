@@ -1,0 +1,203 @@
+/**
+ * The runner behind `EtcdSeq.runShards`: the group's shards split among its live members by a pure plan
+ * (shardPlan.ts), each owned shard's work in a scoped fiber of its own. On a view change, only the shards whose owner
+ * changes move: a shard that stays keeps running; one that leaves is interrupted and its claim released; one that
+ * arrives is claimed and starts once its previous owner's claim is gone (claims.ts). No barrier across the group.
+ *
+ * As in `runAssigned`, the loop only ever waits for work to stop: claims, releases and waits run in the shards'
+ * fibers, so `Info.invalid` (a self-fence, a lost lease) stops every shard at once.
+ */
+import {
+  Cause,
+  Clock,
+  Deferred,
+  Effect,
+  Exit,
+  Fiber,
+  Metric,
+  Option,
+  Queue,
+  RcMap,
+  type Scope,
+  Stream,
+  SubscriptionRef
+} from "effect"
+import { AlreadyRunning, type EtcdSeqError, InvalidOptions, ShardCountMismatch } from "../EtcdSeqError.js"
+import { Info } from "../Info.js"
+import type { Shard } from "../Shard.js"
+import { counted, type Holder, type Latest, type Source } from "./assign.js"
+import * as Claims from "./claims.js"
+import * as Keys from "./keys.js"
+import * as Metrics from "./metrics.js"
+import { backoff } from "./retry.js"
+import * as ShardPlan from "./shardPlan.js"
+import type { View } from "./view.js"
+
+/** The most shards a group may have. */
+export const maxShards = 65_536
+
+/** Why `shards` is not a number of shards, or `undefined` when it is. */
+export const invalidShards = (shards: unknown): string | undefined =>
+  typeof shards !== "number" || !Number.isInteger(shards)
+    ? `${String(shards)} is not an integer`
+    : shards < 1 || shards > maxShards
+    ? `must be between 1 and ${maxShards}, got ${shards}`
+    : undefined
+
+/** One plan per view and number of shards, computed once for all the members of a client that hold the view. */
+const plans = new WeakMap<View, Map<number, ShardPlan.Plan>>()
+
+const planOf = (view: View, shards: number): ShardPlan.Plan => {
+  let byCount = plans.get(view)
+  if (byCount === undefined) plans.set(view, byCount = new Map())
+  let plan = byCount.get(shards)
+  if (plan === undefined) byCount.set(shards, plan = ShardPlan.plan(view.members.map((m) => m.id), shards))
+  return plan
+}
+
+export const run = <E, R>(
+  source: Source,
+  shards: number,
+  work: (shard: Shard) => Effect.Effect<void, E, R>
+): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope>> => {
+  const problem = invalidShards(shards)
+  if (problem !== undefined) return Effect.fail(new InvalidOptions({ field: "shards", reason: problem }))
+  if (source.shared === undefined || source.view === undefined || source.declareShards === undefined) {
+    return Effect.fail(
+      new InvalidOptions({ field: "EtcdSeq", reason: "runShards needs a membership made by EtcdSeq.make" })
+    )
+  }
+  return source.runner.withPermitsIfAvailable(1)(runLoop(source, shards, work)).pipe(
+    Effect.flatMap(() => Effect.fail(new AlreadyRunning({ group: source.group })))
+  )
+}
+
+const runLoop = <E, R>(
+  source: Source,
+  shards: number,
+  work: (shard: Shard) => Effect.Effect<void, E, R>
+): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope>> =>
+  Effect.gen(function*() {
+    const shared = source.shared!
+    const view = source.view!
+    const declare = source.declareShards!
+    const inbox = yield* Queue.sliding<Latest>(1)
+    yield* source.assignments.pipe(Stream.runForEach((latest) => Queue.offer(inbox, latest)), Effect.forkScoped)
+    const failed = yield* Deferred.make<never, E | EtcdSeqError>()
+    const claims = yield* RcMap.get(shared.claims, source.group)
+    const writer = yield* Claims.writer(shared.api, shared.leases.retryInBackground)
+
+    // --- The group's number of shards: declared in the member's record, checked against the others' ---
+    const first = yield* Queue.take(inbox).pipe(
+      Effect.repeat({ until: (l) => l._tag !== "Info" || (Info.isValid(l.info) && l.holder !== undefined) })
+    )
+    if (first._tag === "Closed") return yield* Effect.interrupt
+    if (first._tag === "Failed") return yield* Effect.fail(first.error)
+    yield* Queue.offer(inbox, first)
+    const holder = first.holder!
+    yield* declare(holder, shards).pipe(Effect.retry({ schedule: backoff, times: 10 }))
+    const other = yield* view.changes.pipe(
+      // Once the view holds this member's own declaration, it holds every declaration made before it; a later one
+      // sees this one and is refused itself.
+      Stream.filter((v) => v.members.some((m) => m.id === holder.id && m.shards === shards)),
+      Stream.map((v) => v.members.find((m) => m.shards !== undefined && m.shards !== shards)?.shards),
+      Stream.runHead,
+      Effect.map(Option.flatMap(Option.fromNullable))
+    )
+    if (Option.isSome(other)) {
+      yield* declare(holder, undefined).pipe(Effect.ignore)
+      return yield* new ShardCountMismatch({ group: source.group, shards: other.value, requested: shards })
+    }
+
+    // --- One shard: claim, wait for the previous owner, work ---
+    const runShard = (shard: number, owner: Holder, info: Info) =>
+      Effect.gen(function*() {
+        const key = Keys.claimKey(source.group, shard, owner.id, yield* shared.leases.unique)
+        // Released after the work's own finalizers (registered first, so run last), in the background.
+        yield* Effect.addFinalizer(() => writer.release(key))
+        const claimedAt = yield* Clock.currentTimeMillis
+        yield* writer.claim(key, owner.leaseId).pipe(
+          Effect.tapError((e) => Effect.logWarning(`claim of shard ${shard} not written; retrying`, e)),
+          // Retried, not failed: a lost lease or an unreachable etcd resolves with the next Info.
+          Effect.retry(backoff)
+        )
+        const fence = yield* Claims.awaitHeld(shared.api, claims, shard, key, owner.id)
+        yield* Metric.update(Metrics.shardHandoverWait, (yield* Clock.currentTimeMillis) - claimedAt)
+        yield* Metric.increment(Metrics.shardsAcquired)
+        yield* work({ id: shard, shards, fence, info }).pipe(
+          Effect.withSpan("EtcdSeq.shard", { attributes: { group: source.group, shard, fence } })
+        )
+      }).pipe(
+        Effect.scoped,
+        // A claim whose key went before it held the shard: claim it again, under a new key.
+        Effect.retry({ while: (e) => e instanceof Claims.ClaimLost, schedule: backoff }),
+        Effect.catchIf((e): e is Claims.ClaimLost => e instanceof Claims.ClaimLost, () => Effect.void),
+        counted(source.activeWork),
+        Effect.onExit((exit) =>
+          Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)
+            ? Deferred.failCause(failed, exit.cause)
+            : Effect.void
+        ),
+        Effect.ignore,
+        Effect.annotateLogs({ shard })
+      )
+
+    // --- The loop: stop what moved away, start what arrived, never waiting on etcd ---
+    const loop = Effect.gen(function*() {
+      const running = new Map<number, Fiber.RuntimeFiber<void, never>>()
+      let current: Holder | undefined
+      const stop = (which: ReadonlyArray<number>) =>
+        Effect.gen(function*() {
+          const fibers = which.map((s) => running.get(s)!)
+          for (const s of which) running.delete(s)
+          yield* Fiber.interruptAll(fibers)
+          yield* Metric.modify(Metrics.shardsOwned, -which.length)
+          yield* Metric.incrementBy(Metrics.shardsReleased, which.length)
+        })
+      const stopAll = Effect.suspend(() => stop([...running.keys()]))
+      yield* Effect.addFinalizer(() => stopAll)
+      while (true) {
+        const latest = yield* Queue.take(inbox)
+        if (latest._tag === "Closed") {
+          yield* stopAll
+          return yield* Effect.interrupt
+        }
+        if (latest._tag === "Failed") {
+          yield* stopAll
+          return yield* Effect.fail(latest.error)
+        }
+        const { holder: owner, info } = latest
+        if (!Info.isValid(info) || owner === undefined) {
+          yield* stopAll
+          current = undefined
+          continue
+        }
+        if (owner !== current) {
+          // A new registration (after a lost one): its record declares the count again, in the background.
+          yield* stopAll
+          if (current !== undefined) {
+            yield* Effect.forkScoped(Effect.ignore(Effect.retry(declare(owner, shards), backoff)))
+          }
+          current = owner
+        }
+        const mine = new Set(ShardPlan.shardsOf(planOf(yield* SubscriptionRef.get(view), shards), owner.id))
+        const gone = [...running.keys()].filter((s) => !mine.has(s)).sort((a, b) => a - b)
+        const arrived = [...mine].filter((s) => !running.has(s)).sort((a, b) => a - b)
+        if (gone.length > 0) yield* stop(gone)
+        for (const s of arrived) running.set(s, yield* Effect.forkScoped(runShard(s, owner, info)))
+        yield* Metric.modify(Metrics.shardsOwned, arrived.length)
+        if (gone.length > 0 || arrived.length > 0) {
+          yield* Effect.logInfo(
+            `runShards ${info.toString()}: took ${arrived.length} [${arrived.join(",")}], gave up ${gone.length} [${
+              gone.join(",")
+            }], runs ${running.size}`
+          )
+        }
+      }
+    }).pipe(Effect.scoped)
+
+    return yield* Effect.raceFirst(loop, Deferred.await(failed))
+  }).pipe(
+    Effect.scoped,
+    Effect.withSpan("EtcdSeq.runShards", { attributes: { group: source.group, shards } })
+  )

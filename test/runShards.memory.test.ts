@@ -1,0 +1,104 @@
+/**
+ * runShards over the in-memory etcd under the TestClock: shards split and kept, moves only what moves, checked runs.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Scope, TestClock } from "effect"
+import { Etcd, type EtcdClient, EtcdSeq, MemoryEtcd } from "../src/index.js"
+import { fenceRegressions, makeShardChecker, running, shardOverlaps, type ShardRun } from "./support/shardChecker.js"
+
+const settle = Effect.repeatN(
+  Effect.zipRight(Effect.yieldNow(), Effect.async<void>((resume) => void setImmediate(() => resume(Effect.void)))),
+  30
+)
+
+/** A member of `key` on a process of its own, running `shards` shards with the checker's work. */
+const member = (key: string, shards: number, checker: ReturnType<typeof makeShardChecker>, name: string, stop = 0) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const context = yield* Layer.buildWithScope(Etcd.layerMemory, scope)
+    const seq = yield* EtcdSeq.make({ key, ttl: "3 seconds" }).pipe(Effect.provide(context), Scope.extend(scope))
+    const exit = yield* EtcdSeq.runShards({ shards }, checker.work(name, stop)).pipe(
+      Effect.provideService(EtcdSeq, seq),
+      Effect.exit,
+      Effect.forkIn(scope)
+    )
+    return { seq, etcd: Context.get(context, Etcd) as EtcdClient, exit, leave: Scope.close(scope, Exit.void) }
+  })
+
+const ownersOf = (runs: ReadonlyArray<ShardRun>, shards: number) => running(runs, shards).map((o) => o.join("+"))
+
+describe("runShards over MemoryEtcd", () => {
+  it.scoped("shards split among members, each run once; a join moves some, and the rest keep running", () =>
+    Effect.gen(function*() {
+      const checker = makeShardChecker()
+      const a = yield* member("g/split", 16, checker, "a")
+      yield* settle
+      expect(ownersOf(checker.runs, 16)).toEqual(Array(16).fill("a"))
+      yield* member("g/split", 16, checker, "b")
+      yield* member("g/split", 16, checker, "c")
+      yield* settle
+      const owners = ownersOf(checker.runs, 16)
+      expect(owners.every((o) => o === "a" || o === "b" || o === "c")).toBe(true)
+      for (const m of ["a", "b", "c"]) expect(owners.filter((o) => o === m).length).toBeGreaterThanOrEqual(4)
+      const before = checker.runs.length
+      const kept = checker.runs.filter((r) => !Number.isFinite(r.end))
+      yield* member("g/split", 16, checker, "d")
+      yield* settle
+      const moved = checker.runs.length - before
+      // The newcomer's fair share (16 / 4), about: no shard moves but to it.
+      expect(moved).toBeGreaterThanOrEqual(3)
+      expect(moved).toBeLessThanOrEqual(6)
+      expect(checker.runs.slice(before).every((r) => r.member === "d")).toBe(true)
+      // A shard that stayed was not restarted.
+      expect(kept.filter((r) => Number.isFinite(r.end)).length).toBe(moved)
+      expect(shardOverlaps(checker.runs)).toEqual([])
+      expect(fenceRegressions(checker.runs)).toEqual([])
+      yield* a.leave
+      yield* settle
+      expect(ownersOf(checker.runs, 16).every((o) => o === "b" || o === "c" || o === "d")).toBe(true)
+      expect(shardOverlaps(checker.runs)).toEqual([])
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped("a crashed owner's shards start elsewhere only after its lease ran out, its own work stopped first", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const checker = makeShardChecker()
+      const a = yield* member("g/crash", 8, checker, "a")
+      yield* member("g/crash", 8, checker, "b")
+      yield* settle
+      const ofA = ownersOf(checker.runs, 8).filter((o) => o === "a").length
+      expect(ofA).toBeGreaterThan(0)
+      yield* memory.crash(a.etcd)
+      yield* TestClock.adjust(Duration.millis(2_999))
+      yield* settle
+      // a fenced itself (its work stopped); b has not taken over: a's claims live until the lease expires.
+      expect(ownersOf(checker.runs, 8).filter((o) => o === "b").length).toBe(8 - ofA)
+      expect(ownersOf(checker.runs, 8).filter((o) => o === "a").length).toBe(0)
+      yield* TestClock.adjust(Duration.millis(1))
+      yield* settle
+      expect(ownersOf(checker.runs, 8)).toEqual(Array(8).fill("b"))
+      expect(shardOverlaps(checker.runs)).toEqual([])
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped("a member asking for another number of shards is refused, naming both, before it runs anything", () =>
+    Effect.gen(function*() {
+      const checker = makeShardChecker()
+      yield* member("g/count", 8, checker, "a")
+      yield* settle
+      const b = yield* member("g/count", 16, checker, "b")
+      yield* settle
+      const exit = yield* Fiber.join(b.exit)
+      const failure = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+      expect(failure).toMatchObject({ _tag: "ShardCountMismatch", group: "g/count", shards: 8, requested: 16 })
+      expect(checker.runs.filter((r) => r.member === "b")).toEqual([])
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.effect.each([0, -1, 1.5, 65_537, Number.NaN])("shards %s: InvalidOptions before any I/O", (shards) =>
+    Effect.gen(function*() {
+      const error = yield* EtcdSeq.runShards({ shards }, () => Effect.void).pipe(
+        Effect.provideService(EtcdSeq, new Proxy({}, { get: () => { throw new Error("I/O attempted") } }) as never),
+        Effect.flip
+      )
+      expect(error).toMatchObject({ _tag: "InvalidOptions", field: "shards" })
+    }))
+})

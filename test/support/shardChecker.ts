@@ -1,0 +1,73 @@
+/**
+ * The shard checker: records every run of a shard's work (member, shard, fence, interval on a clock every process of
+ * the machine shares) and finds what `runShards` forbids.
+ */
+import { Effect, type Scope } from "effect"
+import type { Shard } from "../../src/index.js"
+
+export interface ShardRun {
+  readonly member: string
+  readonly shard: number
+  readonly fence: number
+  readonly start: number
+  end: number
+}
+
+/** Milliseconds on the machine's monotonic clock (CLOCK_MONOTONIC): comparable across processes. */
+export const now = (): number => Number(process.hrtime.bigint()) / 1e6
+
+export interface ShardChecker {
+  readonly runs: Array<ShardRun>
+  /** Work that records its run and holds it until interrupted; its stop takes `stopMillis`. */
+  readonly work: (member: string, stopMillis?: number) => (shard: Shard) => Effect.Effect<void, never, Scope.Scope>
+}
+
+export const makeShardChecker = (): ShardChecker => {
+  const runs: Array<ShardRun> = []
+  return {
+    runs,
+    work: (member, stopMillis = 0) => (shard) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          const run: ShardRun = { member, shard: shard.id, fence: shard.fence, start: now(), end: Infinity }
+          runs.push(run)
+          return run
+        }),
+        (run) => Effect.sleep(stopMillis).pipe(Effect.zipRight(Effect.sync(() => void (run.end = now()))))
+      ).pipe(Effect.zipRight(Effect.never))
+  }
+}
+
+/** Pairs of runs of one shard, by different members or not, whose intervals overlap. */
+export const shardOverlaps = (runs: ReadonlyArray<ShardRun>): Array<string> => {
+  const byShard = new Map<number, Array<ShardRun>>()
+  for (const run of runs) byShard.set(run.shard, [...(byShard.get(run.shard) ?? []), run])
+  const found: Array<string> = []
+  for (const [shard, list] of byShard) {
+    const sorted = [...list].sort((a, b) => a.start - b.start)
+    for (let i = 1; i < sorted.length; i++) {
+      const before = sorted.slice(0, i).find((r) => r.end > sorted[i]!.start)
+      if (before !== undefined) found.push(`shard ${shard}: ${before.member} and ${sorted[i]!.member}`)
+    }
+  }
+  return found
+}
+
+/** Runs of one shard whose fence did not grow with the acquisition after it. */
+export const fenceRegressions = (runs: ReadonlyArray<ShardRun>): Array<string> => {
+  const found: Array<string> = []
+  const last = new Map<number, ShardRun>()
+  for (const run of [...runs].sort((a, b) => a.start - b.start)) {
+    const before = last.get(run.shard)
+    if (before !== undefined && run.fence <= before.fence) found.push(`shard ${run.shard}: ${run.fence} after ${before.fence}`)
+    last.set(run.shard, run)
+  }
+  return found
+}
+
+/** The shards with exactly one running worker now, and the workers of the others (none, or several). */
+export const running = (runs: ReadonlyArray<ShardRun>, shards: number) => {
+  const owners = Array.from({ length: shards }, (): Array<string> => [])
+  for (const run of runs) if (!Number.isFinite(run.end)) owners[run.shard]!.push(run.member)
+  return owners
+}
