@@ -45,8 +45,18 @@ export interface Assignment {
   readonly owns: (shard: number, totalShards: number) => boolean
   /** The shard numbers in `0..totalShards-1` this member owns, ascending. */
   readonly shares: (totalShards: number) => ReadonlyArray<number>
-  /** True when this member owns `key` (stable 32-bit FNV-1a hash of its UTF-8 bytes, modulo count). */
+  /**
+   * True when this member owns `key` (stable 32-bit FNV-1a hash of its UTF-8 bytes, modulo count). When the count
+   * changes, almost every key moves: (n-1)/n of them. Simple to reproduce anywhere.
+   */
   readonly ownsKey: (key: string) => boolean
+  /**
+   * True when this member owns `key` by jump consistent hash (`jumpHash(key, count) === index`). When a member joins
+   * (it gets the highest index), only about 1/(n+1) of the keys move, all to it; when the newest member leaves, only
+   * its keys move. When an older member leaves, the indexes after it shift down and their keys move with them: for
+   * work that must stay put across any change, use `EtcdSeq.runShards`.
+   */
+  readonly ownsKeyJump: (key: string) => boolean
 }
 
 /**
@@ -67,6 +77,46 @@ export const keyHash = (key: string): number => {
     hash = Math.imul(hash, 0x01000193) >>> 0
   }
   return hash >>> 0
+}
+
+/**
+ * Jump consistent hash (Lamping and Veach, 2014) of a key over `buckets` buckets: the bucket in `0..buckets-1`. As
+ * the number of buckets grows from n to n+1, a key moves only to the new bucket, with probability 1/(n+1). The key
+ * is hashed with 64-bit FNV-1a over its UTF-8 bytes first; both steps are easy to reproduce in other languages.
+ *
+ * Errors: throws a `RangeError` for a `buckets` that is not a positive integer (a programming error).
+ *
+ * @example
+ * ```ts
+ * const owner = jumpHash("order-42", info.count) // the index that owns the key
+ * ```
+ * @since 0.2.0
+ * @category utils
+ */
+export const jumpHash = (key: string, buckets: number): number => {
+  if (!Number.isSafeInteger(buckets) || buckets < 1) {
+    throw new RangeError(`buckets must be a positive integer, got ${buckets}`)
+  }
+  let state = fnv64(key)
+  let bucket = -1
+  let next = 0
+  while (next < buckets) {
+    bucket = next
+    state = (state * 2862933555777941757n + 1n) & mask64
+    next = Math.floor((bucket + 1) * (2 ** 31 / Number((state >> 33n) + 1n)))
+  }
+  return bucket
+}
+
+const mask64 = (1n << 64n) - 1n
+
+const fnv64 = (key: string): bigint => {
+  let hash = 0xcbf29ce484222325n
+  for (const byte of new TextEncoder().encode(key)) {
+    hash ^= BigInt(byte)
+    hash = (hash * 0x100000001b3n) & mask64
+  }
+  return hash
 }
 
 const checkTotal = (totalShards: number): void => {
@@ -106,5 +156,6 @@ export const makeAssignment = (info: Info, fence: number): Assignment => ({
     for (let shard = info.index; shard < totalShards; shard += info.count) out.push(shard)
     return out
   },
-  ownsKey: (key) => Info.isValid(info) && keyHash(key) % info.count === info.index
+  ownsKey: (key) => Info.isValid(info) && keyHash(key) % info.count === info.index,
+  ownsKeyJump: (key) => Info.isValid(info) && jumpHash(key, info.count) === info.index
 })

@@ -93,12 +93,22 @@ describe("runShards over MemoryEtcd", () => {
       expect(checker.runs.filter((r) => r.member === "b")).toEqual([])
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
-  it.effect.each([0, -1, 1.5, 65_537, Number.NaN])("shards %s: InvalidOptions before any I/O", (shards) =>
-    Effect.gen(function*() {
-      const error = yield* EtcdSeq.runShards({ shards }, () => Effect.void).pipe(
-        Effect.provideService(EtcdSeq, new Proxy({}, { get: () => { throw new Error("I/O attempted") } }) as never),
-        Effect.flip
-      )
-      expect(error).toMatchObject({ _tag: "InvalidOptions", field: "shards" })
-    }))
+  it.effect.each([0, -1, 1.5, 65_537, Number.NaN])(
+    "shards %s: InvalidOptions before any I/O",
+    (shards) =>
+      Effect.gen(function*() {
+        const error = yield* EtcdSeq.runShards({ shards }, () => Effect.void).pipe(
+          Effect.provideService(
+            EtcdSeq,
+            new Proxy({}, {
+              get: () => {
+                throw new Error("I/O attempted")
+              }
+            }) as never
+          ),
+          Effect.flip
+        )
+        expect(error).toMatchObject({ _tag: "InvalidOptions", field: "shards" })
+      })
+  )
 })

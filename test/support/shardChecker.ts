@@ -59,7 +59,9 @@ export const fenceRegressions = (runs: ReadonlyArray<ShardRun>): Array<string> =
   const last = new Map<number, ShardRun>()
   for (const run of [...runs].sort((a, b) => a.start - b.start)) {
     const before = last.get(run.shard)
-    if (before !== undefined && run.fence <= before.fence) found.push(`shard ${run.shard}: ${run.fence} after ${before.fence}`)
+    if (before !== undefined && run.fence <= before.fence) {
+      found.push(`shard ${run.shard}: ${run.fence} after ${before.fence}`)
+    }
     last.set(run.shard, run)
   }
   return found
