@@ -75,6 +75,30 @@ describe("EtcdSeq over MemoryEtcd", () => {
       expect(yield* memory.read("g/crash/")).toEqual([])
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
+  it.scoped(
+    "with the TestClock a hair (under a nanosecond) before a lease's deadline, the lease lives on, then ends",
+    () =>
+      Effect.gen(function*() {
+        const memory = yield* MemoryEtcd
+        // Granted at 0.1 ms: the deadline is 5000.1, a fraction of a millisecond.
+        yield* TestClock.setTime(0.1)
+        const a = yield* join("g/hair")
+        yield* settle
+        yield* memory.crash(a.etcd)
+        const deadline = 5_000.1
+        yield* TestClock.setTime(deadline - 1e-12)
+        // A grant wakes the expiry at this instant: it must wait for the deadline, not spin on a zero-length sleep.
+        const b = yield* join("g/hair")
+        yield* settle
+        expect(yield* memory.read("g/hair/")).toHaveLength(2)
+        yield* TestClock.adjust(Duration.millis(1))
+        yield* settle
+        expect(yield* infos([b])).toEqual(["0/1"])
+        yield* Effect.all([a.leave, b.leave])
+      }).pipe(Effect.provide(MemoryEtcd.layer)),
+    10_000
+  )
+
   it.scoped("a member cut off from etcd fences itself exactly a margin (TTL / 5) before its lease can expire", () =>
     Effect.gen(function*() {
       const memory = yield* MemoryEtcd

@@ -6,10 +6,25 @@ import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Scope, Te
 import { Etcd, type EtcdClient, EtcdSeq, MemoryEtcd } from "../src/index.js"
 import { fenceRegressions, makeShardChecker, running, shardOverlaps, type ShardRun } from "./support/shardChecker.js"
 
-const settle = Effect.repeatN(
-  Effect.zipRight(Effect.yieldNow(), Effect.async<void>((resume) => void setImmediate(() => resume(Effect.void)))),
-  30
+/** One event-loop turn, after the fibers ready to run had theirs. */
+const turn = Effect.zipRight(
+  Effect.yieldNow(),
+  Effect.async<void>((resume) => void setImmediate(() => resume(Effect.void)))
 )
+
+const settle = Effect.repeatN(turn, 30)
+
+/**
+ * Moves the TestClock by `millis` in small steps, letting fibers run between: a timer a fiber sets in reaction to
+ * another (a work's stop after a self-fence) must fire in its turn, not after a later one the clock jumped past.
+ */
+const advance = (millis: number) =>
+  Effect.gen(function*() {
+    for (let done = 0; done < millis; done += 50) {
+      yield* TestClock.adjust(Duration.millis(Math.min(50, millis - done)))
+      yield* Effect.repeatN(turn, 4)
+    }
+  })
 
 /** A member of `key` on a process of its own, running `shards` shards with the checker's work. */
 const member = (key: string, shards: number, checker: ReturnType<typeof makeShardChecker>, name: string, stop = 0) =>
@@ -110,5 +125,61 @@ describe("runShards over MemoryEtcd", () => {
         )
         expect(error).toMatchObject({ _tag: "InvalidOptions", field: "shards" })
       })
+  )
+})
+
+describe("runShards churn over MemoryEtcd, under the TestClock", () => {
+  it.scoped(
+    "200 joins, leaves, crashes and cut-offs among up to 60 members: never two workers of one shard",
+    () =>
+      Effect.gen(function*() {
+        const memory = yield* MemoryEtcd
+        const checker = makeShardChecker()
+        const shards = 64
+        let state = 11
+        const next = () => {
+          state = (state * 1_103_515_245 + 12_345) % 2_147_483_648
+          return state / 2_147_483_648
+        }
+        const live: Array<{ readonly name: string; readonly etcd: EtcdClient; readonly leave: Effect.Effect<void> }> =
+          []
+        let joined = 0
+        for (let step = 0; step < 200; step++) {
+          const roll = next()
+          if (live.length < 3 || (live.length < 60 && roll < 0.5)) {
+            const name = `m${joined++}`
+            const m = yield* member("g/churn", shards, checker, name, Math.floor(next() * 300))
+            live.push({ name, etcd: m.etcd, leave: m.leave })
+          } else if (roll < 0.8) {
+            const [gone] = live.splice(Math.floor(next() * live.length), 1)
+            yield* Effect.forkScoped(gone!.leave)
+          } else if (roll < 0.9) {
+            // A crash: etcd hears nothing from it again; its claims go with its lease, after the TTL.
+            const [gone] = live.splice(Math.floor(next() * live.length), 1)
+            yield* memory.crash(gone!.etcd)
+            yield* Effect.forkScoped(gone!.leave)
+          } else {
+            // Cut off for longer than the TTL, then back: it fences itself, loses its lease, registers again.
+            const cut = live[Math.floor(next() * live.length)]!
+            yield* memory.outage({ clients: [cut.etcd] })
+            yield* advance(4_000)
+            yield* memory.recover
+          }
+          yield* advance(Math.floor(next() * 800))
+        }
+        // Quiet: every shard has exactly one worker.
+        yield* advance(10_000)
+        const owners = running(checker.runs, shards)
+        expect(owners.map((o) => o.length)).toEqual(Array(shards).fill(1))
+        expect(checker.runs.length).toBeGreaterThan(200)
+        expect(shardOverlaps(checker.runs)).toEqual([])
+        expect(fenceRegressions(checker.runs)).toEqual([])
+        // Nothing left behind: every member and claim key went with its leave or its lease.
+        yield* Effect.forEach(live, (m) => Effect.forkScoped(m.leave), { discard: true })
+        yield* advance(10_000)
+        expect(yield* memory.read("g/churn/")).toEqual([])
+        expect(running(checker.runs, shards).flat()).toEqual([])
+      }).pipe(Effect.provide(MemoryEtcd.layer)),
+    120_000
   )
 })

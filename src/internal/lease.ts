@@ -153,7 +153,9 @@ export const make = (
           )
           return "no keepalive succeeded within the TTL" as const
         }
-        yield* Effect.sleep(Duration.millis(fenceAt - now))
+        // Whole milliseconds, at least one: a sleep shorter than a nanosecond ends at once under the TestClock,
+        // which would spin here without reaching the fence.
+        yield* Effect.sleep(Duration.millis(Math.max(1, Math.ceil(fenceAt - now))))
       }
     })
     yield* Effect.raceAll([keepalive, watchdog, Deferred.await(rejected)]).pipe(

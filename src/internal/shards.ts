@@ -12,13 +12,14 @@ import {
   Clock,
   Deferred,
   Effect,
+  ExecutionStrategy,
   Exit,
   Fiber,
   Metric,
   Option,
   Queue,
   RcMap,
-  type Scope,
+  Scope,
   Stream,
   SubscriptionRef
 } from "effect"
@@ -155,6 +156,9 @@ const runLoop = <E, R>(
           yield* Metric.incrementBy(Metrics.shardsReleased, which.length)
         })
       const stopAll = Effect.suspend(() => stop([...running.keys()]))
+      // Shards stop together, not one after the other: a thousand shards whose work takes 100 ms to stop must not
+      // take 100 s to let go of the last one (the lease may be gone long before).
+      const shardScope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.parallel)
       yield* Effect.addFinalizer(() => stopAll)
       while (true) {
         const latest = yield* Queue.take(inbox)
@@ -184,7 +188,7 @@ const runLoop = <E, R>(
         const gone = [...running.keys()].filter((s) => !mine.has(s)).sort((a, b) => a - b)
         const arrived = [...mine].filter((s) => !running.has(s)).sort((a, b) => a - b)
         if (gone.length > 0) yield* stop(gone)
-        for (const s of arrived) running.set(s, yield* Effect.forkScoped(runShard(s, owner, info)))
+        for (const s of arrived) running.set(s, yield* Effect.forkIn(runShard(s, owner, info), shardScope))
         yield* Metric.modify(Metrics.shardsOwned, arrived.length)
         if (gone.length > 0 || arrived.length > 0) {
           yield* Effect.logInfo(

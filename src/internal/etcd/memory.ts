@@ -184,7 +184,9 @@ export const makeServer: Effect.Effect<Server, never, Scope.Scope> = Effect.gen(
       for (const lease of [...leases.values()]) if (lease.expiresAt <= at) endLease(lease)
       const next = Math.min(...[...leases.values()].map((l) => l.expiresAt))
       yield* Effect.raceFirst(
-        Number.isFinite(next) ? Effect.sleep(Duration.millis(next - at)) : Effect.never,
+        // Whole milliseconds, at least one: the TestClock can stand at a fraction of one, and a sleep shorter than
+        // a nanosecond ends at once, so the deadline would never be reached.
+        Number.isFinite(next) ? Effect.sleep(Duration.millis(Math.max(1, Math.ceil(next - at)))) : Effect.never,
         Queue.take(leasesChanged)
       )
     }
