@@ -118,11 +118,13 @@ export const register = (deps: Deps): Effect.Effect<Registration, Api.RequestErr
       holder = { ...holder, createRevision: put.revision }
       // Runs before the delete: the member's own delete must not read as "key deleted, register again".
       yield* Scope.addFinalizer(scope, Effect.sync(() => void (state.retired = true)))
-      // Registered once the shared view has applied the member's own join (it may have already).
+      // Registered once the shared view has applied the member's own join (it may have already). The put landed, so
+      // the wait is bounded by the TTL, not the request timeout: a watch that is slow to attach (its stream reset off a
+      // silent etcd member) must not turn a join that worked into a failure and a second put.
       onView(yield* SubscriptionRef.get(watch.view))
       yield* Deferred.await(visible).pipe(
         Effect.timeoutFail({
-          duration: shared.api.requestTimeout,
+          duration: Duration.max(settings.ttl, shared.api.requestTimeout),
           onTimeout: () => new EtcdUnavailable({ endpoints: shared.api.endpoints, timeout: shared.api.requestTimeout })
         })
       )

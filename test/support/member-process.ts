@@ -7,6 +7,10 @@
  *   {"event":"info","index":0,"count":3,"revision":12,"at":1700000000000}   every Info `changes` emits
  *   {"event":"error","message":"..."}                                         joining failed or `changes` failed
  *   {"event":"done","at":...}                                                the scope is closed
+ * With `--shards N` it also runs `EtcdSeq.runShards` over N shards, each shard's work printing its run (`mono`: the
+ * machine's CLOCK_MONOTONIC in ms, comparable across processes); `--stop-millis` is how long a work takes to stop:
+ *   {"event":"shard","phase":"start","shard":3,"fence":41,"mono":123456.7}
+ *   {"event":"shard","phase":"stop","shard":3,"fence":41,"mono":123789.1}
  *
  * A line `leave` on stdin (or stdin closing: the parent is gone) closes the member's scope. The process then ends
  * on its own, without `process.exit`: if a watcher, a timer or a socket were left behind it would keep running,
@@ -26,6 +30,9 @@ const print = (line: Record<string, unknown>) => process.stdout.write(JSON.strin
 const endpoints = (argument("endpoints") ?? "http://127.0.0.1:2379").split(",")
 const group = argument("group") ?? "test/member-process"
 const ttl = (argument("ttl") ?? "3 seconds") as Duration.DurationInput
+const shards = argument("shards") === undefined ? undefined : Number(argument("shards"))
+const stopMillis = Number(argument("stop-millis") ?? 0)
+const mono = () => Number(process.hrtime.bigint()) / 1e6
 
 // Where each timer still pending was set, to say what holds the process if it does not end.
 const timers = new Map<NodeJS.Timeout, string>()
@@ -70,6 +77,26 @@ const program = Effect.gen(function*() {
       Effect.catchAll((error) => Effect.sync(() => print({ event: "error", message: String(error) }))),
       Effect.forkScoped
     )
+    if (shards !== undefined) {
+      yield* EtcdSeq.runShards({ shards }, (shard) =>
+        Effect.acquireRelease(
+          Effect.sync(() =>
+            print({ event: "shard", phase: "start", shard: shard.id, fence: shard.fence, mono: mono() })
+          ),
+          () =>
+            Effect.sleep(stopMillis).pipe(
+              Effect.zipRight(
+                Effect.sync(() =>
+                  print({ event: "shard", phase: "stop", shard: shard.id, fence: shard.fence, mono: mono() })
+                )
+              )
+            )
+        ).pipe(Effect.zipRight(Effect.never))).pipe(
+          Effect.provideService(EtcdSeq, seq),
+          Effect.catchAll((error) => Effect.sync(() => print({ event: "error", message: String(error) }))),
+          Effect.forkScoped
+        )
+    }
     yield* Deferred.await(leave)
   })).pipe(
     // Stdin must not keep the process alive once the member is gone.

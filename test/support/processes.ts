@@ -24,6 +24,14 @@ export type MemberEvent =
     /** When the child emitted it (`Date.now()` there; same machine, same clock). */
     readonly at: number
   }
+  | {
+    readonly event: "shard"
+    readonly phase: "start" | "stop"
+    readonly shard: number
+    readonly fence: number
+    /** CLOCK_MONOTONIC in ms (`process.hrtime`): comparable across the machine's processes. */
+    readonly mono: number
+  }
   | { readonly event: "error"; readonly message: string }
   | { readonly event: "done"; readonly at: number }
 
@@ -33,6 +41,8 @@ export interface ProcessExit {
   readonly code: number | null
   readonly signal: NodeJS.Signals | null
   readonly at: number
+  /** When the parent saw it end, on CLOCK_MONOTONIC (as the shard events' `mono`). */
+  readonly mono: number
 }
 
 export interface MemberProcess {
@@ -96,6 +106,10 @@ export const spawnMember = (options: {
   readonly ttl: Duration.DurationInput
   /** Bound on starting node + tsx and joining; the machine may be loaded. Default 20 s. */
   readonly joinWithin?: Duration.DurationInput
+  /** Runs `EtcdSeq.runShards` over this many shards too, printing each shard's runs. */
+  readonly shards?: number
+  /** How long a shard's work takes to stop. */
+  readonly stopMillis?: number
 }): Effect.Effect<MemberProcess, never, Scope.Scope> =>
   Effect.gen(function*() {
     const events = yield* SubscriptionRef.make<ReadonlyArray<MemberEvent>>([])
@@ -114,7 +128,10 @@ export const spawnMember = (options: {
             "--group",
             options.group,
             "--ttl",
-            `${Duration.toMillis(Duration.decode(options.ttl))} millis`
+            `${Duration.toMillis(Duration.decode(options.ttl))} millis`,
+            ...(options.shards === undefined
+              ? []
+              : ["--shards", String(options.shards), "--stop-millis", String(options.stopMillis ?? 0)])
           ],
           { cwd: root, stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, NODE_OPTIONS: "" } }
         )
@@ -122,7 +139,7 @@ export const spawnMember = (options: {
         const exited = new Promise<ProcessExit>((resolve) => {
           child.once("exit", (code, signal) => {
             children.delete(child)
-            resolve({ code, signal, at: Date.now() })
+            resolve({ code, signal, at: Date.now(), mono: Number(process.hrtime.bigint()) / 1e6 })
           })
         })
         child.on("error", () => {})
@@ -157,7 +174,7 @@ export const spawnMember = (options: {
     const waitFor = (predicate: (info: InfoEvent) => boolean, within: Duration.DurationInput, what = "Info") =>
       events.changes.pipe(
         // A member that failed or ended will never emit the awaited Info: give up at once.
-        Stream.takeUntil((all) => all.some((e) => e.event !== "info")),
+        Stream.takeUntil((all) => all.some((e) => e.event === "error" || e.event === "done")),
         Stream.map((all) => all.filter((e): e is InfoEvent => e.event === "info").at(-1)),
         Stream.filter((last): last is InfoEvent => last !== undefined && predicate(last)),
         Stream.runHead,

@@ -73,3 +73,38 @@ export const running = (runs: ReadonlyArray<ShardRun>, shards: number) => {
   for (const run of runs) if (!Number.isFinite(run.end)) owners[run.shard]!.push(run.member)
   return owners
 }
+
+/**
+ * The runs a member process printed (its `shard` lines), as the checker's: a run with no stop line ends when the
+ * process was seen to end (`endedAt`, a SIGKILL), or is still running.
+ */
+export const runsOfProcess = (
+  member: string,
+  events: ReadonlyArray<
+    {
+      readonly event: string
+      readonly phase?: string
+      readonly shard?: number
+      readonly fence?: number
+      readonly mono?: number
+    }
+  >,
+  endedAt: number = Infinity
+): Array<ShardRun> => {
+  const runs: Array<ShardRun> = []
+  const open = new Map<string, ShardRun>()
+  for (const e of events) {
+    if (e.event !== "shard") continue
+    const key = `${e.shard}/${e.fence}`
+    if (e.phase === "start") {
+      const run: ShardRun = { member, shard: e.shard!, fence: e.fence!, start: e.mono!, end: endedAt }
+      open.set(key, run)
+      runs.push(run)
+    } else {
+      const run = open.get(key)
+      if (run !== undefined) run.end = e.mono!
+      open.delete(key)
+    }
+  }
+  return runs
+}

@@ -4,7 +4,7 @@
  * `EtcdRequestFailed`).
  */
 import { noop } from "cockatiel"
-import { Duration, Effect, type Mailbox, Runtime, type Scope } from "effect"
+import { Clock, Duration, Effect, type Mailbox, Runtime, type Scope } from "effect"
 import {
   castGrpcError,
   Etcd3,
@@ -428,19 +428,27 @@ const watch = (
           )
         })
     )
-    // Until the watch is attached: a stream that attaches nothing for a whole bound is stuck (see attaching). A healthy
-    // one answers each create within a round trip, so a long queue of creates still moves on and is left alone.
-    const bound = Duration.toMillis(settings.requestTimeout) / 2
+    // Until the watch is attached: a stream that attaches nothing for a whole bound is stuck (see attaching), on a
+    // silent host (a paused etcd member) or refused. A healthy one answers each create within a round trip, so a long
+    // queue of creates still moves on and is left alone. Each new stream goes to a host picked at random: with one of
+    // three silent, a quarter of the request timeout per try makes a join's watch attach within the timeout but in
+    // one case in a hundred.
+    const bound = Duration.toMillis(settings.requestTimeout) / 4
     yield* Effect.gen(function*() {
-      let before = attaching(etcd)
+      let stuck = attaching(etcd)
+      let since = yield* Clock.currentTimeMillis
       while (!state.wasConnected && !state.canceled) {
-        yield* Effect.sleep(bound)
+        yield* Effect.sleep(bound / 5)
         if (state.wasConnected || state.canceled) return
         const now = attaching(etcd)
-        if (now !== undefined && before !== undefined && now.queue === before.queue && now.first === before.first) {
+        const at = yield* Clock.currentTimeMillis
+        if (now === undefined || stuck === undefined || now.queue !== stuck.queue || now.first !== stuck.first) {
+          stuck = now
+          since = at
+        } else if (at - since >= bound) {
           reset(`a watch was not attached within ${bound} ms`)
+          stuck = undefined
         }
-        before = now
       }
     }).pipe(Effect.forkScoped)
     return mailbox
