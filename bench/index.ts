@@ -4,7 +4,8 @@
  * writes them to `bench/results/latest.{json,md}`. Every etcd it started is stopped with its scope.
  *
  * Options: `--sizes=10,100,300,1000` (300 is not in the issue: it shows the trend where 1000 cannot be measured),
- * `--impls=library,library10,baseline,assignments`, `--out=bench/results`, `--log=warning` (the library's warnings; by default
+ * `--impls=library,library10,baseline,assignments,shards`, `--shard-sizes=10,100,1000` (the shards section: `runShards`
+ * beside `runAssigned` with 1024 shards), `--out=bench/results`, `--log=warning` (the library's warnings; by default
  * errors only).
  */
 import { FileSystem, Path } from "@effect/platform"
@@ -22,12 +23,16 @@ import * as Library from "./library.js"
 import { markdown, type Report, row, targets } from "./report.js"
 import { nowMs } from "./runtime.js"
 import { failedRun, type GroupRun, type RunConfig, runGroup } from "./scenarios.js"
+import { measureShards, shardsMarkdown } from "./shards.js"
 
 const arg = (name: string): string | undefined =>
   process.argv.slice(2).find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
 
 const sizes = (arg("sizes") ?? "10,100,300,1000").split(",").map(Number).filter((n) => Number.isInteger(n) && n > 0)
-const impls = new Set((arg("impls") ?? "library,library10,baseline,assignments").split(","))
+const impls = new Set((arg("impls") ?? "library,library10,baseline,assignments,shards").split(","))
+const shardSizes = (arg("shard-sizes") ?? "10,100,1000").split(",").map(Number).filter((n) =>
+  Number.isInteger(n) && n > 0
+)
 const outDir = arg("out") ?? "bench/results"
 /** The library's own log lines (thousands of warnings when a large group breaks down); `--log=warning` shows them. */
 const logLevel = arg("log") === "warning" ? LogLevel.Warning : arg("log") === "info" ? LogLevel.Info : LogLevel.Error
@@ -167,6 +172,17 @@ const main = Effect.gen(function*() {
     )
     : []
 
+  // Issue 13: sticky shards beside the assignment modes, 1024 shards, one join and one leave per round.
+  const shards = impls.has("shards")
+    ? yield* measureShards({
+      endpoint: node.clientUrl,
+      sizes: shardSizes,
+      shards: 1024,
+      rounds: (size) => (size >= 1000 ? 3 : 5),
+      log: (line) => Console.log(line)
+    })
+    : []
+
   const rows = runs.map(row)
   const report: Report = {
     generatedAt: new Date().toISOString(),
@@ -185,13 +201,20 @@ const main = Effect.gen(function*() {
     rows,
     targets: targets(floor, rows, runs),
     runs,
-    assignments
+    assignments,
+    shards
   }
-  const text = assignments.length === 0 ? markdown(report) : `${markdown(report)}
-
-### Assignment handover (\`runAssigned\`, ms from the change)
-
-${assignmentsMarkdown(assignments)}`
+  const text = [
+    markdown(report),
+    ...(assignments.length === 0 ? [] : [
+      `### Assignment handover (\`runAssigned\`, ms from the change)\n\n${assignmentsMarkdown(assignments)}`
+    ]),
+    ...(shards.length === 0 ? [] : [
+      `### Sticky shards (\`runShards\` beside \`runAssigned\`, 1024 shards, ms from the change)\n\n${
+        shardsMarkdown(shards, floor.p99)
+      }`
+    ])
+  ].join("\n\n")
   yield* Console.log(`\n${text}`)
 
   const fs = yield* FileSystem.FileSystem

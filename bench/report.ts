@@ -4,6 +4,7 @@
  */
 import type { AssignmentRow } from "./assignments.js"
 import type { GroupRun } from "./scenarios.js"
+import type { ShardsRow } from "./shards.js"
 import { round, summarize, type Summary } from "./stats.js"
 
 /** A latency that may not have been reached within its bound: then `ms` is the bound, a lower limit. */
@@ -229,6 +230,7 @@ export const targets = (floor: Summary, rows: ReadonlyArray<Row>, runs: Readonly
 export interface Report {
   /** runAssigned handover times (issue 3), when measured. */
   readonly assignments?: ReadonlyArray<AssignmentRow>
+  readonly shards?: ReadonlyArray<ShardsRow>
   readonly generatedAt: string
   readonly command: string
   /** The library commit measured, and whether `src/` had uncommitted changes then. */

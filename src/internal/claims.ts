@@ -7,7 +7,7 @@
  * All claims of a group are followed by one watch per client (a prefix cache), however many shards wait on it; claims
  * and releases that come together are written together, in transactions of up to 128 operations.
  */
-import { Data, Deferred, Effect, Exit, Option, Queue, type Scope, Stream, SubscriptionRef } from "effect"
+import { Data, Deferred, Effect, Exit, Queue, type Scope } from "effect"
 import type * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 import * as PrefixCache from "./prefixCache.js"
@@ -27,7 +27,13 @@ export interface Claims {
 }
 
 export interface ClaimsWatch {
-  readonly claims: SubscriptionRef.SubscriptionRef<Claims>
+  /** The claims as the watch last applied them. */
+  readonly current: () => Claims
+  /**
+   * Calls `wake` once, after the next change of `shard`'s claims; the returned function cancels. A waiter costs
+   * nothing while other shards change: a thousand shards waiting at once must not each wake on every event.
+   */
+  readonly onShardChange: (shard: number, wake: () => void) => () => void
 }
 
 /** A claim's key went before it held its shard (its lease revoked, or deleted from outside): it holds nothing. */
@@ -81,7 +87,19 @@ const apply = (prefix: string) => (state: Claims, events: ReadonlyArray<Api.Even
 export const watch = (api: Api.EtcdApi, group: string): Effect.Effect<ClaimsWatch, Api.RequestError, Scope.Scope> =>
   Effect.gen(function*() {
     const prefix = Keys.claimsPrefix(group)
-    const claims = yield* SubscriptionRef.make<Claims>({ byShard: new Map(), seen: 0 })
+    const waiters = new Map<number, Set<() => void>>()
+    let last: Claims = { byShard: new Map(), seen: 0 }
+    // Shards an event touched get new lists (`apply` copies the map, not the untouched lists).
+    const changed = (next: Claims) =>
+      Effect.sync(() => {
+        const before = last
+        last = next
+        for (const [shard, set] of waiters) {
+          if (before.byShard.get(shard) === next.byShard.get(shard)) continue
+          waiters.delete(shard)
+          for (const wake of set) wake()
+        }
+      })
     const cache = yield* PrefixCache.follow(api, prefix, {
       initial: (kvs, revision) => fromKvs(prefix, kvs, revision),
       reread: (_, kvs, revision) => fromKvs(prefix, kvs, revision),
@@ -89,10 +107,18 @@ export const watch = (api: Api.EtcdApi, group: string): Effect.Effect<ClaimsWatc
       seen: (state) => state.seen
     }, {
       span: "EtcdSeq.claimsWatch",
-      onChange: (state) => SubscriptionRef.set(claims, state)
+      onChange: changed
     })
-    yield* SubscriptionRef.set(claims, cache.current())
-    return { claims }
+    yield* changed(cache.current())
+    return {
+      current: () => last,
+      onShardChange: (shard, wake) => {
+        let set = waiters.get(shard)
+        if (set === undefined) waiters.set(shard, set = new Set())
+        set.add(wake)
+        return () => void waiters.get(shard)?.delete(wake)
+      }
+    }
   })
 
 /**
@@ -110,27 +136,38 @@ export const awaitHeld = (
   Effect.gen(function*() {
     let seen = false
     const deleting = new Set<string>()
-    const verdict = yield* claims.claims.changes.pipe(
-      Stream.mapEffect((state) =>
-        Effect.gen(function*() {
-          const list = state.byShard.get(shard) ?? []
-          const at = list.findIndex((c) => c.key === key)
-          if (at < 0) return seen ? Option.some<number | "lost">("lost") : Option.none()
-          seen = true
-          const ahead = list.slice(0, at)
-          const leftovers = ahead.filter((c) => c.owner === owner && !deleting.has(c.key))
-          for (const leftover of leftovers) {
-            deleting.add(leftover.key)
-            yield* api.delete(leftover.key).pipe(Effect.retry(backoff), Effect.ignore, Effect.forkDaemon)
-          }
-          return ahead.length === 0 ? Option.some<number | "lost">(list[at]!.createRevision) : Option.none()
-        })
-      ),
-      Stream.filterMap((x) => x),
-      Stream.runHead
-    )
-    const outcome = Option.getOrElse(verdict, (): number | "lost" => "lost")
-    return outcome === "lost" ? yield* new ClaimLost({ key }) : outcome
+    while (true) {
+      // Registered before the look, so that no change between the look and the wait is missed.
+      let woken = false
+      let resume: (() => void) | undefined
+      const cancel = claims.onShardChange(shard, () => {
+        woken = true
+        resume?.()
+      })
+      const list = claims.current().byShard.get(shard) ?? []
+      const at = list.findIndex((c) => c.key === key)
+      if (at < 0 && seen) {
+        cancel()
+        return yield* new ClaimLost({ key })
+      }
+      if (at >= 0) {
+        seen = true
+        const ahead = list.slice(0, at)
+        for (const leftover of ahead.filter((c) => c.owner === owner && !deleting.has(c.key))) {
+          deleting.add(leftover.key)
+          yield* api.delete(leftover.key).pipe(Effect.retry(backoff), Effect.ignore, Effect.forkDaemon)
+        }
+        if (ahead.length === 0) {
+          cancel()
+          return list[at]!.createRevision
+        }
+      }
+      yield* Effect.async<void>((cb) => {
+        if (woken) return cb(Effect.void)
+        resume = () => cb(Effect.void)
+        return Effect.sync(cancel)
+      })
+    }
   })
 
 // --- Writes, batched ----------------------------------------------------------------------------------------------

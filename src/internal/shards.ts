@@ -117,16 +117,24 @@ const runLoop = <E, R>(
         // Released after the work's own finalizers (registered first, so run last), in the background.
         yield* Effect.addFinalizer(() => writer.release(key))
         const claimedAt = yield* Clock.currentTimeMillis
-        yield* writer.claim(key, owner.leaseId).pipe(
+        const fence = yield* writer.claim(key, owner.leaseId).pipe(
           Effect.tapError((e) => Effect.logWarning(`claim of shard ${shard} not written; retrying`, e)),
           // Retried, not failed: a lost lease or an unreachable etcd resolves with the next Info.
-          Effect.retry(backoff)
+          Effect.retry(backoff),
+          Effect.zipRight(Claims.awaitHeld(shared.api, claims, shard, key, owner.id)),
+          // No stack trace: a thousand shards may be acquired at once, and capturing one is most of a span's cost.
+          Effect.withSpan("EtcdSeq.acquireShard", {
+            attributes: { group: source.group, shard },
+            captureStackTrace: false
+          })
         )
-        const fence = yield* Claims.awaitHeld(shared.api, claims, shard, key, owner.id)
         yield* Metric.update(Metrics.shardHandoverWait, (yield* Clock.currentTimeMillis) - claimedAt)
         yield* Metric.increment(Metrics.shardsAcquired)
         yield* work({ id: shard, shards, fence, info }).pipe(
-          Effect.withSpan("EtcdSeq.shard", { attributes: { group: source.group, shard, fence } })
+          Effect.withSpan("EtcdSeq.shard", {
+            attributes: { group: source.group, shard, fence },
+            captureStackTrace: false
+          })
         )
       }).pipe(
         Effect.scoped,
