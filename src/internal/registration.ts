@@ -122,10 +122,11 @@ export const register = (deps: Deps): Effect.Effect<Registration, Api.RequestErr
       // the wait is bounded by the TTL, not the request timeout: a watch that is slow to attach (its stream reset off a
       // silent etcd member) must not turn a join that worked into a failure and a second put.
       onView(yield* SubscriptionRef.get(watch.view))
+      const seeWithin = Duration.max(settings.ttl, shared.api.requestTimeout)
       yield* Deferred.await(visible).pipe(
         Effect.timeoutFail({
-          duration: Duration.max(settings.ttl, shared.api.requestTimeout),
-          onTimeout: () => new EtcdUnavailable({ endpoints: shared.api.endpoints, timeout: shared.api.requestTimeout })
+          duration: seeWithin,
+          onTimeout: () => new EtcdUnavailable({ endpoints: shared.api.endpoints, timeout: seeWithin })
         })
       )
       return {

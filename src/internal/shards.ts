@@ -45,15 +45,46 @@ export const invalidShards = (shards: unknown): string | undefined =>
     ? `must be between 1 and ${maxShards}, got ${shards}`
     : undefined
 
-/** One plan per view and number of shards, computed once for all the members of a client that hold the view. */
-const plans = new WeakMap<View, Map<number, ShardPlan.Plan>>()
+/** A plan, with each member's shards in it (ascending). */
+interface Planned {
+  readonly owners: ShardPlan.Plan
+  readonly byMember: ReadonlyMap<string, ReadonlyArray<number>>
+}
 
-const planOf = (view: View, shards: number): ShardPlan.Plan => {
+/** One plan per view and number of shards, computed once for all the members of a client that hold the view. */
+const plans = new WeakMap<View, Map<number, Planned>>()
+
+/**
+ * The last plans made in this process, by member set: the members of one group on several clients hold views of one
+ * member set, and a plan of a thousand members costs 15-30 ms, which each client would pay again.
+ */
+const recent = new Map<string, Planned>()
+const recentMax = 16
+
+const planOf = (view: View, shards: number): Planned => {
   let byCount = plans.get(view)
   if (byCount === undefined) plans.set(view, byCount = new Map())
-  let plan = byCount.get(shards)
-  if (plan === undefined) byCount.set(shards, plan = ShardPlan.plan(view.members.map((m) => m.id), shards))
-  return plan
+  const known = byCount.get(shards)
+  if (known !== undefined) return known
+  const ids = view.members.map((m) => m.id)
+  const key = `${shards}:${ids.join(",")}`
+  let planned = recent.get(key)
+  if (planned === undefined) {
+    const owners = ShardPlan.plan(ids, shards)
+    const byMember = new Map<string, Array<number>>()
+    owners.forEach((owner, shard) => {
+      const list = byMember.get(owner)
+      if (list === undefined) byMember.set(owner, [shard])
+      else list.push(shard)
+    })
+    planned = { owners, byMember }
+  }
+  // Most recently used last; the oldest goes.
+  recent.delete(key)
+  recent.set(key, planned)
+  if (recent.size > recentMax) recent.delete(recent.keys().next().value!)
+  byCount.set(shards, planned)
+  return planned
 }
 
 export const run = <E, R>(
@@ -192,7 +223,7 @@ const runLoop = <E, R>(
           }
           current = owner
         }
-        const mine = new Set(ShardPlan.shardsOf(planOf(yield* SubscriptionRef.get(view), shards), owner.id))
+        const mine = new Set(planOf(yield* SubscriptionRef.get(view), shards).byMember.get(owner.id))
         const gone = [...running.keys()].filter((s) => !mine.has(s)).sort((a, b) => a - b)
         const arrived = [...mine].filter((s) => !running.has(s)).sort((a, b) => a - b)
         if (gone.length > 0) yield* stop(gone)
