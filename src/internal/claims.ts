@@ -203,16 +203,29 @@ export const writer = (
 ): Effect.Effect<Writer, never, Scope.Scope> =>
   Effect.gen(function*() {
     const queue = yield* Queue.unbounded<Write>()
-    const flush = (writes: ReadonlyArray<Write>) =>
-      Effect.forEach(
-        Array.from({ length: Math.ceil(writes.length / maxOps) }, (_, i) => writes.slice(i * maxOps, (i + 1) * maxOps)),
+    const flush = (writes: ReadonlyArray<Write>) => {
+      // etcd refuses a transaction that writes one key twice. A claim whose shard stopped in the turn it was asked
+      // for is a put and a delete of one key: only the last write of a key goes, and the earlier share its outcome.
+      const byKey = new Map<string, { op: Api.Op; done: Array<Deferred.Deferred<void, Api.RequestError>> }>()
+      for (const w of writes) {
+        const key = w.op._tag === "Range" ? "" : w.op.key
+        const earlier = byKey.get(key)
+        byKey.delete(key)
+        byKey.set(key, { op: w.op, done: [...(earlier?.done ?? []), w.done] })
+      }
+      const last = [...byKey.values()]
+      return Effect.forEach(
+        Array.from({ length: Math.ceil(last.length / maxOps) }, (_, i) => last.slice(i * maxOps, (i + 1) * maxOps)),
         (chunk) =>
           api.txn({ compare: [], success: chunk.map((w) => w.op) }).pipe(
             Effect.exit,
-            Effect.flatMap((exit) => Effect.forEach(chunk, (w) => Deferred.done(w.done, Exit.asVoid(exit))))
+            Effect.flatMap((exit) =>
+              Effect.forEach(chunk.flatMap((w) => w.done), (done) => Deferred.done(done, Exit.asVoid(exit)))
+            )
           ),
         { discard: true }
       )
+    }
     yield* Effect.gen(function*() {
       while (true) {
         const first = yield* Queue.take(queue)

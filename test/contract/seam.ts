@@ -228,6 +228,36 @@ export const contract = <R>(test: Test<R>, harness: Harness<R>): void => {
       yield* api.revoke(lease)
     }))
 
+  test("a transaction that writes one key twice, or has more than 128 operations, is refused whole", () =>
+    Effect.gen(function*() {
+      const api = yield* harness.client
+      const p = harness.prefix("txn-limits")
+      const twice = yield* api.txn({
+        compare: [],
+        success: [{ _tag: "Put", key: `${p}a`, value: "1" }, { _tag: "Put", key: `${p}b`, value: "1" }, {
+          _tag: "Delete",
+          key: `${p}a`
+        }]
+      }).pipe(Effect.flip)
+      expect(twice._tag).toBe("EtcdRequestFailed")
+      expect(String(twice.cause)).toContain("duplicate key given in txn request")
+      // Checked in the branch that does not run, too.
+      const otherBranch = yield* api.txn({
+        compare: [],
+        success: [],
+        failure: [{ _tag: "Put", key: `${p}c`, value: "1" }, { _tag: "Put", key: `${p}c`, value: "2" }]
+      }).pipe(Effect.flip)
+      expect(String(otherBranch.cause)).toContain("duplicate key given in txn request")
+      const ops = (n: number) =>
+        Array.from({ length: n }, (_, i) => ({ _tag: "Put" as const, key: `${p}many/${i}`, value: "1" }))
+      const tooMany = yield* api.txn({ compare: [], success: ops(129) }).pipe(Effect.flip)
+      expect(String(tooMany.cause)).toContain("too many operations in txn request")
+      expect((yield* api.range({ target: { prefix: p } })).kvs).toEqual([])
+      // 128 is allowed.
+      yield* api.txn({ compare: [], success: ops(128) })
+      expect((yield* api.range({ target: { prefix: `${p}many/` } })).kvs).toHaveLength(128)
+    }))
+
   test("a lease nobody keeps alive expires after its TTL, and takes its keys with it", () =>
     Effect.gen(function*() {
       const api = yield* harness.client

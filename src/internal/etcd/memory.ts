@@ -47,6 +47,9 @@ interface Outage {
 }
 
 /** Byte order of UTF-8 keys, as etcd orders them (JavaScript compares UTF-16 code units). */
+/** etcd's default `--max-txn-ops`. */
+const maxTxnOps = 128
+
 const compareKeys = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b))
 
 const matches = (target: Api.Target, key: string): boolean =>
@@ -246,6 +249,18 @@ export const makeServer: Effect.Effect<Server, never, Scope.Scope> = Effect.gen(
         call("txn", () => {
           const succeeded = txn.compare.every(compare)
           const ops = succeeded ? txn.success : txn.failure ?? []
+          // etcd's own checks, of both branches whichever runs: at most --max-txn-ops compares and operations in
+          // each, and no key written twice in one.
+          const branches = [txn.success, txn.failure ?? []]
+          if (txn.compare.length > maxTxnOps || branches.some((ops) => ops.length > maxTxnOps)) {
+            throw new Error("etcdserver: too many operations in txn request")
+          }
+          for (const branch of branches) {
+            const written = branch.flatMap((op) => (op._tag === "Range" ? [] : [op.key]))
+            if (new Set(written).size < written.length) {
+              throw new Error("etcdserver: duplicate key given in txn request")
+            }
+          }
           // Refused whole or applied whole: a put under an unknown lease fails the transaction before any write.
           for (const op of ops) {
             if (op._tag === "Put" && op.lease !== undefined && op.lease !== "0" && !leases.has(op.lease)) {
