@@ -174,8 +174,9 @@ const measureChange = (
       recorder.runs.filter((r) => r.member !== mover && (r.start >= t0 || (r.end >= t0 && r.end !== Infinity)))
         .map((r) => r.member)
     )
+    // runAssigned restarts every member's work: each shard that kept its owner was restarted with it.
     const unmovedRestarted = assigned
-      ? 0
+      ? shards - moved
       : newRuns.filter((r) => owners[r.shard] === before[r.shard]).length
     return { moved, lastRunning, gap, touched: touched.size, unmovedRestarted, after: owners }
   })
