@@ -11,7 +11,7 @@
  * Members are hosted in this process, 100 per client (a client is one gRPC connection, as one process would have);
  * the member that joins and leaves has a client of its own, like a new process.
  */
-import { Duration, Effect, Exit, Scope } from "effect"
+import { Console, Duration, Effect, Exit, Scope } from "effect"
 import { Etcd, EtcdSeq, type EtcdSeqService, type Exclusive, type Shard } from "../src/index.js"
 import * as ShardPlan from "../src/internal/shardPlan.js"
 import { diff, requests, scrapeOrUnreadable } from "./etcdMetrics.js"
@@ -103,7 +103,7 @@ const makeRecorder = () => {
       ),
       (run) => Effect.sync(() => stopped(run))
     ).pipe(Effect.zipRight(Effect.never), Effect.scoped)
-  return { runs, open, shardWork, assignedWork }
+  return { runs, open, shardWork, assignedWork, joinsRetried: 0 }
 }
 type Recorder = ReturnType<typeof makeRecorder>
 
@@ -192,9 +192,12 @@ const join = (
 ) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
+    // A join that times out in a loaded process is tried again (as a restarted pod would be), and counted.
     const seq: EtcdSeqService = yield* EtcdSeq.make({ key: group, ttl: "10 seconds" }).pipe(
       Effect.provideService(Etcd, etcd),
-      Scope.extend(scope)
+      Scope.extend(scope),
+      Effect.tapError(() => Effect.sync(() => recorder.joinsRetried++)),
+      Effect.retry({ times: 3 })
     )
     const info = yield* seq.current
     const id = (yield* seq.members)[info.index]?.id ?? ""
@@ -259,6 +262,8 @@ const measureOne = (options: {
       `${size} members at work`,
       formWithin
     )
+
+    if (recorder.joinsRetried > 0) yield* Console.log(`  ${recorder.joinsRetried} joins timed out and were retried`)
 
     // --- Rounds: one member joins on a client of its own, then leaves ---
     const samples = { join: [] as Array<Sample>, leave: [] as Array<Sample> }
