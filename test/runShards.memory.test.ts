@@ -74,6 +74,38 @@ describe("runShards over MemoryEtcd", () => {
       expect(shardOverlaps(checker.runs)).toEqual([])
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
+  it.scoped("a member that leaves while its lease lives on (shared with a member of the same client) releases its claims", () =>
+    Effect.gen(function*() {
+      const checker = makeShardChecker()
+      const client = yield* Layer.build(Etcd.layerMemory)
+      const join = (name: string) =>
+        Effect.gen(function*() {
+          const scope = yield* Scope.make()
+          const seq = yield* EtcdSeq.make({ key: "g/shared", ttl: "3 seconds" }).pipe(
+            Effect.provide(client),
+            Scope.extend(scope)
+          )
+          yield* EtcdSeq.runShards({ shards: 8 }, checker.work(name, 0)).pipe(
+            Effect.provideService(EtcdSeq, seq),
+            Effect.ignore,
+            Effect.forkIn(scope)
+          )
+          return Scope.close(scope, Exit.void)
+        })
+      const leaveA = yield* join("a")
+      yield* join("b")
+      yield* settle
+      const owners = ownersOf(checker.runs, 8)
+      expect(owners.filter((o) => o === "a").length).toBeGreaterThan(0)
+      expect(owners.filter((o) => o === "b").length).toBeGreaterThan(0)
+      yield* leaveA
+      // The lease is b's too, so nothing but a's own release frees its claims: b takes them within a few turns.
+      yield* settle
+      yield* advance(100)
+      expect(ownersOf(checker.runs, 8)).toEqual(Array(8).fill("b"))
+      expect(shardOverlaps(checker.runs)).toEqual([])
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
   it.scoped("a crashed owner's shards start elsewhere only after its lease ran out, its own work stopped first", () =>
     Effect.gen(function*() {
       const memory = yield* MemoryEtcd

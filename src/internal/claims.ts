@@ -226,14 +226,16 @@ export const writer = (
         { discard: true }
       )
     }
-    yield* Effect.gen(function*() {
-      while (true) {
-        const first = yield* Queue.take(queue)
-        yield* yieldToEventLoop
-        const rest = yield* Queue.takeAll(queue)
-        yield* flush([first, ...rest])
-      }
-    }).pipe(Effect.forkScoped)
+    // Writes once taken are written even when the runner stops meanwhile (its stop is what asks for the releases):
+    // a release lost here would leave its claim for the life of the lease, which other members may share.
+    const writeNext = Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(restore(Queue.take(queue)), (first) =>
+        yieldToEventLoop.pipe(
+          Effect.zipRight(Queue.takeAll(queue)),
+          Effect.flatMap((rest) => flush([first, ...rest]))
+        ))
+    )
+    yield* Effect.forever(writeNext).pipe(Effect.forkScoped)
     // Added after the writer's fiber, so run before it is interrupted: what the runner's stop asked for (its last
     // releases) is written once more; what still fails goes to the background through each release's own retry.
     yield* Effect.addFinalizer(() =>
