@@ -40,10 +40,24 @@ export interface Holder {
   readonly createRevision: number
 }
 
+/** Two statuses that a runner need not be told apart: the same registration, Info and view, or the same end. */
+export const sameLatest = (a: Latest, b: Latest): boolean =>
+  a._tag === "Info" && b._tag === "Info"
+    ? a.holder === b.holder && Equal.equals(a.info, b.info) && a.info.revision === b.info.revision
+    : a._tag === b._tag
+
 /** What a membership shows runAssigned: every Info with the registration behind it, and how the membership ended. */
 export interface Source {
   readonly group: string
   readonly assignments: Stream.Stream<Latest>
+  /**
+   * The same without a stream, for the runners that many members of one process run: `reader` makes a reader, each
+   * run of which gives the latest distinct `Latest` (those set in between are skipped), waiting for one; `current` is
+   * the status now. Absent for a membership this library did not make.
+   */
+  readonly latest:
+    | { readonly reader: Effect.Effect<Effect.Effect<Latest>>; readonly current: Effect.Effect<Latest> }
+    | undefined
   /** Work and handover publishes in flight: a leave waits for them before it deletes the member's keys. */
   readonly activeWork: Cell.Cell<number>
   /** Held by the one runner a membership may have at a time. */
@@ -102,15 +116,25 @@ export const run = <E, R>(
       Effect.flatMap(() => Effect.fail(new AlreadyRunning({ group: source.group })))
     )
 
+/**
+ * A reader of a source's statuses, each run giving the latest one not yet given: the membership's own reader, or for
+ * a hand-made membership its stream, pumped into a queue that keeps only the latest.
+ */
+export const readerOf = (source: Source): Effect.Effect<Effect.Effect<Latest>, never, Scope.Scope> =>
+  source.latest !== undefined ? source.latest.reader : Effect.gen(function*() {
+    const inbox = yield* Queue.sliding<Latest>(1)
+    yield* source.assignments.pipe(Stream.runForEach((latest) => Queue.offer(inbox, latest)), Effect.forkScoped)
+    return Queue.take(inbox)
+  })
+
 const runLoop = <E, R>(
   source: Source,
   work: (assignment: Assignment) => Effect.Effect<void, E, R>,
   exclusive: Exclusive
 ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope>> =>
   Effect.gen(function*() {
-    // Sliding by one: a burst of changes leaves only the latest, so no work starts for an Info already stale.
-    const inbox = yield* Queue.sliding<Latest>(1)
-    yield* source.assignments.pipe(Stream.runForEach((latest) => Queue.offer(inbox, latest)), Effect.forkScoped)
+    // The latest each time: a burst of changes leaves only the latest, so no work starts for an Info already stale.
+    const next = yield* readerOf(source)
     const failed = yield* Deferred.make<never, E>()
     const count = counted(source.activeWork)
 
@@ -191,7 +215,7 @@ const runLoop = <E, R>(
       )
       yield* Effect.addFinalizer(() => stop)
       while (true) {
-        const latest = yield* Queue.take(inbox)
+        const latest = yield* next
         if (latest._tag === "Closed") {
           yield* stop
           return yield* Effect.interrupt
@@ -240,6 +264,7 @@ export const fromChanges = (
         Stream.concat(Stream.succeed<Latest>({ _tag: "Closed" })),
         Stream.catchAll((error) => Stream.succeed<Latest>({ _tag: "Failed", error }))
       ),
+      latest: undefined,
       activeWork: yield* Cell.make(0),
       runner: yield* Effect.makeSemaphore(1),
       shared: undefined,

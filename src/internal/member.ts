@@ -7,7 +7,7 @@ import { Channel, Chunk, Effect, Equal, ExecutionStrategy, RcMap, Scope, Stream,
 import type { EtcdSeqService, Member } from "../EtcdSeq.js"
 import type { EtcdSeqError } from "../EtcdSeqError.js"
 import { Info } from "../Info.js"
-import type * as Assign from "./assign.js"
+import * as Assign from "./assign.js"
 import * as Cell from "./cell.js"
 import type { Shared } from "./client.js"
 import * as Keys from "./keys.js"
@@ -30,6 +30,9 @@ interface Status {
 const registry = new WeakMap<EtcdSeqService, Assign.Source>()
 
 /** What `runAssigned` needs of a membership this library made; none for a hand-made one. */
+const toLatest = (s: Status): Assign.Latest =>
+  s.end._tag === "Open" ? { _tag: "Info", info: s.info, holder: s.holder } : s.end
+
 export const sourceOf = (seq: EtcdSeqService): Assign.Source | undefined => registry.get(seq)
 
 export const make = (
@@ -136,16 +139,25 @@ export const make = (
       assignments: Stream.suspend(() =>
         status.changes.pipe(
           Stream.takeUntil((s) => s.end._tag !== "Open"),
-          Stream.map((s): Assign.Latest =>
-            s.end._tag === "Open" ? { _tag: "Info", info: s.info, holder: s.holder } : s.end
-          ),
-          Stream.changesWith((a, b) =>
-            a._tag === "Info" && b._tag === "Info"
-              ? a.holder === b.holder && Equal.equals(a.info, b.info) && a.info.revision === b.info.revision
-              : a._tag === b._tag
-          )
+          Stream.map(toLatest),
+          Stream.changesWith(Assign.sameLatest)
         )
       ),
+      // runShards reads this: a thousand members in one process each take every view, and a stream per member is
+      // most of what a view costs them.
+      latest: {
+        reader: Effect.map(status.reader, (read) => {
+          let last: Assign.Latest | undefined
+          const next: Effect.Effect<Assign.Latest> = Effect.flatMap(read, (s) => {
+            const latest = toLatest(s)
+            if (last !== undefined && Assign.sameLatest(last, latest)) return next
+            last = latest
+            return Effect.succeed(latest)
+          })
+          return next
+        }),
+        current: Effect.map(status.get, toLatest)
+      },
       activeWork,
       runner: yield* Effect.makeSemaphore(1),
       declareShards: (holder, shards) => {

@@ -17,7 +17,6 @@ import {
   Fiber,
   Metric,
   Option,
-  Queue,
   RcMap,
   Scope,
   Stream,
@@ -26,7 +25,7 @@ import {
 import { AlreadyRunning, type EtcdSeqError, InvalidOptions, ShardCountMismatch } from "../EtcdSeqError.js"
 import { Info } from "../Info.js"
 import type { Shard } from "../Shard.js"
-import { counted, type Holder, type Latest, type Source } from "./assign.js"
+import { counted, type Holder, type Latest, sameLatest, type Source } from "./assign.js"
 import * as Claims from "./claims.js"
 import * as Keys from "./keys.js"
 import * as Metrics from "./metrics.js"
@@ -94,7 +93,10 @@ export const run = <E, R>(
 ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope>> => {
   const problem = invalidShards(shards)
   if (problem !== undefined) return Effect.fail(new InvalidOptions({ field: "shards", reason: problem }))
-  if (source.shared === undefined || source.view === undefined || source.declareShards === undefined) {
+  if (
+    source.shared === undefined || source.view === undefined || source.declareShards === undefined ||
+    source.latest === undefined
+  ) {
     return Effect.fail(
       new InvalidOptions({ field: "EtcdSeq", reason: "runShards needs a membership made by EtcdSeq.make" })
     )
@@ -113,19 +115,20 @@ const runLoop = <E, R>(
     const shared = source.shared!
     const view = source.view!
     const declare = source.declareShards!
-    const inbox = yield* Queue.sliding<Latest>(1)
-    yield* source.assignments.pipe(Stream.runForEach((latest) => Queue.offer(inbox, latest)), Effect.forkScoped)
+    // The latest status each time, skipping those set in between (a reader, not a stream: see `Source.latest`).
+    const next = yield* source.latest!.reader
     const failed = yield* Deferred.make<never, E | EtcdSeqError>()
     const claims = yield* RcMap.get(shared.claims, source.group)
     const writer = yield* Claims.writer(shared.api, shared.leases.retryInBackground)
 
     // --- The group's number of shards: declared in the member's record, checked against the others' ---
-    const first = yield* Queue.take(inbox).pipe(
+    const first = yield* next.pipe(
       Effect.repeat({ until: (l) => l._tag !== "Info" || (Info.isValid(l.info) && l.holder !== undefined) })
     )
     if (first._tag === "Closed") return yield* Effect.interrupt
     if (first._tag === "Failed") return yield* Effect.fail(first.error)
-    yield* Queue.offer(inbox, first)
+    // The loop below acts on it first, unless the status moved on while the count was declared.
+    let pending: Latest | undefined = sameLatest(first, yield* source.latest!.current) ? first : undefined
     const holder = first.holder!
     yield* declare(holder, shards).pipe(Effect.retry({ schedule: backoff, times: 10 }))
     const other = yield* view.changes.pipe(
@@ -200,7 +203,8 @@ const runLoop = <E, R>(
       const shardScope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.parallel)
       yield* Effect.addFinalizer(() => stopAll)
       while (true) {
-        const latest = yield* Queue.take(inbox)
+        const latest: Latest = pending ?? (yield* next)
+        pending = undefined
         if (latest._tag === "Closed") {
           yield* stopAll
           return yield* Effect.interrupt
