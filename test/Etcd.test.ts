@@ -6,7 +6,7 @@ import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqOptions } from "../src/index.js
 import { watchStream } from "../src/internal/prefixCache.js"
 import { EtcdEndpoints } from "./support/etcd.js"
 import { forward, GrpcCode, startGrpcProxy } from "./support/grpcProxy.js"
-import { client, sharedOf, uniqueGroup } from "./support/members.js"
+import { client, sharedOf, throwsOnUse, uniqueGroup } from "./support/members.js"
 
 /** A loopback port that nothing listens on (bound, then released). */
 const closedPort = Effect.async<number>((resume) => {
@@ -166,14 +166,7 @@ describe("Etcd", () => {
 
 describe("EtcdSeq options", () => {
   // A client that throws on any use: InvalidOptions must come before any I/O.
-  const noIo = Layer.succeed(
-    Etcd,
-    new Proxy({}, {
-      get: () => {
-        throw new Error("I/O attempted")
-      }
-    }) as EtcdClient
-  )
+  const noIo = Layer.succeed(Etcd, throwsOnUse<EtcdClient>())
   const big = "x".repeat(1024 * 1024)
   it.effect.each(
     [
@@ -211,14 +204,7 @@ describe("runAssigned options", () => {
     Effect.gen(function*() {
       const error = yield* Effect.flip(
         EtcdSeq.runAssigned(() => Effect.void, { exclusive: "all" as never }).pipe(
-          Effect.provideService(
-            EtcdSeq,
-            new Proxy({}, {
-              get: () => {
-                throw new Error("I/O attempted")
-              }
-            }) as never
-          )
+          Effect.provideService(EtcdSeq, throwsOnUse())
         )
       )
       expect(error).toMatchObject({ _tag: "InvalidOptions", field: "exclusive" })

@@ -4,6 +4,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Scope, TestClock } from "effect"
 import { Etcd, type EtcdClient, EtcdSeq, MemoryEtcd } from "../src/index.js"
+import { throwsOnUse } from "./support/members.js"
 import { fenceRegressions, makeShardChecker, running, shardOverlaps, type ShardRun } from "./support/shardChecker.js"
 
 /** One event-loop turn, after the fibers ready to run had theirs. */
@@ -145,14 +146,7 @@ describe("runShards over MemoryEtcd", () => {
     (shards) =>
       Effect.gen(function*() {
         const error = yield* EtcdSeq.runShards({ shards }, () => Effect.void).pipe(
-          Effect.provideService(
-            EtcdSeq,
-            new Proxy({}, {
-              get: () => {
-                throw new Error("I/O attempted")
-              }
-            }) as never
-          ),
+          Effect.provideService(EtcdSeq, throwsOnUse()),
           Effect.flip
         )
         expect(error).toMatchObject({ _tag: "InvalidOptions", field: "shards" })

@@ -17,6 +17,17 @@ export const sharedOf = (etcd: EtcdClient): Shared => {
   return shared
 }
 
+/**
+ * A service whose every use throws: provided as a client or a membership, it proves that a check comes before any
+ * I/O.
+ */
+export const throwsOnUse = <A>(): A =>
+  new Proxy({}, {
+    get: () => {
+      throw new Error("I/O attempted")
+    }
+  }) as A
+
 /** A fresh group key per test, so tests sharing an etcd never see each other. */
 export const uniqueGroup = (name: string): string =>
   `test/${name}-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`
