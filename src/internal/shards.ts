@@ -127,8 +127,6 @@ const runLoop = <E, R>(
     )
     if (first._tag === "Closed") return yield* Effect.interrupt
     if (first._tag === "Failed") return yield* Effect.fail(first.error)
-    // The loop below acts on it first, unless the status moved on while the count was declared.
-    let pending: Latest | undefined = sameLatest(first, yield* source.latest!.current) ? first : undefined
     const holder = first.holder!
     yield* declare(holder, shards).pipe(Effect.retry({ schedule: backoff, times: 10 }))
     const other = yield* view.changes.pipe(
@@ -143,6 +141,8 @@ const runLoop = <E, R>(
       yield* declare(holder, undefined).pipe(Effect.ignore)
       return yield* new ShardCountMismatch({ group: source.group, shards: other.value, requested: shards })
     }
+    // The loop below acts on it first, unless the status moved on while the count was declared.
+    let pending: Latest | undefined = sameLatest(first, yield* source.latest!.current) ? first : undefined
 
     // --- One shard: claim, wait for the previous owner, work ---
     const runShard = (shard: number, owner: Holder, info: Info) =>

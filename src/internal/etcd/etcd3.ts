@@ -23,7 +23,7 @@ import {
 } from "etcd3"
 import { EtcdRequestFailed, EtcdUnavailable, InvalidOptions } from "../../EtcdSeqError.js"
 import * as Api from "./api.js"
-import { attaching, resetWatchStream } from "./watchStream.js"
+import { attaching, dropStrayResponses, resetWatchStream } from "./watchStream.js"
 
 /** Client options, validated by `Etcd.make`. */
 export interface Settings {
@@ -154,7 +154,7 @@ const client = (settings: Settings): Effect.Effect<Etcd3, InvalidOptions, Scope.
       // Whatever etcd3 or gRPC still refuses of the options is an option error, not a defect.
       catch: (cause) =>
         new InvalidOptions({ field: "options", reason: cause instanceof Error ? cause.message : String(cause) })
-    }),
+    }).pipe(Effect.tap((etcd) => Effect.sync(() => dropStrayResponses(etcd)))),
     (etcd) => Effect.sync(() => etcd.close())
   )
 }
@@ -363,7 +363,7 @@ const keepAlive = (
 /**
  * A watch as a mailbox (see `EtcdApi.watch`). Every listener is removed and the watcher cancelled when the scope
  * closes. A watch etcd refuses at creation (a dead auth token) resets the client's watch stream at once (see
- * watchStream.ts); so does a watch not attached after half the request timeout while the stream attached nothing else
+ * watchStream.ts); so does a watch not attached after a quarter of the request timeout while the stream attached nothing else
  * meanwhile (a watch of someone else's was refused ahead of it). Either way the mailbox then ends as after a
  * disconnection, and its consumer starts a new watch on the new stream.
  */

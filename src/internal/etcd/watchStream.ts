@@ -16,6 +16,10 @@ interface EtcdInternals {
     readonly stream?: { readonly cancel?: () => void }
     /** The `AttachQueue` of the stream: watchers whose create request is in flight (the first) or not sent yet. */
     readonly queue?: { readonly queue?: ReadonlyArray<unknown> }
+    /** The watchers etcd3 knows, each with the id etcd gave it (`null` until attached). */
+    readonly watchers?: ReadonlyArray<{ readonly id?: unknown }>
+    /** Dispatches a response of the stream to its watcher; throws when it knows no watcher of that id. */
+    handleResponse?: (response: { readonly watch_id?: unknown }) => void
   }
   readonly pool?: { readonly authenticator?: { readonly invalidateMetadata?: () => void } }
 }
@@ -69,4 +73,25 @@ export const attaching = (client: Etcd3): { readonly queue: object; readonly fir
   return manager?.state === connectedState && queue?.queue !== undefined && queue.queue.length > 0
     ? { queue, first: queue.queue[0] }
     : undefined
+}
+
+/**
+ * Drops a watch response for a watcher etcd3 no longer knows, instead of letting etcd3 throw.
+ *
+ * etcd can still send on a watch that etcd3 has let go: events or a cancel already in flight when the watcher was
+ * cancelled (its scope closed, or its start revision compacted), or when the stream was reset. etcd3 1.1.2's
+ * `WatchManager.handleResponse` throws then ("Failed to find watcher for IWatchResponse"), inside the stream's data
+ * handler, where nothing can catch it: an unhandled rejection for the whole process, though no watcher of its is
+ * affected. Returns whether the guard is in place (not when etcd3's internals are not as expected).
+ */
+export const dropStrayResponses = (client: Etcd3): boolean => {
+  const manager = (client as unknown as EtcdInternals).watchManager
+  const handle = manager?.handleResponse
+  if (manager === undefined || typeof handle !== "function" || !Array.isArray(manager.watchers)) return false
+  manager.handleResponse = function(response) {
+    const watchers = manager.watchers ?? []
+    if (!watchers.some((w) => w.id === response.watch_id)) return
+    handle.call(manager, response)
+  }
+  return true
 }
