@@ -14,6 +14,10 @@ import { backoff } from "./retry.js"
 import * as View from "./view.js"
 
 /** Called with every new view, in the watch's own fiber, synchronously: it must be quick and must not throw. */
+
+/** The rename key's lease: long enough for its put to land, short enough that nothing lingers. */
+const renameLeaseSeconds = 5
+
 export type Listener = (view: View.View) => void
 
 export interface GroupWatch {
@@ -73,12 +77,21 @@ export const make = (
             Effect.zipRight(Effect.logDebug(`view: ${next.members.length} members at revision ${next.revision}`))
           ))
 
-    // The rename key is deleted at once: it only has to produce its event. A failed delete is retried, and a key
-    // left by a crash in between is overwritten and deleted by the next rename.
+    // The rename key is deleted at once: it only has to produce its event. It is written under a short lease of its
+    // own, revoked after the delete: a delete that never lands (its watch closed first), or a put that lands late
+    // (a request given up on a node that applied it after the delete), cannot leave it behind for longer than the
+    // lease; after the revoke, a late put is refused.
     const renameKey = Keys.renameKey(group)
-    const rename = api.put(renameKey, "").pipe(
-      Effect.zipRight(api.delete(renameKey).pipe(Effect.retry(backoff), Effect.forkIn(watchScope)))
-    )
+    const rename = Effect.gen(function*() {
+      const lease = yield* api.grant(renameLeaseSeconds)
+      yield* api.put(renameKey, "", lease)
+      yield* api.delete(renameKey).pipe(
+        Effect.retry(backoff),
+        Effect.zipRight(api.revoke(lease)),
+        Effect.ignore,
+        Effect.forkIn(watchScope)
+      )
+    })
 
     const cache = yield* PrefixCache.follow(api, prefix, {
       initial: (kvs, revision) =>
