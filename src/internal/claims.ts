@@ -8,7 +8,7 @@
  * and releases that come together are written together, in transactions of up to 128 operations.
  */
 import { Data, Deferred, Effect, Exit, Queue, type Scope } from "effect"
-import type * as Api from "./etcd/api.js"
+import * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 import * as PrefixCache from "./prefixCache.js"
 import { backoff } from "./retry.js"
@@ -65,8 +65,8 @@ const apply = (prefix: string) => (state: Claims, events: ReadonlyArray<Api.Even
   const byShard = new Map(state.byShard)
   let seen = state.seen
   for (const event of events) {
-    const key = event._tag === "Put" ? event.kv.key : event.key
-    seen = Math.max(seen, event._tag === "Put" ? event.kv.modRevision : event.modRevision)
+    const key = Api.eventKey(event)
+    seen = Math.max(seen, Api.eventRevision(event))
     const decoded = Keys.decodeClaim(prefix, event._tag === "Put" ? event.kv : { key, lease: "0" })
     const shard = decoded?.shard ?? Number(key.slice(prefix.length).split("/")[0])
     if (!Number.isInteger(shard)) continue

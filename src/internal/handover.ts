@@ -7,7 +7,7 @@
  * key, and a lost lease takes both with it and removes them from the view, so nobody waits for them.
  */
 import { Effect, type Scope, Stream, SubscriptionRef } from "effect"
-import type * as Api from "./etcd/api.js"
+import * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 import * as PrefixCache from "./prefixCache.js"
 import type { View } from "./view.js"
@@ -36,8 +36,8 @@ const apply = (prefix: string) => (state: Published, events: ReadonlyArray<Api.E
   const map = new Map(state.map)
   let seen = state.seen
   for (const event of events) {
-    const key = event._tag === "Put" ? event.kv.key : event.key
-    seen = Math.max(seen, event._tag === "Put" ? event.kv.modRevision : event.modRevision)
+    const key = Api.eventKey(event)
+    seen = Math.max(seen, Api.eventRevision(event))
     // Only a member speaks for itself: a value not bound to the lease its key names is no promise, and it replaces
     // whatever the key held before.
     const entry = event._tag === "Put" ? Keys.decodeHandover(prefix, event.kv) : undefined

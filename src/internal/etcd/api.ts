@@ -26,6 +26,12 @@ export type Event =
   | { readonly _tag: "Put"; readonly kv: KeyValue }
   | { readonly _tag: "Delete"; readonly key: string; readonly modRevision: number }
 
+/** The key an event is about. */
+export const eventKey = (event: Event): string => event._tag === "Put" ? event.kv.key : event.key
+
+/** The revision an event happened at. */
+export const eventRevision = (event: Event): number => event._tag === "Put" ? event.kv.modRevision : event.modRevision
+
 /** The keys a range or a watch covers: one key, or every key under a prefix. */
 export type Target = { readonly key: string } | { readonly prefix: string }
 

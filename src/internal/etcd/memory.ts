@@ -46,10 +46,10 @@ interface Outage {
   readonly clients: ReadonlySet<number> | undefined
 }
 
-/** Byte order of UTF-8 keys, as etcd orders them (JavaScript compares UTF-16 code units). */
 /** etcd's default `--max-txn-ops`. */
 const maxTxnOps = 128
 
+/** Byte order of UTF-8 keys, as etcd orders them (JavaScript compares UTF-16 code units). */
 const compareKeys = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b))
 
 const matches = (target: Api.Target, key: string): boolean =>
@@ -143,7 +143,7 @@ export const makeServer: Effect.Effect<Server, never, Scope.Scope> = Effect.gen(
     revision = next
     history.push({ revision, events })
     for (const watch of watches) {
-      const mine = events.filter((e) => matches(watch.target, e._tag === "Put" ? e.kv.key : e.key))
+      const mine = events.filter((e) => matches(watch.target, Api.eventKey(e)))
       if (mine.length > 0) watch.mailbox.unsafeOffer({ events: mine })
     }
     return revision
@@ -302,7 +302,7 @@ export const makeServer: Effect.Effect<Server, never, Scope.Scope> = Effect.gen(
           }
           for (const entry of history) {
             if (entry.revision < startRevision) continue
-            const mine = entry.events.filter((e) => matches(target, e._tag === "Put" ? e.kv.key : e.key))
+            const mine = entry.events.filter((e) => matches(target, Api.eventKey(e)))
             if (mine.length > 0) mailbox.unsafeOffer({ events: mine })
           }
           const watch: Watch = { client, target, mailbox, end }
