@@ -296,17 +296,7 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
   ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq> {
     const problem = Shards.invalidShards(options?.shards)
     if (problem !== undefined) return Effect.fail(new InvalidOptions({ field: "shards", reason: problem }))
-    return Effect.flatMap(
-      EtcdSeq,
-      (seq) => {
-        const source = Membership.sourceOf(seq)
-        return source === undefined
-          ? Effect.fail(
-            new InvalidOptions({ field: "EtcdSeq", reason: "runShards needs a membership made by EtcdSeq.make" })
-          )
-          : Shards.run(source, options.shards, work)
-      }
-    )
+    return Effect.flatMap(EtcdSeq, (seq) => Shards.run(Membership.sourceOf(seq), options.shards, work))
   }
 }
 

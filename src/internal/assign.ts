@@ -49,15 +49,13 @@ export const sameLatest = (a: Latest, b: Latest): boolean =>
 /** What a membership shows runAssigned: every Info with the registration behind it, and how the membership ended. */
 export interface Source {
   readonly group: string
-  readonly assignments: Stream.Stream<Latest>
   /**
-   * The same without a stream, for the runners that many members of one process run: `reader` makes a reader, each
-   * run of which gives the latest distinct `Latest` (those set in between are skipped), waiting for one; `current` is
-   * the status now. Absent for a membership this library did not make.
+   * Makes a reader of the statuses, each run of which gives the latest distinct `Latest` (those set in between are
+   * skipped), waiting for one. No stream per member: a thousand members in one process each take every view.
    */
-  readonly latest:
-    | { readonly reader: Effect.Effect<Effect.Effect<Latest>>; readonly current: Effect.Effect<Latest> }
-    | undefined
+  readonly reader: Effect.Effect<Effect.Effect<Latest>, never, Scope.Scope>
+  /** The status now; absent for a membership this library did not make. */
+  readonly current: Effect.Effect<Latest> | undefined
   /** Work and handover publishes in flight: a leave waits for them before it deletes the member's keys. */
   readonly activeWork: Cell.Cell<number>
   /** Held by the one runner a membership may have at a time. */
@@ -116,17 +114,6 @@ export const run = <E, R>(
       Effect.flatMap(() => Effect.fail(new AlreadyRunning({ group: source.group })))
     )
 
-/**
- * A reader of a source's statuses, each run giving the latest one not yet given: the membership's own reader, or for
- * a hand-made membership its stream, pumped into a queue that keeps only the latest.
- */
-export const readerOf = (source: Source): Effect.Effect<Effect.Effect<Latest>, never, Scope.Scope> =>
-  source.latest !== undefined ? source.latest.reader : Effect.gen(function*() {
-    const inbox = yield* Queue.sliding<Latest>(1)
-    yield* source.assignments.pipe(Stream.runForEach((latest) => Queue.offer(inbox, latest)), Effect.forkScoped)
-    return Queue.take(inbox)
-  })
-
 const runLoop = <E, R>(
   source: Source,
   work: (assignment: Assignment) => Effect.Effect<void, E, R>,
@@ -134,7 +121,7 @@ const runLoop = <E, R>(
 ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope>> =>
   Effect.gen(function*() {
     // The latest each time: a burst of changes leaves only the latest, so no work starts for an Info already stale.
-    const next = yield* readerOf(source)
+    const next = yield* source.reader
     const failed = yield* Deferred.make<never, E>()
     const count = counted(source.activeWork)
 
@@ -259,12 +246,19 @@ export const fromChanges = (
     if (known !== undefined) return known
     const source: Source = {
       group: seq.group,
-      assignments: seq.changes.pipe(
-        Stream.map((info): Latest => ({ _tag: "Info", info, holder: Info.isValid(info) ? handMade : undefined })),
-        Stream.concat(Stream.succeed<Latest>({ _tag: "Closed" })),
-        Stream.catchAll((error) => Stream.succeed<Latest>({ _tag: "Failed", error }))
-      ),
-      latest: undefined,
+      // Its stream, pumped into a queue that keeps only the latest.
+      reader: Effect.gen(function*() {
+        const inbox = yield* Queue.sliding<Latest>(1)
+        yield* seq.changes.pipe(
+          Stream.map((info): Latest => ({ _tag: "Info", info, holder: Info.isValid(info) ? handMade : undefined })),
+          Stream.concat(Stream.succeed<Latest>({ _tag: "Closed" })),
+          Stream.catchAll((error) => Stream.succeed<Latest>({ _tag: "Failed", error })),
+          Stream.runForEach((latest) => Queue.offer(inbox, latest)),
+          Effect.forkScoped
+        )
+        return Queue.take(inbox)
+      }),
+      current: undefined,
       activeWork: yield* Cell.make(0),
       runner: yield* Effect.makeSemaphore(1),
       shared: undefined,

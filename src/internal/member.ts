@@ -29,10 +29,10 @@ interface Status {
 
 const registry = new WeakMap<EtcdSeqService, Assign.Source>()
 
-/** What `runAssigned` needs of a membership this library made; none for a hand-made one. */
 const toLatest = (s: Status): Assign.Latest =>
   s.end._tag === "Open" ? { _tag: "Info", info: s.info, holder: s.holder } : s.end
 
+/** What `runAssigned` and `runShards` need of a membership this library made; none for a hand-made one. */
 export const sourceOf = (seq: EtcdSeqService): Assign.Source | undefined => registry.get(seq)
 
 export const make = (
@@ -135,29 +135,17 @@ export const make = (
       group: settings.key,
       shared,
       view: watch.view,
-      // Built when runAssigned runs, not for every member.
-      assignments: Stream.suspend(() =>
-        status.changes.pipe(
-          Stream.takeUntil((s) => s.end._tag !== "Open"),
-          Stream.map(toLatest),
-          Stream.changesWith(Assign.sameLatest)
-        )
-      ),
-      // runShards reads this: a thousand members in one process each take every view, and a stream per member is
-      // most of what a view costs them.
-      latest: {
-        reader: Effect.map(status.reader, (read) => {
-          let last: Assign.Latest | undefined
-          const next: Effect.Effect<Assign.Latest> = Effect.flatMap(read, (s) => {
-            const latest = toLatest(s)
-            if (last !== undefined && Assign.sameLatest(last, latest)) return next
-            last = latest
-            return Effect.succeed(latest)
-          })
-          return next
-        }),
-        current: Effect.map(status.get, toLatest)
-      },
+      reader: Effect.map(status.reader, (read) => {
+        let last: Assign.Latest | undefined
+        const next: Effect.Effect<Assign.Latest> = Effect.flatMap(read, (s) => {
+          const latest = toLatest(s)
+          if (last !== undefined && Assign.sameLatest(last, latest)) return next
+          last = latest
+          return Effect.succeed(latest)
+        })
+        return next
+      }),
+      current: Effect.map(status.get, toLatest),
       activeWork,
       runner: yield* Effect.makeSemaphore(1),
       declareShards: (holder, shards) => {

@@ -44,11 +44,8 @@ export const invalidShards = (shards: unknown): string | undefined =>
     ? `must be between 1 and ${maxShards}, got ${shards}`
     : undefined
 
-/** A plan, with each member's shards in it (ascending). */
-interface Planned {
-  readonly owners: ShardPlan.Plan
-  readonly byMember: ReadonlyMap<string, ReadonlyArray<number>>
-}
+/** A plan as the runners read it: each member's shards (ascending), by member id. */
+type Planned = ReadonlyMap<string, ReadonlyArray<number>>
 
 /** One plan per view and number of shards, computed once for all the members of a client that hold the view. */
 const plans = new WeakMap<View, Map<number, Planned>>()
@@ -69,14 +66,13 @@ const planOf = (view: View, shards: number): Planned => {
   const key = `${shards}:${ids.join(",")}`
   let planned = recent.get(key)
   if (planned === undefined) {
-    const owners = ShardPlan.plan(ids, shards)
     const byMember = new Map<string, Array<number>>()
-    owners.forEach((owner, shard) => {
+    ShardPlan.plan(ids, shards).forEach((owner, shard) => {
       const list = byMember.get(owner)
       if (list === undefined) byMember.set(owner, [shard])
       else list.push(shard)
     })
-    planned = { owners, byMember }
+    planned = byMember
   }
   // Most recently used last; the oldest goes.
   recent.delete(key)
@@ -86,16 +82,16 @@ const planOf = (view: View, shards: number): Planned => {
   return planned
 }
 
+/** Runs `work` per owned shard; `source` is the membership's, `undefined` for one this library did not make. */
 export const run = <E, R>(
-  source: Source,
+  source: Source | undefined,
   shards: number,
   work: (shard: Shard) => Effect.Effect<void, E, R>
 ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope>> => {
-  const problem = invalidShards(shards)
-  if (problem !== undefined) return Effect.fail(new InvalidOptions({ field: "shards", reason: problem }))
   if (
-    source.shared === undefined || source.view === undefined || source.declareShards === undefined ||
-    source.latest === undefined
+    source === undefined || source.shared === undefined || source.view === undefined ||
+    source.declareShards === undefined ||
+    source.current === undefined
   ) {
     return Effect.fail(
       new InvalidOptions({ field: "EtcdSeq", reason: "runShards needs a membership made by EtcdSeq.make" })
@@ -115,8 +111,8 @@ const runLoop = <E, R>(
     const shared = source.shared!
     const view = source.view!
     const declare = source.declareShards!
-    // The latest status each time, skipping those set in between (a reader, not a stream: see `Source.latest`).
-    const next = yield* source.latest!.reader
+    // The latest status each time, skipping those set in between.
+    const next = yield* source.reader
     const failed = yield* Deferred.make<never, E | EtcdSeqError>()
     const claims = yield* RcMap.get(shared.claims, source.group)
     const writer = yield* Claims.writer(shared.api, shared.leases.retryInBackground)
@@ -142,7 +138,7 @@ const runLoop = <E, R>(
       return yield* new ShardCountMismatch({ group: source.group, shards: other.value, requested: shards })
     }
     // The loop below acts on it first, unless the status moved on while the count was declared.
-    let pending: Latest | undefined = sameLatest(first, yield* source.latest!.current) ? first : undefined
+    let pending: Latest | undefined = sameLatest(first, yield* source.current!) ? first : undefined
 
     // --- One shard: claim, wait for the previous owner, work ---
     const runShard = (shard: number, owner: Holder, info: Info) =>
@@ -227,7 +223,7 @@ const runLoop = <E, R>(
           }
           current = owner
         }
-        const mine = new Set(planOf(yield* SubscriptionRef.get(view), shards).byMember.get(owner.id))
+        const mine = new Set(planOf(yield* SubscriptionRef.get(view), shards).get(owner.id))
         const gone = [...running.keys()].filter((s) => !mine.has(s)).sort((a, b) => a - b)
         const arrived = [...mine].filter((s) => !running.has(s)).sort((a, b) => a - b)
         if (gone.length > 0) yield* stop(gone)
