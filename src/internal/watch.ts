@@ -13,11 +13,10 @@ import * as PrefixCache from "./prefixCache.js"
 import { backoff } from "./retry.js"
 import * as View from "./view.js"
 
-/** Called with every new view, in the watch's own fiber, synchronously: it must be quick and must not throw. */
-
 /** The rename key's lease: long enough for its put to land, short enough that nothing lingers. */
 const renameLeaseSeconds = 5
 
+/** Called with every new view, in the watch's own fiber, synchronously: it must be quick and must not throw. */
 export type Listener = (view: View.View) => void
 
 export interface GroupWatch {

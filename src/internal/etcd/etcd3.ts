@@ -363,9 +363,9 @@ const keepAlive = (
 /**
  * A watch as a mailbox (see `EtcdApi.watch`). Every listener is removed and the watcher cancelled when the scope
  * closes. A watch etcd refuses at creation (a dead auth token) resets the client's watch stream at once (see
- * watchStream.ts); so does a watch not attached after a quarter of the request timeout while the stream attached nothing else
- * meanwhile (a watch of someone else's was refused ahead of it). Either way the mailbox then ends as after a
- * disconnection, and its consumer starts a new watch on the new stream.
+ * watchStream.ts); so does a watch not attached after a quarter of the request timeout while the stream attached
+ * nothing else meanwhile (a watch of someone else's was refused ahead of it, or its host went silent). Either way the
+ * mailbox then ends as after a disconnection, and its consumer starts a new watch on the new stream.
  */
 const watch = (
   etcd: Etcd3,
