@@ -41,6 +41,17 @@ export interface EtcdSeqOptions {
    * When it gives up, `changes` fails with the last registration error.
    */
   readonly reregister?: Schedule.Schedule<unknown, EtcdSeqError> | undefined
+  /**
+   * A stable name for this member (a pod name, a host name), unique in the group: letters, digits, `.`, `_` and `-`,
+   * at most 253 characters. A member with an instance that rejoins while its previous incarnation's key still exists
+   * (it crashed, and its lease has not expired yet) takes that place over: same index, and the other members see no
+   * change. Its exclusive work still waits until the previous incarnation's locks and claims are gone (after a
+   * crash: up to the TTL). Of two live members with one instance the newer wins; the older one's `changes` fails
+   * with `InstanceTaken`. Without an instance (the default) a restart is a leave and a join.
+   *
+   * @since 0.3.0
+   */
+  readonly instance?: string | undefined
 }
 
 /**
@@ -55,6 +66,13 @@ export interface Member {
    * client share its lease (one per TTL), so the number tells them apart.
    */
   readonly id: string
+  /**
+   * The member's `instance`, when it has one: its key is then `<group>/members/@<instance>`, and the id changes from
+   * one incarnation to the next while the place stays.
+   *
+   * @since 0.3.0
+   */
+  readonly instance: string | undefined
   readonly metadata: string
   readonly index: number
   /** Revision at which the member joined (its key's create revision): the join order. */
@@ -108,7 +126,8 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    * Joins the group for the life of the scope. When it returns, the member is registered and `current` holds
    * its valid Info.
    *
-   * Errors: `InvalidOptions` (before any I/O), `EtcdUnavailable`, `EtcdRequestFailed`.
+   * Errors: `InvalidOptions` (before any I/O), `EtcdUnavailable`, `EtcdRequestFailed`; later, through `changes`,
+   * `InstanceTaken` when a newer member takes this one's `instance` over.
    *
    * @example
    * ```ts
@@ -149,7 +168,8 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
 
   /**
    * The membership's options from configuration: `ETCDSEQ_KEY` (required), `ETCDSEQ_TTL` (a duration such as
-   * `10 seconds`, optional), `ETCDSEQ_METADATA` (optional).
+   * `10 seconds`, optional), `ETCDSEQ_METADATA` (optional), `ETCDSEQ_INSTANCE` (optional; in Kubernetes, the pod
+   * name from the downward API).
    *
    * @since 0.1.0
    * @category config
@@ -157,11 +177,13 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
   static readonly config: Config.Config<EtcdSeqOptions> = Config.all({
     key: Config.string("ETCDSEQ_KEY"),
     ttl: Config.option(Config.duration("ETCDSEQ_TTL")),
-    metadata: Config.option(Config.string("ETCDSEQ_METADATA"))
-  }).pipe(Config.map(({ key, metadata, ttl }) => ({
+    metadata: Config.option(Config.string("ETCDSEQ_METADATA")),
+    instance: Config.option(Config.string("ETCDSEQ_INSTANCE"))
+  }).pipe(Config.map(({ instance, key, metadata, ttl }) => ({
     key,
     ttl: Option.getOrUndefined(ttl),
-    metadata: Option.getOrUndefined(metadata)
+    metadata: Option.getOrUndefined(metadata),
+    instance: Option.getOrUndefined(instance)
   })))
 
   /**
@@ -345,5 +367,10 @@ const validate = (options: EtcdSeqOptions): Effect.Effect<Settings, InvalidOptio
     if (Buffer.byteLength(View.encodeValue(metadata)) > maxMetadataBytes) {
       return yield* invalid("metadata", "must be at most 1 MiB (etcd refuses larger requests)")
     }
-    return { key, ttl: ttl.value, metadata, reregister: options.reregister ?? Retry.reregister }
+    const instance = options.instance
+    if (instance !== undefined) {
+      const problem = Keys.invalidInstance(instance)
+      if (problem !== undefined) return yield* invalid("instance", problem)
+    }
+    return { key, ttl: ttl.value, metadata, instance, reregister: options.reregister ?? Retry.reregister }
   })

@@ -125,6 +125,30 @@ export class ShardCountMismatch extends Data.TaggedError("ShardCountMismatch")<{
   }
 }
 
+/**
+ * A newer member with the same `instance` took this member's place in the group (a restarted process while the old
+ * one still ran, or two processes given one instance name). The older member's `changes` fails with it, its work
+ * stops and it does not register again: the newer keeps the place, and the two never flap.
+ *
+ * @example
+ * ```ts
+ * EtcdSeq.changes.pipe(
+ *   Stream.runForEach(Effect.log),
+ *   Effect.catchTag("InstanceTaken", (e) => Effect.logWarning(`${e.instance} runs elsewhere now; exiting`))
+ * )
+ * ```
+ * @since 0.3.0
+ * @category errors
+ */
+export class InstanceTaken extends Data.TaggedError("InstanceTaken")<{
+  readonly group: string
+  readonly instance: string
+}> {
+  override get message(): string {
+    return `instance "${this.instance}" of group "${this.group}" was taken over by a newer member with that instance`
+  }
+}
+
 const describeCause = (cause: unknown): string =>
   cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause)
 
@@ -140,3 +164,4 @@ export type EtcdSeqError =
   | EtcdRequestFailed
   | AlreadyRunning
   | ShardCountMismatch
+  | InstanceTaken

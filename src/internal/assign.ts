@@ -32,9 +32,13 @@ import * as Lock from "./lock.js"
 import { backoff } from "./retry.js"
 import type { View } from "./view.js"
 
-/** The registration an Info was obtained under: the member's key name, the lease it is bound to, its join. */
+/**
+ * The registration an Info was obtained under: the member's id (its locks, claims and handover key are the id's), its
+ * key's last segment (`name`: the id, or `@<instance>`, kept across incarnations), the lease it is bound to, its join.
+ */
 export interface Holder {
   readonly id: string
+  readonly name: string
   readonly leaseId: string
   /** The member key's create revision. */
   readonly createRevision: number
@@ -230,7 +234,7 @@ const runLoop = <E, R>(
   }).pipe(Effect.scoped, Effect.withSpan("EtcdSeq.runAssigned", { attributes: { group: source.group, exclusive } }))
 
 /** The holder of every Info of a membership this library did not make: it has no registration to tell apart. */
-const handMade: Holder = { id: "hand-made", leaseId: "0", createRevision: 0 }
+const handMade: Holder = { id: "hand-made", name: "hand-made", leaseId: "0", createRevision: 0 }
 
 const handMadeSources = new WeakMap<object, Source>()
 

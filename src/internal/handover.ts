@@ -3,8 +3,9 @@
  *
  * Each member publishes, under its lease, `<group>/handover/<member id>` = the revision of the newest view whose
  * assignment it holds: "I run no work of a view older than this". Work of view V starts only after every live member
- * has published at least V. Members that left are covered: a leave deletes the member's handover key with its member
- * key, and a lost lease takes both with it and removes them from the view, so nobody waits for them.
+ * has published at least V, and no handover key of anyone else is left. Members that left are covered: a leave
+ * deletes the member's handover key with its member key, and a lost lease takes both with it and removes them from
+ * the view, so nobody waits for them long.
  */
 import { Effect, type Scope, Stream, SubscriptionRef } from "effect"
 import * as Api from "./etcd/api.js"
@@ -80,14 +81,23 @@ export const publish = (
 ): Effect.Effect<void, Api.RequestError> =>
   Effect.asVoid(api.put(Keys.handoverKey(group, holder.id), String(revision), holder.leaseId))
 
-/** Waits until every member of the current view has published at least `revision`. */
+/**
+ * Waits until every member of the current view has published at least `revision`, and nobody outside the view holds
+ * work: a member with an instance taken over by a new incarnation leaves the view without leaving, and its work runs
+ * until its handover key goes (deleted when it stops, or with its lease).
+ */
 export const awaitAll = (
   view: SubscriptionRef.SubscriptionRef<View>,
   handover: HandoverWatch,
   revision: number
 ): Effect.Effect<void> =>
   Stream.zipLatest(view.changes, handover.published.changes).pipe(
-    Stream.filter(([current, map]) => current.members.every((m) => (map.get(m.id) ?? 0) >= revision)),
+    Stream.filter(([current, map]) => {
+      if (!current.members.every((m) => (map.get(m.id) ?? 0) >= revision)) return false
+      if (map.size === current.members.length) return true
+      const ids = new Set(current.members.map((m) => m.id))
+      return [...map.keys()].every((id) => ids.has(id))
+    }),
     Stream.runHead,
     Effect.asVoid
   )

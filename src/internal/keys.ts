@@ -3,6 +3,7 @@
  *
  * ```text
  * <group>/members/<member id>              a member, under its lease; value: the member record
+ * <group>/members/@<instance>              a member with an instance, under its lease; the record names its id
  * <group>/members/~rename                  written and deleted at once to rename a view after a re-read (view.ts)
  * <group>/handover/<member id>             group mode: the newest view the member holds work of, under its lease
  * <group>/locks/<index>/<member id>.<run>  index mode: a contender for the index lock, under the member's lease
@@ -13,6 +14,11 @@
  * a number unique among that client's members. A key read back counts only when it is bound to the lease its name
  * gives, so that nothing without a lease (a key written by hand, or by a co-tenant) can take an index, hold a lock
  * or speak for a member: such a key would never go away by itself.
+ *
+ * A member with an instance (static membership) keeps its member key, `@<instance>`, across its incarnations: a new
+ * one puts the key again under its own lease, which keeps the key's create revision (its place in join order). Its
+ * record names the incarnation's member id, which must be bound to the key's lease; locks, claims and handover keys
+ * are the incarnation's, so a new incarnation waits for its predecessor's as any successor does.
  */
 
 /**
@@ -60,18 +66,43 @@ export const isBoundTo = (id: string, lease: string): boolean => {
   return match !== null && lease !== "0" && leaseIdToHex(lease) === match[1]
 }
 
-const isMemberId = (id: string): boolean => memberIdPattern.test(id)
+/** True when `id` is a member id (bound to some lease). */
+export const isMemberId = (id: string): boolean => memberIdPattern.test(id)
+
+// --- Instances --------------------------------------------------------------------------------------------------
+
+const instancePattern = /^[A-Za-z0-9._-]{1,253}$/
+
+/** Why `instance` cannot be an instance name, or `undefined` when it can. */
+export const invalidInstance = (instance: unknown): string | undefined =>
+  typeof instance !== "string"
+    ? "must be a string"
+    : instance.length === 0 || instance.length > 253
+    ? "must be 1 to 253 characters"
+    : !instancePattern.test(instance)
+    ? `"${instance}" must be letters, digits, ".", "_" and "-"`
+    : undefined
+
+/** The last segment of the member key of a member with this instance: never a member id, nor the rename key. */
+export const instanceName = (instance: string): string => `@${instance}`
+
+/** The instance a member key's last segment names, when it is `@<instance>`. */
+export const instanceOfName = (name: string): string | undefined =>
+  name.startsWith("@") && invalidInstance(name.slice(1)) === undefined ? name.slice(1) : undefined
 
 // --- Members ----------------------------------------------------------------------------------------------------
 
 /** The prefix under which a group's member keys live. */
 export const membersPrefix = (group: string): string => `${group}/members/`
 
-/** The member id a key stands for, when it is exactly `<members prefix><member id>`. */
+/**
+ * The member a key stands for, by the last segment of its key (its name), when it is exactly
+ * `<members prefix><member id>` or `<members prefix>@<instance>`.
+ */
 export const memberOfKey = (prefix: string, key: string): string | undefined => {
   if (!key.startsWith(prefix)) return undefined
-  const id = key.slice(prefix.length)
-  return isMemberId(id) ? id : undefined
+  const name = key.slice(prefix.length)
+  return isMemberId(name) || instanceOfName(name) !== undefined ? name : undefined
 }
 
 /** The last segment of the key whose put renames the group's view (see view.ts): never a member id. */

@@ -10,10 +10,8 @@ import { Info } from "../Info.js"
 import * as Assign from "./assign.js"
 import * as Cell from "./cell.js"
 import type { Shared } from "./client.js"
-import * as Keys from "./keys.js"
 import * as Metrics from "./metrics.js"
 import * as Registration from "./registration.js"
-import * as View from "./view.js"
 
 type End = { readonly _tag: "Open" } | { readonly _tag: "Closed" } | {
   readonly _tag: "Failed"
@@ -73,10 +71,14 @@ export const make = (
     // that finalizer (work stops) before any registration is released (keys deleted, the lease maybe revoked): also
     // for registrations made later, after a lost membership, whose own scopes would otherwise close first.
     const registrations = yield* Scope.fork(memberScope, ExecutionStrategy.sequential)
+    let latest: Registration.Registration | undefined
     yield* Registration.keepRegistered(
       { shared, settings, watch, parent: registrations, setInfo: unsafeSetInfo },
       memberScope,
       {
+        registered: (registration) => {
+          latest = registration
+        },
         // As in a leave: work stops before the lost registration's keys go (its handover key says what work of this
         // member may still run) and before a new key makes the member visible again.
         lost: () => Effect.zipRight(Effect.sync(() => unsafeSetInfo(Info.invalid)), workStopped),
@@ -126,6 +128,7 @@ export const make = (
       members: Effect.map(SubscriptionRef.get(watch.view), (view) =>
         view.members.map((e, index): Member => ({
           id: e.id,
+          instance: e.instance,
           metadata: e.metadata,
           index,
           joinRevision: e.createRevision
@@ -148,18 +151,9 @@ export const make = (
       current: Effect.map(status.get, toLatest),
       activeWork,
       runner: yield* Effect.makeSemaphore(1),
-      declareShards: (holder, shards) => {
-        const key = Keys.membersPrefix(settings.key) + holder.id
-        return Effect.asVoid(shared.api.txn({
-          compare: [{ key, target: "create", result: "equal", value: holder.createRevision }],
-          success: [{
-            _tag: "Put",
-            key,
-            value: View.encodeValue(settings.metadata, shards),
-            lease: holder.leaseId
-          }]
-        }))
-      }
+      // Only while the holder's registration is the latest and its key still its own: a stale one writes nothing.
+      declareShards: (holder, shards) =>
+        latest === undefined || latest.holder !== holder ? Effect.void : Effect.asVoid(latest.rewrite(shards))
     })
     return service
   }).pipe(Effect.annotateLogs({ group: settings.key }))

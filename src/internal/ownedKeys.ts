@@ -23,6 +23,8 @@ export interface Options {
   readonly deleteWithin?: Duration.Duration | undefined
   /** Checked when the scope closes: true when nothing needs deleting (the lease is known to be gone). */
   readonly gone?: (() => boolean) | undefined
+  /** The delete, when it is more than a delete of `keys` (conditional on them still being the writer's own). */
+  readonly remove?: (() => Effect.Effect<unknown, Api.RequestError>) | undefined
 }
 
 /** Runs `write` (which creates some of `options.keys`) with the keys' delete registered first in the scope. */
@@ -42,7 +44,9 @@ const deleteOnClose = (options: Options): Effect.Effect<void, never, Scope.Scope
       Effect.suspend(() => {
         if (options.gone?.() === true) return Effect.void
         const { api, keys } = options
-        const remove: Effect.Effect<unknown, Api.RequestError> = keys.length === 1
+        const remove: Effect.Effect<unknown, Api.RequestError> = options.remove !== undefined
+          ? Effect.suspend(options.remove)
+          : keys.length === 1
           ? api.delete(keys[0]!)
           : api.txn({ compare: [], success: keys.map((key) => ({ _tag: "Delete" as const, key })) })
         return remove.pipe(

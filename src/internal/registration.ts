@@ -16,7 +16,7 @@ import {
   Scope,
   SubscriptionRef
 } from "effect"
-import { EtcdUnavailable } from "../EtcdSeqError.js"
+import { EtcdUnavailable, InstanceTaken } from "../EtcdSeqError.js"
 import type { EtcdSeqError } from "../EtcdSeqError.js"
 import type { Info } from "../Info.js"
 import type { Holder } from "./assign.js"
@@ -33,19 +33,31 @@ export interface Settings {
   readonly key: string
   readonly ttl: Duration.Duration
   readonly metadata: string
+  /** The member's stable name (static membership); its key is `@<instance>`, kept across incarnations. */
+  readonly instance: string | undefined
   readonly reregister: Schedule.Schedule<unknown, EtcdSeqError>
 }
+
+/** How a registration ended: its membership lost (the member registers again), or its key taken over (it does not). */
+export type Ended =
+  | { readonly _tag: "Lost"; readonly reason: string }
+  | { readonly _tag: "Taken"; readonly by: string }
 
 export interface Registration {
   readonly holder: Holder
   readonly scope: Scope.CloseableScope
   /**
-   * Calls `f` once with the reason the membership is lost (its lease lost, or its key gone from the view), at once
-   * if it already is. A callback, not a fiber waiting per member: members of a process can be many.
+   * Calls `f` once with how the membership ended (its lease lost, its key gone from the view, or taken over), at once
+   * if it already has. A callback, not a fiber waiting per member: members of a process can be many.
    */
-  readonly whenEnded: (f: (reason: string) => void) => void
+  readonly whenEnded: (f: (ended: Ended) => void) => void
   /** Stops this registration from setting the member's Info (leaving, or lost). */
   readonly retire: Effect.Effect<void>
+  /**
+   * Rewrites the member's record with `shards`, as long as the key is still this registration's: false when it is
+   * not (gone, or another incarnation's).
+   */
+  readonly rewrite: (shards: number | undefined) => Effect.Effect<boolean, Api.RequestError>
 }
 
 export interface Deps {
@@ -58,8 +70,16 @@ export interface Deps {
   readonly setInfo: (info: Info, holder: Holder) => void
 }
 
-/** One registration: returns once the shared view holds the member's key. */
-export const register = (deps: Deps): Effect.Effect<Registration, Api.RequestError> =>
+/**
+ * One registration: returns once the shared view holds the member's key. `earlier`: the ids of the member's earlier
+ * registrations, none for its first. A first registration with an instance takes the instance's key over, whoever
+ * holds it (a newer incarnation wins); a later one writes it only while it is free or still held by one of
+ * `earlier`, and fails with `InstanceTaken` otherwise.
+ */
+export const register = (
+  deps: Deps,
+  earlier?: ReadonlyArray<string>
+): Effect.Effect<Registration, Api.RequestError | InstanceTaken> =>
   Effect.gen(function*() {
     const { settings, shared, watch } = deps
     const scope = yield* Scope.fork(deps.parent, ExecutionStrategy.sequential)
@@ -67,66 +87,114 @@ export const register = (deps: Deps): Effect.Effect<Registration, Api.RequestErr
       // --- The lease, shared with the client's other members: the member itself is a key under it ---
       const lease = yield* shared.leases.hold(settings.ttl)
       const id = Keys.memberId(lease.id, yield* shared.leases.unique)
-      // Known once the key is written: nothing reads it before (onView waits for the create revision).
-      let holder: Holder = { id, leaseId: lease.id, createRevision: 0 }
+      const name = settings.instance === undefined ? id : Keys.instanceName(settings.instance)
+      const prefix = Keys.membersPrefix(settings.key)
+      const memberKey = prefix + name
+      const handoverKey = Keys.handoverKey(settings.key, id)
+      const api = shared.api
+      // Known once the key is written: nothing reads it before (onView waits for the write).
+      let holder: Holder = { id, name, leaseId: lease.id, createRevision: 0 }
       const visible = yield* Deferred.make<void>()
-      let endedWith: string | undefined
-      let onEnded: ((reason: string) => void) | undefined
-      const end = (reason: string) => {
+      let endedWith: Ended | undefined
+      let onEnded: ((ended: Ended) => void) | undefined
+      const end = (ended: Ended) => {
         if (endedWith !== undefined) return
-        endedWith = reason
-        onEnded?.(reason)
+        endedWith = ended
+        onEnded?.(ended)
       }
-      const state = { createRevision: undefined as number | undefined, retired: false, leaseLost: false }
+      const state = { written: undefined as Written | undefined, retired: false, leaseLost: false }
       yield* lease.onLost((reason) => {
         state.leaseLost = true
-        end(reason)
+        end({ _tag: "Lost", reason })
       })
 
-      // --- The view: the member's Info while its key is in it, and the end once it is gone ---
+      // --- The view: the member's Info while its key is its own in it, and the end once it is not ---
       const onView = (view: View.View): void => {
-        if (state.createRevision === undefined || state.retired) return
-        const standing = View.standing(view, holder.id, state.createRevision)
+        if (state.written === undefined || state.retired) return
+        const standing = View.standing(view, { id, name, ...state.written })
         if (standing._tag === "Member") {
           deps.setInfo(standing.info, holder)
           Deferred.unsafeDone(visible, Exit.void)
-        } else if (standing._tag === "Gone") {
-          end("its key was deleted")
+        } else if (standing._tag !== "Pending") {
+          end(standing._tag === "Taken" ? standing : { _tag: "Lost", reason: "its key was deleted" })
           Deferred.unsafeDone(visible, Exit.void)
         }
       }
       yield* watch.listen(onView)
 
+      // --- Writes to the member key while it is this registration's own (an instance key may become another's) ---
+      const ownWrite = (ops: ReadonlyArray<Api.Op>) =>
+        Effect.gen(function*() {
+          for (let attempt = 0; attempt < 3 && state.written !== undefined; attempt++) {
+            const result = yield* api.txn({
+              compare: [{ key: memberKey, target: "mod", result: "equal", value: state.written.modRevision }],
+              success: ops,
+              failure: [{ _tag: "Range", range: { target: { key: memberKey } } }]
+            })
+            if (result.succeeded) {
+              state.written = { ...state.written, modRevision: result.revision }
+              return true
+            }
+            // A write of this registration's whose answer was lost moved the mod revision: one read tells.
+            const kv = rangeKv(result.results[0])
+            const decoded = kv === undefined ? undefined : View.decode(prefix, kv)
+            if (decoded?._tag !== "Member" || decoded.entry.id !== id) return false
+            state.written = { ...state.written, modRevision: kv!.modRevision }
+          }
+          return false
+        })
+
       // --- The key: its delete registered first; a leave deletes it with the member's handover key ---
-      const put = yield* OwnedKeys.hold(
+      const record = View.encodeValue(settings.metadata, undefined, settings.instance === undefined ? undefined : id)
+      const written = yield* OwnedKeys.hold(
         {
-          api: shared.api,
-          keys: [Keys.membersPrefix(settings.key) + holder.id, Keys.handoverKey(settings.key, holder.id)],
+          api,
+          keys: [memberKey, handoverKey],
           retryInBackground: shared.leases.retryInBackground,
           leaseLost: lease.lost,
-          deleteWithin: Duration.min(settings.ttl, shared.api.requestTimeout),
+          deleteWithin: Duration.min(settings.ttl, api.requestTimeout),
           // A lost lease took the keys with it (or will within the TTL).
-          gone: () => state.leaseLost
+          gone: () => state.leaseLost,
+          // An instance key is deleted only while it is still this registration's: a newer incarnation may hold it.
+          remove: settings.instance === undefined ? undefined : () =>
+            Effect.flatMap(
+              ownWrite([{ _tag: "Delete", key: memberKey }, { _tag: "Delete", key: handoverKey }]),
+              (deleted) => deleted ? Effect.void : Effect.asVoid(api.delete(handoverKey))
+            )
         },
-        shared.api.put(Keys.membersPrefix(settings.key) + holder.id, View.encodeValue(settings.metadata), lease.id)
+        settings.instance === undefined
+          ? Effect.map(api.put(memberKey, record, lease.id), ({ revision }): Written => ({
+            createRevision: revision,
+            modRevision: revision,
+            writtenAt: revision
+          }))
+          : writeInstanceKey({
+            api,
+            group: settings.key,
+            instance: settings.instance,
+            key: memberKey,
+            value: record,
+            leaseId: lease.id,
+            earlier
+          })
       ).pipe(
         // The shared lease was revoked or expired and its keepalive has not noticed yet: drop it now, so the retry
         // gets a fresh one instead of failing against the dead one for a third of a TTL.
-        Effect.tapError((e) => Api.isLeaseNotFound(e) ? lease.rejected : Effect.void)
+        Effect.tapError((e) => e._tag !== "InstanceTaken" && Api.isLeaseNotFound(e) ? lease.rejected : Effect.void)
       )
-      state.createRevision = put.revision
-      holder = { ...holder, createRevision: put.revision }
+      state.written = written
+      holder = { ...holder, createRevision: written.createRevision }
       // Runs before the delete: the member's own delete must not read as "key deleted, register again".
       yield* Scope.addFinalizer(scope, Effect.sync(() => void (state.retired = true)))
       // Registered once the shared view has applied the member's own join (it may have already). The put landed, so
       // the wait is bounded by the TTL, not the request timeout: a watch that is slow to attach (its stream reset off a
       // silent etcd member) must not turn a join that worked into a failure and a second put.
       onView(yield* SubscriptionRef.get(watch.view))
-      const seeWithin = Duration.max(settings.ttl, shared.api.requestTimeout)
+      const seeWithin = Duration.max(settings.ttl, api.requestTimeout)
       yield* Deferred.await(visible).pipe(
         Effect.timeoutFail({
           duration: seeWithin,
-          onTimeout: () => new EtcdUnavailable({ endpoints: shared.api.endpoints, timeout: seeWithin })
+          onTimeout: () => new EtcdUnavailable({ endpoints: api.endpoints, timeout: seeWithin })
         })
       )
       return {
@@ -138,7 +206,14 @@ export const register = (deps: Deps): Effect.Effect<Registration, Api.RequestErr
         },
         retire: Effect.sync(() => {
           state.retired = true
-        })
+        }),
+        rewrite: (shards) =>
+          ownWrite([{
+            _tag: "Put",
+            key: memberKey,
+            value: View.encodeValue(settings.metadata, shards, settings.instance === undefined ? undefined : id),
+            lease: lease.id
+          }])
       } satisfies Registration
     }).pipe(
       Scope.extend(scope),
@@ -147,26 +222,99 @@ export const register = (deps: Deps): Effect.Effect<Registration, Api.RequestErr
     )
   })
 
+/** What a registration wrote: its key's create revision (its place), the last revision it wrote, the first. */
+interface Written {
+  readonly createRevision: number
+  readonly modRevision: number
+  readonly writtenAt: number
+}
+
+const rangeKv = (result: Api.OpResult | undefined): Api.KeyValue | undefined =>
+  result?._tag === "Range" ? result.result.kvs[0] : undefined
+
+/**
+ * Writes an instance's member key under this incarnation's lease. A put keeps the key's create revision, so a new
+ * incarnation takes its predecessor's place; read back in the same transaction, since the place is the key's, not
+ * the write's. Without `earlier` (a first registration) it takes the key whoever holds it; with, only while the key
+ * is free, not a member's, or held by one of `earlier`: otherwise a newer incarnation holds it, `InstanceTaken`.
+ */
+const writeInstanceKey = (options: {
+  readonly api: Api.EtcdApi
+  readonly group: string
+  readonly instance: string
+  readonly key: string
+  readonly value: string
+  readonly leaseId: string
+  readonly earlier: ReadonlyArray<string> | undefined
+}): Effect.Effect<Written, Api.RequestError | InstanceTaken> =>
+  Effect.gen(function*() {
+    const { api, key } = options
+    const read: Api.Op = { _tag: "Range", range: { target: { key } } }
+    let compare: ReadonlyArray<Api.Compare> = options.earlier === undefined
+      ? []
+      : [{ key, target: "create", result: "equal", value: 0 }]
+    // Each retry follows a write by someone else: a few in a row mean another incarnation is writing it.
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const result = yield* api.txn({
+        compare,
+        success: [{ _tag: "Put", key, value: options.value, lease: options.leaseId }, read],
+        failure: [read]
+      })
+      if (result.succeeded) {
+        const createRevision = rangeKv(result.results[1])?.createRevision ?? result.revision
+        return { createRevision, modRevision: result.revision, writtenAt: result.revision }
+      }
+      const kv = rangeKv(result.results[0])
+      const decoded = kv === undefined ? undefined : View.decode(Keys.membersPrefix(options.group), kv)
+      if (decoded?._tag === "Member" && !options.earlier!.includes(decoded.entry.id)) break
+      compare = kv === undefined
+        ? [{ key, target: "create", result: "equal", value: 0 }]
+        : [{ key, target: "mod", result: "equal", value: kv.modRevision }]
+    }
+    return yield* new InstanceTaken({ group: options.group, instance: options.instance })
+  })
+
 /**
  * Registers, then keeps the member registered for the life of `deps.parent`'s owner scope: when the membership is
  * lost, `lost` runs (the member goes invalid and its work stops), the lost registration closes (its keys deleted),
- * and a new one is made with the member's schedule. `gaveUp` runs when the schedule gives up.
+ * and a new one is made with the member's schedule. `gaveUp` runs when the schedule gives up, or at once when a newer
+ * incarnation took the member's instance over: that one is never fought for (no flapping between the two).
+ * `registered` is told of every registration.
  */
 export const keepRegistered = (
   deps: Deps,
   memberScope: Scope.Scope,
   hooks: {
+    readonly registered: (registration: Registration) => void
     readonly lost: (reason: string) => Effect.Effect<void>
     readonly gaveUp: (error: EtcdSeqError) => Effect.Effect<void>
   }
-): Effect.Effect<void, Api.RequestError> =>
+): Effect.Effect<void, Api.RequestError | InstanceTaken> =>
   Effect.gen(function*() {
     // Re-registration runs in a fiber forked when the membership is lost, not in one per member waiting all along.
     const runtime = yield* Effect.runtime<never>()
-    const follow = (registration: Registration): void =>
-      registration.whenEnded((reason) =>
-        Runtime.runFork(runtime)(Effect.forkIn(reregister(registration, reason), memberScope))
+    const earlier: Array<string> = []
+    const follow = (registration: Registration): void => {
+      earlier.push(registration.holder.id)
+      hooks.registered(registration)
+      registration.whenEnded((ended) =>
+        Runtime.runFork(runtime)(
+          Effect.forkIn(
+            ended._tag === "Taken" ? yieldTo(registration, ended.by) : reregister(registration, ended.reason),
+            memberScope
+          )
+        )
       )
+    }
+    const yieldTo = (taken: Registration, by: string) =>
+      Effect.gen(function*() {
+        yield* taken.retire
+        yield* Effect.logWarning(`instance taken over by member ${by}; this member stops and does not register again`)
+        // Failed first, so that work stops for the error, not for an invalid Info it could wait out.
+        yield* hooks.gaveUp(new InstanceTaken({ group: deps.settings.key, instance: deps.settings.instance ?? "" }))
+        yield* hooks.lost("instance taken over")
+        yield* Scope.close(taken.scope, Exit.void)
+      })
     const reregister = (lost: Registration, reason: string) =>
       Effect.gen(function*() {
         // Retired first, so no view update can hand the lost registration an Info again.
@@ -175,9 +323,9 @@ export const keepRegistered = (
         yield* Effect.logWarning(`membership lost: ${reason}; registering again`)
         yield* hooks.lost(reason)
         yield* Scope.close(lost.scope, Exit.void)
-        const next = yield* register(deps).pipe(
+        const next = yield* register(deps, earlier).pipe(
           Effect.tapError((e) => Effect.logWarning("registration failed; retrying", e)),
-          Effect.retry(deps.settings.reregister)
+          Effect.retry({ schedule: deps.settings.reregister, while: (e) => e._tag !== "InstanceTaken" })
         )
         yield* Metric.increment(Metrics.reregistrations)
         follow(next)

@@ -44,7 +44,7 @@ export const invalidShards = (shards: unknown): string | undefined =>
     ? `must be between 1 and ${maxShards}, got ${shards}`
     : undefined
 
-/** A plan as the runners read it: each member's shards (ascending), by member id. */
+/** A plan as the runners read it: each member's shards (ascending), by member name (kept across incarnations). */
 type Planned = ReadonlyMap<string, ReadonlyArray<number>>
 
 /** One plan per view and number of shards, computed once for all the members of a client that hold the view. */
@@ -62,7 +62,8 @@ const planOf = (view: View, shards: number): Planned => {
   if (byCount === undefined) plans.set(view, byCount = new Map())
   const known = byCount.get(shards)
   if (known !== undefined) return known
-  const ids = view.members.map((m) => m.id)
+  // By name, not id: a new incarnation of a member with an instance takes over its predecessor's shards.
+  const ids = view.members.map((m) => m.name)
   const key = `${shards}:${ids.join(",")}`
   let planned = recent.get(key)
   if (planned === undefined) {
@@ -223,7 +224,7 @@ const runLoop = <E, R>(
           }
           current = owner
         }
-        const mine = new Set(planOf(yield* SubscriptionRef.get(view), shards).get(owner.id))
+        const mine = new Set(planOf(yield* SubscriptionRef.get(view), shards).get(owner.name))
         const gone = [...running.keys()].filter((s) => !mine.has(s)).sort((a, b) => a - b)
         const arrived = [...mine].filter((s) => !running.has(s)).sort((a, b) => a - b)
         if (gone.length > 0) yield* stop(gone)

@@ -10,11 +10,16 @@ import type * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 
 /**
- * One live member of the view. `id` is the last segment of its key, `<lease id in hex>_<number>`: the lease it is
- * bound to (shared by the members of one client), and a number unique among that client's members.
+ * One live member of the view. `id` is `<lease id in hex>_<number>`: the lease it is bound to (shared by the members
+ * of one client), and a number unique among that client's members. `name` is the last segment of its key: the id,
+ * or `@<instance>` for a member with an instance, whose incarnations share the key (and so the name and the place)
+ * while each has an id of its own.
  */
 export interface Entry {
   readonly id: string
+  /** What stays of the member across its incarnations: the key's last segment. Shards are planned by it. */
+  readonly name: string
+  readonly instance?: string | undefined
   readonly createRevision: number
   readonly metadata: string
   /** The number of shards the member runs `runShards` with, once it does. */
@@ -41,44 +46,54 @@ export type RawKeyValue = Api.KeyValue
 export type RawEvent = Api.Event
 
 /**
- * The value a member writes under its key, as JSON: `{ "v": 1, "metadata": "..." }`. The version lets a later
- * format be told apart; other fields are ignored, so a later version may add some.
+ * The value a member writes under its key, as JSON: `{ "v": 1, "metadata": "..." }`, plus `id` (the incarnation's
+ * member id) under an instance key and `shards` once it runs `runShards`. The version lets a later format be told
+ * apart; other fields are ignored, so a later version may add some.
  */
 const MemberRecord = Schema.Struct({
   v: Schema.Literal(1),
   metadata: Schema.String,
+  id: Schema.optional(Schema.String),
   shards: Schema.optional(Schema.Int.pipe(Schema.positive()))
 })
 
 const decodeJson = Schema.decodeUnknownEither(Schema.parseJson())
 const decodeRecord = Schema.decodeUnknownEither(MemberRecord)
 
-export const encodeValue = (metadata: string, shards?: number): string =>
-  Schema.encodeSync(Schema.parseJson(MemberRecord))(
-    shards === undefined ? { v: 1, metadata } : { v: 1, metadata, shards }
-  )
+/** A member's record; `id` only under an instance key (elsewhere the key names it). */
+export const encodeValue = (metadata: string, shards?: number, id?: string): string =>
+  Schema.encodeSync(Schema.parseJson(MemberRecord))({
+    v: 1,
+    metadata,
+    ...(id === undefined ? {} : { id }),
+    ...(shards === undefined ? {} : { shards })
+  })
 
 export type Decoded =
   | { readonly _tag: "Member"; readonly entry: Entry }
   | { readonly _tag: "Foreign"; readonly key: string; readonly reason: string }
 
 /**
- * Decodes a key-value under the members prefix. A key counts as a member only when its name is the lease it is
- * bound to and its value is what this library writes, so a stray key can never take an index (it would never
- * leave: nothing would revoke it).
+ * Decodes a key-value under the members prefix. A key counts as a member only when the member id it gives (its name,
+ * or its record's under an instance key) is the lease it is bound to and its value is what this library writes, so
+ * a stray key can never take an index (it would never leave: nothing would revoke it).
  */
 export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
-  const id = Keys.memberOfKey(membersPrefix, kv.key)
-  if (id === undefined) return { _tag: "Foreign", key: kv.key, reason: "not a member key" }
-  if (!Keys.isBoundTo(id, kv.lease)) return { _tag: "Foreign", key: kv.key, reason: "not bound to the lease it names" }
+  const name = Keys.memberOfKey(membersPrefix, kv.key)
+  if (name === undefined) return { _tag: "Foreign", key: kv.key, reason: "not a member key" }
   const json = decodeJson(kv.value)
   if (Either.isLeft(json)) return { _tag: "Foreign", key: kv.key, reason: "value is not JSON" }
   const record = decodeRecord(json.right)
   if (Either.isLeft(record)) return { _tag: "Foreign", key: kv.key, reason: "value is not a member record" }
+  const instance = Keys.instanceOfName(name)
+  const id = instance === undefined ? name : record.right.id ?? ""
+  if (!Keys.isBoundTo(id, kv.lease)) return { _tag: "Foreign", key: kv.key, reason: "not bound to the lease it names" }
   return {
     _tag: "Member",
     entry: {
       id,
+      name,
+      ...(instance === undefined ? {} : { instance }),
       createRevision: kv.createRevision,
       metadata: record.right.metadata,
       ...(record.right.shards === undefined ? {} : { shards: record.right.shards })
@@ -154,8 +169,8 @@ export const applyEvents = (
       if (decoded._tag === "Foreign") {
         // A member key rewritten into something else (another lease, a foreign value) no longer leaves with its
         // lease, so it stops counting: its owner sees itself gone and registers anew.
-        const id = Keys.memberOfKey(membersPrefix, event.kv.key)
-        const at = id === undefined ? -1 : (members ?? view.members).findIndex((e) => e.id === id)
+        const name = Keys.memberOfKey(membersPrefix, event.kv.key)
+        const at = name === undefined ? -1 : (members ?? view.members).findIndex((e) => e.name === name)
         if (at >= 0) {
           current().splice(at, 1)
           revision = event.kv.modRevision
@@ -166,8 +181,9 @@ export const applyEvents = (
       const list = current()
       const at = search(list, entry.createRevision)
       const existing = list[at]
-      if (existing !== undefined && existing.id === entry.id) {
-        // A rewrite of a member's value keeps its place: the member set is unchanged.
+      if (existing !== undefined && existing.name === entry.name) {
+        // A rewrite of a member's value keeps its place: the member set is unchanged. So does a new incarnation of
+        // a member with an instance taking its key over: the others see no change.
         list[at] = entry
       } else {
         list.splice(at, 0, entry)
@@ -175,9 +191,9 @@ export const applyEvents = (
       }
     } else {
       seen = Math.max(seen, event.modRevision)
-      const id = Keys.memberOfKey(membersPrefix, event.key)
-      if (id === undefined) continue
-      const at = (members ?? view.members).findIndex((e) => e.id === id)
+      const name = Keys.memberOfKey(membersPrefix, event.key)
+      if (name === undefined) continue
+      const at = (members ?? view.members).findIndex((e) => e.name === name)
       if (at < 0) continue
       current().splice(at, 1)
       revision = event.modRevision
@@ -187,10 +203,10 @@ export const applyEvents = (
   return { members: members ?? view.members, revision, seen, awaitingName }
 }
 
-/** Index of the member with this id and create revision, or -1. */
-export const indexOf = (view: View, id: string, createRevision: number): number => {
+/** Index of the member with this name and create revision, or -1. */
+export const indexOf = (view: View, name: string, createRevision: number): number => {
   const at = search(view.members, createRevision)
-  return view.members[at]?.id === id ? at : -1
+  return view.members[at]?.name === name ? at : -1
 }
 
 export type Standing =
@@ -199,10 +215,27 @@ export type Standing =
   | { readonly _tag: "Pending" }
   /** The view has applied the member's join and later lost it: the key is gone. */
   | { readonly _tag: "Gone" }
+  /** Its key is another incarnation's now: a member with the same instance took it over. */
+  | { readonly _tag: "Taken"; readonly by: string }
 
-/** Where a member registered at `createRevision` stands in a view. */
-export const standing = (view: View, id: string, createRevision: number): Standing => {
-  const index = indexOf(view, id, createRevision)
-  if (index >= 0) return { _tag: "Member", info: Info.make(index, view.members.length, view.revision) }
-  return view.seen >= createRevision ? { _tag: "Gone" } : { _tag: "Pending" }
+/**
+ * Where a member stands in a view: `id` and `name` its own, `createRevision` its key's, `writtenAt` the revision its
+ * registration wrote the key at (the create revision, unless it took an instance's key over).
+ */
+export const standing = (
+  view: View,
+  member: {
+    readonly id: string
+    readonly name: string
+    readonly createRevision: number
+    readonly writtenAt: number
+  }
+): Standing => {
+  if (view.seen < member.writtenAt) return { _tag: "Pending" }
+  const index = indexOf(view, member.name, member.createRevision)
+  if (index < 0) return { _tag: "Gone" }
+  const holder = view.members[index]!.id
+  return holder === member.id
+    ? { _tag: "Member", info: Info.make(index, view.members.length, view.revision) }
+    : { _tag: "Taken", by: holder }
 }

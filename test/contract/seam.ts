@@ -258,6 +258,38 @@ export const contract = <R>(test: Test<R>, harness: Harness<R>): void => {
       expect((yield* api.range({ target: { prefix: `${p}many/` } })).kvs).toHaveLength(128)
     }))
 
+  test("a put under another lease keeps the key's create revision and moves it: the first lease's end leaves it", () =>
+    Effect.gen(function*() {
+      const api = yield* harness.client
+      const p = harness.prefix("move")
+      const first = yield* api.grant(10)
+      const second = yield* api.grant(10)
+      const created = yield* api.put(`${p}a`, "first", first)
+      // Static membership's takeover: the put and a read of the key in one transaction, which sees the put.
+      const moved = yield* api.txn({
+        compare: [],
+        success: [
+          { _tag: "Put", key: `${p}a`, value: "second", lease: second },
+          { _tag: "Range", range: { target: { key: `${p}a` } } }
+        ]
+      })
+      const [, read] = moved.results
+      expect(read?._tag === "Range" && read.result.kvs).toEqual([{
+        key: `${p}a`,
+        value: "second",
+        lease: second,
+        createRevision: created.revision,
+        modRevision: moved.revision
+      }])
+      yield* api.revoke(first)
+      expect((yield* api.range({ target: { key: `${p}a` } })).kvs.map((kv) => [kv.value, kv.lease])).toEqual([[
+        "second",
+        second
+      ]])
+      yield* api.revoke(second)
+      expect((yield* api.range({ target: { key: `${p}a` } })).kvs).toEqual([])
+    }))
+
   test("a lease nobody keeps alive expires after its TTL, and takes its keys with it", () =>
     Effect.gen(function*() {
       const api = yield* harness.client

@@ -11,7 +11,7 @@ interface Model {
   revision: number
   nextLease: number
   nextMember: number
-  live: Array<{ id: string; lease: string; createRevision: number }>
+  live: Array<{ id: string; name: string; lease: string; createRevision: number; writtenAt: number }>
   lastChange: number
   events: Array<View.RawEvent>
 }
@@ -21,6 +21,8 @@ type Op =
   | { readonly kind: "leave"; readonly pick: number }
   | { readonly kind: "rewrite"; readonly pick: number; readonly metadata: string }
   | { readonly kind: "foreign"; readonly name: string }
+  /** A member with an instance joins, or a new incarnation takes its key over. */
+  | { readonly kind: "instance"; readonly instance: string; readonly sharedLease: boolean }
 
 const op: fc.Arbitrary<Op> = fc.oneof(
   {
@@ -41,8 +43,19 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       metadata: fc.string({ maxLength: 8 })
     })
   },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant("foreign" as const), name: fc.string({ maxLength: 12 }) }) }
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("foreign" as const), name: fc.string({ maxLength: 12 }) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant("instance" as const),
+      instance: fc.constantFrom("web-0", "web-1", "a.b_c"),
+      sharedLease: fc.boolean()
+    })
+  }
 )
+
+const valueOf = (m: { readonly id: string; readonly name: string }, metadata: string) =>
+  View.encodeValue(metadata, undefined, m.name === m.id ? undefined : m.id)
 
 const put = (
   key: string,
@@ -63,18 +76,33 @@ const run = (ops: ReadonlyArray<Op>): Model => {
       const shared = model.live.at(-1)
       const lease = o.sharedLease && shared !== undefined ? shared.lease : String(model.nextLease++)
       const id = Keys.memberId(lease, model.nextMember++)
-      model.live.push({ id, lease, createRevision: rev })
+      model.live.push({ id, name: id, lease, createRevision: rev, writtenAt: rev })
       model.lastChange = rev
       model.events.push(put(prefix + id, View.encodeValue(o.metadata), lease, rev, rev))
+    } else if (o.kind === "instance") {
+      const shared = model.live.at(-1)
+      const lease = o.sharedLease && shared !== undefined ? shared.lease : String(model.nextLease++)
+      const id = Keys.memberId(lease, model.nextMember++)
+      const name = Keys.instanceName(o.instance)
+      const at = model.live.findIndex((m) => m.name === name)
+      // A takeover keeps the key's create revision, so its place: no change for the others.
+      const createRevision = at >= 0 ? model.live[at]!.createRevision : rev
+      const entry = { id, name, lease, createRevision, writtenAt: rev }
+      if (at >= 0) model.live[at] = entry
+      else {
+        model.live.push(entry)
+        model.lastChange = rev
+      }
+      model.events.push(put(prefix + name, valueOf(entry, ""), lease, createRevision, rev))
     } else if (o.kind === "leave") {
       if (model.live.length === 0) continue
       const [gone] = model.live.splice(o.pick % model.live.length, 1)
       model.lastChange = rev
-      model.events.push({ _tag: "Delete", key: prefix + gone!.id, modRevision: rev })
+      model.events.push({ _tag: "Delete", key: prefix + gone!.name, modRevision: rev })
     } else if (o.kind === "rewrite") {
       const m = model.live[o.pick % Math.max(1, model.live.length)]
       if (m === undefined) continue
-      model.events.push(put(prefix + m.id, View.encodeValue(o.metadata), m.lease, m.createRevision, rev))
+      model.events.push(put(prefix + m.name, valueOf(m, o.metadata), m.lease, m.createRevision, rev))
     } else {
       // Keys that are not member keys: nested, named otherwise, or unbound to the lease they name.
       model.events.push(put(prefix + o.name + "/x", "{}", "0", rev, rev))
@@ -82,6 +110,9 @@ const run = (ops: ReadonlyArray<Op>): Model => {
       model.events.push(put(prefix + "abc", View.encodeValue(""), String(0xabc), rev, rev))
       model.events.push(put(prefix + "abc_1", "not json", String(0xabc), rev, rev))
       model.events.push(put(prefix + "abd_1", View.encodeValue(""), String(0xabc), rev, rev))
+      // Instance keys whose record names no id, or an id of another lease.
+      model.events.push(put(prefix + "@x" + o.name.length, View.encodeValue(""), "5", rev, rev))
+      model.events.push(put(prefix + "@y", View.encodeValue("", undefined, "abc_1"), "5", rev, rev))
     }
   }
   return model
@@ -109,10 +140,10 @@ describe("view", () => {
     ([ops, sizes]) => {
       const model = run(ops)
       const view = applyAll(model, sizes)
-      expect(view.members.map((m) => m.id)).toEqual(model.live.map((m) => m.id))
+      expect(view.members.map((m) => [m.id, m.name])).toEqual(model.live.map((m) => [m.id, m.name]))
       expect(view.revision).toBe(model.lastChange)
       model.live.forEach((m, index) => {
-        const standing = View.standing(view, m.id, m.createRevision)
+        const standing = View.standing(view, m)
         expect(standing).toEqual({ _tag: "Member", info: Info.make(index, model.live.length, model.lastChange) })
         if (standing._tag === "Member") expect(standing.info.revision).toBe(model.lastChange)
       })
@@ -140,14 +171,15 @@ describe("view", () => {
       const incremental = applyAll(model, [0])
       const entries = [...model.live].reverse().map((m) => ({
         id: m.id,
+        name: m.name,
         createRevision: m.createRevision,
         metadata: ""
       }))
       const snapshot = View.fromSnapshot(entries, model.revision)
       expect(snapshot.members.map((m) => m.id)).toEqual(incremental.members.map((m) => m.id))
       for (const m of model.live) {
-        const a = View.standing(snapshot, m.id, m.createRevision)
-        const b = View.standing(incremental, m.id, m.createRevision)
+        const a = View.standing(snapshot, m)
+        const b = View.standing(incremental, m)
         expect(a._tag === "Member" && b._tag === "Member" && Equal.equals(a.info, b.info)).toBe(true)
       }
     }
@@ -158,11 +190,12 @@ describe("view", () => {
     [fc.array(op, { maxLength: 40 }), fc.nat()],
     ([ops, pick]) => {
       const model = run([{ kind: "join", metadata: "", sharedLease: false }, ...ops])
-      const first = { id: Keys.memberId("7000", 0), createRevision: 2 }
-      expect(View.standing(View.empty, first.id, first.createRevision)._tag).toBe("Pending")
+      const id = Keys.memberId("7000", 0)
+      const first = { id, name: id, createRevision: 2, writtenAt: 2 }
+      expect(View.standing(View.empty, first)._tag).toBe("Pending")
       const view = applyAll(model, [pick % 5])
       const stillThere = model.live.some((m) => m.id === first.id)
-      expect(View.standing(view, first.id, first.createRevision)._tag).toBe(stillThere ? "Member" : "Gone")
+      expect(View.standing(view, first)._tag).toBe(stillThere ? "Member" : "Gone")
     }
   )
 
@@ -180,7 +213,34 @@ describe("view", () => {
     const hijacked = View.applyEvents(joined, prefix, [put(prefix + "1f_0", "whatever", "0", 2, 4)])
     expect(hijacked.members.map((m) => m.id)).toEqual(["1f_1"])
     expect(hijacked.revision).toBe(4)
-    expect(View.standing(hijacked, "1f_0", 2)._tag).toBe("Gone")
+    expect(View.standing(hijacked, { id: "1f_0", name: "1f_0", createRevision: 2, writtenAt: 2 })._tag).toBe("Gone")
+  })
+
+  it("a new incarnation of an instance keeps the place and the view's name; the old one sees it taken", () => {
+    const old = { id: "1f_0", name: "@web-0", createRevision: 2, writtenAt: 2 }
+    const joined = View.applyEvents(View.empty, prefix, [
+      put(prefix + "@web-0", View.encodeValue("", undefined, "1f_0"), "31", 2, 2),
+      put(prefix + "20_0", View.encodeValue(""), "32", 3, 3)
+    ])
+    expect(View.standing(joined, old)).toEqual({ _tag: "Member", info: Info.make(0, 2, 3) })
+    const fresh = { id: "21_4", name: "@web-0", createRevision: 2, writtenAt: 5 }
+    // Not yet applied: the new incarnation waits for its own write, it does not read the old one's entry as taken.
+    expect(View.standing(joined, fresh)._tag).toBe("Pending")
+    const taken = View.applyEvents(joined, prefix, [
+      put(prefix + "@web-0", View.encodeValue("", undefined, "21_4"), "33", 2, 5)
+    ])
+    expect(taken.revision).toBe(3)
+    expect(taken.members.map((m) => [m.id, m.name, m.instance])).toEqual([["21_4", "@web-0", "web-0"], [
+      "20_0",
+      "20_0",
+      undefined
+    ]])
+    expect(View.standing(taken, fresh)).toEqual({ _tag: "Member", info: Info.make(0, 2, 3) })
+    expect(View.standing(taken, old)).toEqual({ _tag: "Taken", by: "21_4" })
+    expect(View.standing(taken, { id: "20_0", name: "20_0", createRevision: 3, writtenAt: 3 })).toEqual({
+      _tag: "Member",
+      info: Info.make(1, 2, 3)
+    })
   })
 
   it("decode names why a key is not a member", () => {
@@ -189,7 +249,23 @@ describe("view", () => {
     expect(Keys.memberId("31", 7)).toBe("1f_7")
     expect(decode(prefix + "1f_7", View.encodeValue("m"), "31")).toEqual({
       _tag: "Member",
-      entry: { id: "1f_7", createRevision: 1, metadata: "m" }
+      entry: { id: "1f_7", name: "1f_7", createRevision: 1, metadata: "m" }
+    })
+    expect(decode(prefix + "@web-0", View.encodeValue("m", 4, "1f_7"), "31")).toEqual({
+      _tag: "Member",
+      entry: { id: "1f_7", name: "@web-0", instance: "web-0", createRevision: 1, metadata: "m", shards: 4 }
+    })
+    expect(decode(prefix + "@web-0", View.encodeValue("m"), "31")).toMatchObject({
+      _tag: "Foreign",
+      reason: "not bound to the lease it names"
+    })
+    expect(decode(prefix + "@web-0", View.encodeValue("m", undefined, "1f_7"), "32")).toMatchObject({
+      _tag: "Foreign",
+      reason: "not bound to the lease it names"
+    })
+    expect(decode(prefix + "@", View.encodeValue("m", undefined, "1f_7"), "31")).toMatchObject({
+      _tag: "Foreign",
+      reason: "not a member key"
     })
     expect(decode(prefix + "1f_7/x", "{}", "31")).toMatchObject({ _tag: "Foreign", reason: "not a member key" })
     expect(decode(prefix + "1f", View.encodeValue(""), "31")).toMatchObject({
