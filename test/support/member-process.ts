@@ -12,6 +12,10 @@
  *   {"event":"shard","phase":"start","shard":3,"fence":41,"mono":123456.7}
  *   {"event":"shard","phase":"stop","shard":3,"fence":41,"mono":123789.1}
  *
+ * With `--exclusive none|index|group` it runs `EtcdSeq.runAssigned` in that mode, each run printed the same way:
+ *   {"event":"run","phase":"start","index":1,"count":3,"fence":41,"mono":123456.7}
+ * `--instance <name>` gives the member an instance; an error line then carries its tag (`InstanceTaken`).
+ *
  * A line `leave` on stdin (or stdin closing: the parent is gone) closes the member's scope. The process then ends
  * on its own, without `process.exit`: if a watcher, a timer or a socket were left behind it would keep running,
  * which is what the leak test looks for.
@@ -32,6 +36,8 @@ const group = argument("group") ?? "test/member-process"
 const ttl = (argument("ttl") ?? "3 seconds") as Duration.DurationInput
 const shards = argument("shards") === undefined ? undefined : Number(argument("shards"))
 const stopMillis = Number(argument("stop-millis") ?? 0)
+const instance = argument("instance")
+const exclusive = argument("exclusive") as "none" | "index" | "group" | undefined
 const mono = () => Number(process.hrtime.bigint()) / 1e6
 
 // Where each timer still pending was set, to say what holds the process if it does not end.
@@ -61,7 +67,9 @@ const program = Effect.gen(function*() {
 
   yield* Effect.scoped(Effect.gen(function*() {
     const etcd = yield* Etcd.make({ endpoints })
-    const seq = yield* EtcdSeq.make({ key: group, ttl }).pipe(Effect.provideService(Etcd, etcd))
+    const seq = yield* EtcdSeq.make({ key: group, ttl, instance }).pipe(Effect.provideService(Etcd, etcd))
+    const failed = (error: { readonly _tag: string }) =>
+      Effect.sync(() => print({ event: "error", tag: error._tag, message: String(error) }))
     yield* seq.changes.pipe(
       Stream.runForEach((info) =>
         Effect.sync(() =>
@@ -74,26 +82,34 @@ const program = Effect.gen(function*() {
           })
         )
       ),
-      Effect.catchAll((error) => Effect.sync(() => print({ event: "error", message: String(error) }))),
+      Effect.catchAll(failed),
       Effect.forkScoped
     )
+    const stopping = (line: Record<string, unknown>) =>
+      Effect.sleep(stopMillis).pipe(Effect.zipRight(Effect.sync(() => print({ ...line, phase: "stop", mono: mono() }))))
+    if (exclusive !== undefined) {
+      yield* EtcdSeq.runAssigned((a) => {
+        const line = { event: "run", index: a.info.index, count: a.info.count, fence: a.fence }
+        return Effect.acquireRelease(
+          Effect.sync(() => print({ ...line, phase: "start", mono: mono() })),
+          () => stopping(line)
+        ).pipe(Effect.zipRight(Effect.never))
+      }, { exclusive }).pipe(
+        Effect.provideService(EtcdSeq, seq),
+        Effect.catchAll(failed),
+        Effect.forkScoped
+      )
+    }
     if (shards !== undefined) {
       yield* EtcdSeq.runShards({ shards }, (shard) =>
         Effect.acquireRelease(
           Effect.sync(() =>
             print({ event: "shard", phase: "start", shard: shard.id, fence: shard.fence, mono: mono() })
           ),
-          () =>
-            Effect.sleep(stopMillis).pipe(
-              Effect.zipRight(
-                Effect.sync(() =>
-                  print({ event: "shard", phase: "stop", shard: shard.id, fence: shard.fence, mono: mono() })
-                )
-              )
-            )
+          () => stopping({ event: "shard", shard: shard.id, fence: shard.fence })
         ).pipe(Effect.zipRight(Effect.never))).pipe(
           Effect.provideService(EtcdSeq, seq),
-          Effect.catchAll((error) => Effect.sync(() => print({ event: "error", message: String(error) }))),
+          Effect.catchAll(failed),
           Effect.forkScoped
         )
     }

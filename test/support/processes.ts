@@ -32,7 +32,15 @@ export type MemberEvent =
     /** CLOCK_MONOTONIC in ms (`process.hrtime`): comparable across the machine's processes. */
     readonly mono: number
   }
-  | { readonly event: "error"; readonly message: string }
+  | {
+    readonly event: "run"
+    readonly phase: "start" | "stop"
+    readonly index: number
+    readonly count: number
+    readonly fence: number
+    readonly mono: number
+  }
+  | { readonly event: "error"; readonly message: string; readonly tag?: string }
   | { readonly event: "done"; readonly at: number }
 
 export type InfoEvent = Extract<MemberEvent, { event: "info" }>
@@ -108,8 +116,11 @@ export const spawnMember = (options: {
   readonly joinWithin?: Duration.DurationInput
   /** Runs `EtcdSeq.runShards` over this many shards too, printing each shard's runs. */
   readonly shards?: number
-  /** How long a shard's work takes to stop. */
+  /** Runs `EtcdSeq.runAssigned` in this mode too, printing each run. */
+  readonly exclusive?: "none" | "index" | "group"
+  /** How long a shard's or a run's work takes to stop. */
   readonly stopMillis?: number
+  readonly instance?: string
 }): Effect.Effect<MemberProcess, never, Scope.Scope> =>
   Effect.gen(function*() {
     const events = yield* SubscriptionRef.make<ReadonlyArray<MemberEvent>>([])
@@ -129,9 +140,11 @@ export const spawnMember = (options: {
             options.group,
             "--ttl",
             `${Duration.toMillis(Duration.decode(options.ttl))} millis`,
-            ...(options.shards === undefined
-              ? []
-              : ["--shards", String(options.shards), "--stop-millis", String(options.stopMillis ?? 0)])
+            ...(options.shards === undefined ? [] : ["--shards", String(options.shards)]),
+            ...(options.exclusive === undefined ? [] : ["--exclusive", options.exclusive]),
+            ...(options.instance === undefined ? [] : ["--instance", options.instance]),
+            "--stop-millis",
+            String(options.stopMillis ?? 0)
           ],
           { cwd: root, stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, NODE_OPTIONS: "" } }
         )
