@@ -10,7 +10,7 @@ import { Etcd, EtcdSeq, type EtcdSeqService, type Member } from "../../src/index
 import { startEtcd } from "../support/etcd.js"
 import { record, uniqueGroup } from "../support/members.js"
 import { type MemberEvent, type MemberProcess, spawnMember } from "../support/processes.js"
-import { expectNothingLeftWithin, expectPidsGone } from "../support/reliability.js"
+import { expectNothingLeftWithin, expectPidsGone, figure } from "../support/reliability.js"
 import { runsOfProcess, shardOverlaps, type ShardRun } from "../support/shardChecker.js"
 
 const ttl = Duration.seconds(6)
@@ -106,6 +106,15 @@ describe("static membership on a real etcd", () => {
           yield* untilLines(b2, (es) => running(es, "run").length === 1, "its run of index 1", "15 seconds")
           const started = (yield* b2.events).find((e) => e.event === "run")!
           expect(started).toMatchObject({ index: 1, count: 3 })
+          const joined = (yield* b2.events).find((e) => e.event === "info")!
+          yield* figure(
+            "instance restart: SIGKILL to the new process's Info (same index; includes Node's start)",
+            joined.at - crashed.at
+          )
+          yield* figure(
+            "instance restart: SIGKILL to its index-locked work (TTL 6 s)",
+            (started as { mono: number }).mono - crashed.mono
+          )
 
           // The others saw nothing: no Info, not even the same one under a new revision, and c's work ran on.
           expect(yield* a.recorder.infos).toHaveLength(3)
@@ -222,6 +231,12 @@ describe("static membership on a real etcd", () => {
           ]
           expect(runs.filter((r) => r.member === "b2").length).toBe(held)
           expect(shardOverlaps(runs)).toEqual([])
+          const lastStop = Math.max(...runs.filter((r) => r.member === "b").map((r) => r.end))
+          const lastStart = Math.max(...runs.filter((r) => r.member === "b2").map((r) => r.start))
+          yield* figure(
+            `instance taken over (${mode}): the older's last stop to the newer's last start`,
+            lastStart - lastStop
+          )
           // The others saw nothing.
           expect(yield* a.recorder.infos).toHaveLength(3)
           expect(String(yield* a.seq.current)).toBe(aBefore)
