@@ -62,8 +62,8 @@ export interface EtcdSeqOptions {
  */
 export interface Member {
   /**
-   * The member's id, `<lease id in hex>_<number>`: its key is `<group>/members/<id>`. Members that share an `Etcd`
-   * client share its lease (one per TTL), so the number tells them apart.
+   * The member's id, `<lease id in hex>_<number>`: its key is `<group>/members/<id>` (`@<instance>` with an
+   * instance). Members that share an `Etcd` client share its lease (one per TTL), so the number tells them apart.
    */
   readonly id: string
   /**

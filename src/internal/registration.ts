@@ -123,23 +123,26 @@ export const register = (
       yield* watch.listen(onView)
 
       // --- Writes to the member key while it is this registration's own (an instance key may become another's) ---
+      // Compared on the mod revision the registration last wrote; a compare that fails reads the key once, since a
+      // write of its own whose answer was lost (the first put, say) moved it. Nothing written yet: compared on the
+      // key's absence, so a delete after a put that never landed deletes nothing and one that did finds it.
       const ownWrite = (ops: ReadonlyArray<Api.Op>) =>
         Effect.gen(function*() {
-          for (let attempt = 0; attempt < 3 && state.written !== undefined; attempt++) {
+          let modRevision = state.written?.modRevision ?? 0
+          for (let attempt = 0; attempt < 3; attempt++) {
             const result = yield* api.txn({
-              compare: [{ key: memberKey, target: "mod", result: "equal", value: state.written.modRevision }],
+              compare: [{ key: memberKey, target: "mod", result: "equal", value: modRevision }],
               success: ops,
               failure: [{ _tag: "Range", range: { target: { key: memberKey } } }]
             })
             if (result.succeeded) {
-              state.written = { ...state.written, modRevision: result.revision }
+              if (state.written !== undefined) state.written = { ...state.written, modRevision: result.revision }
               return true
             }
-            // A write of this registration's whose answer was lost moved the mod revision: one read tells.
             const kv = rangeKv(result.results[0])
             const decoded = kv === undefined ? undefined : View.decode(prefix, kv)
             if (decoded?._tag !== "Member" || decoded.entry.id !== id) return false
-            state.written = { ...state.written, modRevision: kv!.modRevision }
+            modRevision = kv!.modRevision
           }
           return false
         })
@@ -184,6 +187,11 @@ export const register = (
       )
       state.written = written
       holder = { ...holder, createRevision: written.createRevision }
+      if (written.createRevision !== written.writtenAt) {
+        yield* Effect.logInfo(
+          `instance "${settings.instance}" takes its place back (joined at revision ${written.createRevision}) as ${id}`
+        )
+      }
       // Runs before the delete: the member's own delete must not read as "key deleted, register again".
       yield* Scope.addFinalizer(scope, Effect.sync(() => void (state.retired = true)))
       // Registered once the shared view has applied the member's own join (it may have already). The put landed, so
