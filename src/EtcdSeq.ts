@@ -52,6 +52,16 @@ export interface EtcdSeqOptions {
    * @since 0.3.0
    */
   readonly instance?: string | undefined
+  /**
+   * With an `instance`: a leave (the scope closing) keeps the member's place for the TTL instead of giving it up, so
+   * that its next incarnation takes it back: a graceful rolling restart (SIGTERM, a new pod) then changes nothing for
+   * the others. Its work stops and its locks and claims are released at once, so the next incarnation's exclusive
+   * work starts without waiting; until it comes, the member's index (or shards) is held but nobody works on it, and
+   * if it does not come within the TTL the others see the leave then. Default `false`: a leave is seen at once.
+   *
+   * @since 0.3.0
+   */
+  readonly keepPlaceOnLeave?: boolean | undefined
 }
 
 /**
@@ -169,7 +179,7 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
   /**
    * The membership's options from configuration: `ETCDSEQ_KEY` (required), `ETCDSEQ_TTL` (a duration such as
    * `10 seconds`, optional), `ETCDSEQ_METADATA` (optional), `ETCDSEQ_INSTANCE` (optional; in Kubernetes, the pod
-   * name from the downward API).
+   * name from the downward API), `ETCDSEQ_KEEP_PLACE_ON_LEAVE` (`true` or `false`, optional).
    *
    * @since 0.1.0
    * @category config
@@ -178,12 +188,14 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
     key: Config.string("ETCDSEQ_KEY"),
     ttl: Config.option(Config.duration("ETCDSEQ_TTL")),
     metadata: Config.option(Config.string("ETCDSEQ_METADATA")),
-    instance: Config.option(Config.string("ETCDSEQ_INSTANCE"))
-  }).pipe(Config.map(({ instance, key, metadata, ttl }) => ({
+    instance: Config.option(Config.string("ETCDSEQ_INSTANCE")),
+    keepPlaceOnLeave: Config.option(Config.boolean("ETCDSEQ_KEEP_PLACE_ON_LEAVE"))
+  }).pipe(Config.map(({ instance, keepPlaceOnLeave, key, metadata, ttl }) => ({
     key,
     ttl: Option.getOrUndefined(ttl),
     metadata: Option.getOrUndefined(metadata),
-    instance: Option.getOrUndefined(instance)
+    instance: Option.getOrUndefined(instance),
+    keepPlaceOnLeave: Option.getOrUndefined(keepPlaceOnLeave)
   })))
 
   /**
@@ -372,5 +384,17 @@ const validate = (options: EtcdSeqOptions): Effect.Effect<Settings, InvalidOptio
       const problem = Keys.invalidInstance(instance)
       if (problem !== undefined) return yield* invalid("instance", problem)
     }
-    return { key, ttl: ttl.value, metadata, instance, reregister: options.reregister ?? Retry.reregister }
+    const keepPlaceOnLeave = options.keepPlaceOnLeave ?? false
+    if (typeof keepPlaceOnLeave !== "boolean") return yield* invalid("keepPlaceOnLeave", "must be a boolean")
+    if (keepPlaceOnLeave && instance === undefined) {
+      return yield* invalid("keepPlaceOnLeave", "needs an instance: only a member with one can be taken back")
+    }
+    return {
+      key,
+      ttl: ttl.value,
+      metadata,
+      instance,
+      keepPlaceOnLeave,
+      reregister: options.reregister ?? Retry.reregister
+    }
   })

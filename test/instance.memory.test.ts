@@ -49,15 +49,26 @@ type Mode =
 const member = (
   key: string,
   name: string,
-  options: { readonly instance?: string; readonly mode?: Mode; readonly stopMillis?: number } = {}
+  options: {
+    readonly instance?: string
+    readonly keepPlaceOnLeave?: boolean
+    readonly mode?: Mode
+    readonly stopMillis?: number
+  } = {}
 ) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     const context = yield* Layer.buildWithScope(Etcd.layerMemory, scope)
-    const seq = yield* EtcdSeq.make({ key, ttl, instance: options.instance }).pipe(
-      Effect.provide(context),
-      Scope.extend(scope)
-    )
+    const seq = yield* EtcdSeq.make({
+      key,
+      ttl,
+      instance: options.instance,
+      keepPlaceOnLeave: options.keepPlaceOnLeave
+    })
+      .pipe(
+        Effect.provide(context),
+        Scope.extend(scope)
+      )
     const seen: Array<string> = []
     const changes = yield* seq.changes.pipe(
       Stream.runForEach((info) => Effect.sync(() => void seen.push(String(info)))),
@@ -274,6 +285,82 @@ describe("static membership over MemoryEtcd", () => {
       expect(yield* memory.read("g/return/")).toEqual([])
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
+  it.scoped.each(modes())(
+    "%s: with keepPlaceOnLeave a graceful restart keeps the place, and the next incarnation's work starts at once",
+    ([, makeMode]) =>
+      Effect.gen(function*() {
+        const memory = yield* MemoryEtcd
+        const mode = makeMode()
+        const a = yield* member("g/park", "a", { mode })
+        const b = yield* member("g/park", "b", { instance: "web-1", keepPlaceOnLeave: true, mode })
+        const c = yield* member("g/park", "c", { mode })
+        yield* settle
+        const before = yield* currents([a, b, c])
+        const heldByB = holding(mode, "b")
+        const othersBefore = [...a.seen, "|", ...c.seen]
+        const runsBefore = runsOf(mode.checker.runs, ["a", "c"])
+
+        // SIGTERM: the member leaves; its work stops, its place stays.
+        yield* b.leave
+        yield* advance(1_000)
+        expect(String(yield* b.seq.current)).toBe("invalid")
+        expect(holding(mode, "b")).toBe("")
+        expect(yield* currents([a, c])).toEqual([before[0], before[2]])
+        expect((yield* a.seq.members).map((m) => m.instance)).toEqual([undefined, "web-1", undefined])
+
+        const b2 = yield* member("g/park", "b2", { instance: "web-1", keepPlaceOnLeave: true, mode })
+        yield* settle
+        expect(String(yield* b2.seq.current)).toBe(before[1])
+        // No lease to wait for: the leave released its locks and claims.
+        expect(holding(mode, "b2")).toBe(heldByB)
+        expect(yield* currents([a, c])).toEqual([before[0], before[2]])
+        expect([...a.seen, "|", ...c.seen]).toEqual(othersBefore)
+        expect(runsOf(mode.checker.runs, ["a", "c"])).toEqual(runsBefore)
+        expect(overlaps(mode)).toEqual([])
+        // The parking lease went with the takeover: one lease per live client.
+        expect(yield* memory.leases).toHaveLength(3)
+
+        yield* Effect.all([a.leave, b2.leave, c.leave])
+        yield* advance(3_500)
+        expect(yield* memory.read("g/park/")).toEqual([])
+        expect(yield* memory.leases).toEqual([])
+      }).pipe(Effect.provide(MemoryEtcd.layer))
+  )
+
+  it.scoped("with keepPlaceOnLeave and no next incarnation, the others see the leave once the TTL ran out", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const mode: Mode = { _tag: "group", checker: makeChecker() }
+      const a = yield* member("g/parked", "a", { mode })
+      const b = yield* member("g/parked", "b", { instance: "web-1", keepPlaceOnLeave: true, mode })
+      yield* settle
+      yield* b.leave
+      // A join while the place is parked: group-mode work of the new view does not wait for the parked member.
+      const c = yield* member("g/parked", "c", { mode })
+      yield* settle
+      expect((yield* currents([a, c])).map((s) => s.split("@")[0])).toEqual(["0/3", "2/3"])
+      expect(holding(mode, "a")).toBe("0/3")
+      expect(holding(mode, "c")).toBe("2/3")
+      yield* advance(2_900)
+      expect((yield* currents([a, c])).map((s) => s.split("@")[0])).toEqual(["0/3", "2/3"])
+      yield* advance(200)
+      expect((yield* currents([a, c])).map((s) => s.split("@")[0])).toEqual(["0/2", "1/2"])
+      expect(shareOverlaps(mode.checker.runs)).toEqual([])
+      yield* Effect.all([a.leave, c.leave])
+      expect(yield* memory.read("g/parked/")).toEqual([])
+      expect(yield* memory.leases).toEqual([])
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.effect("keepPlaceOnLeave without an instance: InvalidOptions before any I/O", () =>
+    Effect.gen(function*() {
+      const error = yield* EtcdSeq.make({ key: "g", keepPlaceOnLeave: true }).pipe(
+        Effect.provideService(Etcd, throwsOnUse()),
+        Effect.scoped,
+        Effect.flip
+      )
+      expect(error).toMatchObject({ _tag: "InvalidOptions", field: "keepPlaceOnLeave" })
+    }))
+
   it.effect.each(["", "a/b", "web 1", "x".repeat(254), "é"])(
     "instance %j: InvalidOptions before any I/O",
     (instance) =>
@@ -287,13 +374,15 @@ describe("static membership over MemoryEtcd", () => {
       })
   )
 
-  it.effect("ETCDSEQ_INSTANCE is read by EtcdSeq.config", () =>
+  it.effect("ETCDSEQ_INSTANCE and ETCDSEQ_KEEP_PLACE_ON_LEAVE are read by EtcdSeq.config", () =>
     Effect.gen(function*() {
       const options = yield* EtcdSeq.config.pipe(
         Effect.withConfigProvider(
-          ConfigProvider.fromMap(new Map([["ETCDSEQ_KEY", "g"], ["ETCDSEQ_INSTANCE", "web-0.ns_1"]]))
+          ConfigProvider.fromMap(
+            new Map([["ETCDSEQ_KEY", "g"], ["ETCDSEQ_INSTANCE", "web-0.ns_1"], ["ETCDSEQ_KEEP_PLACE_ON_LEAVE", "true"]])
+          )
         )
       )
-      expect(options).toMatchObject({ key: "g", instance: "web-0.ns_1" })
+      expect(options).toMatchObject({ key: "g", instance: "web-0.ns_1", keepPlaceOnLeave: true })
     }))
 })

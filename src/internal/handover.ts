@@ -93,7 +93,8 @@ export const awaitAll = (
 ): Effect.Effect<void> =>
   Stream.zipLatest(view.changes, handover.published.changes).pipe(
     Stream.filter(([current, map]) => {
-      if (!current.members.every((m) => (map.get(m.id) ?? 0) >= revision)) return false
+      // A parked member (it left, its place kept for its next incarnation) runs nothing.
+      if (!current.members.every((m) => m.parked === true || (map.get(m.id) ?? 0) >= revision)) return false
       if (map.size === current.members.length) return true
       const ids = new Set(current.members.map((m) => m.id))
       return [...map.keys()].every((id) => ids.has(id))

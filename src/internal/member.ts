@@ -72,8 +72,9 @@ export const make = (
     // for registrations made later, after a lost membership, whose own scopes would otherwise close first.
     const registrations = yield* Scope.fork(memberScope, ExecutionStrategy.sequential)
     let latest: Registration.Registration | undefined
+    let leaving = false
     yield* Registration.keepRegistered(
-      { shared, settings, watch, parent: registrations, setInfo: unsafeSetInfo },
+      { shared, settings, watch, parent: registrations, setInfo: unsafeSetInfo, leaving: () => leaving },
       memberScope,
       {
         registered: (registration) => {
@@ -91,12 +92,16 @@ export const make = (
     // its keys are deleted and the others can take over.
     yield* Scope.addFinalizer(
       memberScope,
-      status.modify((s) =>
-        [
-          undefined,
-          s.end._tag === "Open" ? { info: Info.invalid, holder: undefined, end: { _tag: "Closed" } } : s
-        ] as const
-      ).pipe(Effect.zipRight(workStopped))
+      Effect.sync(() => {
+        leaving = true
+      }).pipe(Effect.zipRight(
+        status.modify((s) =>
+          [
+            undefined,
+            s.end._tag === "Open" ? { info: Info.invalid, holder: undefined, end: { _tag: "Closed" } } : s
+          ] as const
+        ).pipe(Effect.zipRight(workStopped))
+      ))
     )
 
     // --- What users read ---

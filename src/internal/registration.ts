@@ -35,6 +35,8 @@ export interface Settings {
   readonly metadata: string
   /** The member's stable name (static membership); its key is `@<instance>`, kept across incarnations. */
   readonly instance: string | undefined
+  /** A leave parks the instance key for the TTL instead of deleting it: the next incarnation takes the place. */
+  readonly keepPlaceOnLeave: boolean
   readonly reregister: Schedule.Schedule<unknown, EtcdSeqError>
 }
 
@@ -68,6 +70,8 @@ export interface Deps {
   readonly parent: Scope.Scope
   /** Told of the member's Info in every view its key is in. Synchronous: it runs for every member on every view. */
   readonly setInfo: (info: Info, holder: Holder) => void
+  /** True once the member leaves (its scope closes), as opposed to a registration lost or taken over. */
+  readonly leaving: () => boolean
 }
 
 /**
@@ -148,7 +152,8 @@ export const register = (
         })
 
       // --- The key: its delete registered first; a leave deletes it with the member's handover key ---
-      const record = View.encodeValue(settings.metadata, undefined, settings.instance === undefined ? undefined : id)
+      const instanceId = settings.instance === undefined ? undefined : id
+      const record = View.encodeValue(settings.metadata, { id: instanceId })
       const written = yield* OwnedKeys.hold(
         {
           api,
@@ -158,12 +163,23 @@ export const register = (
           deleteWithin: Duration.min(settings.ttl, api.requestTimeout),
           // A lost lease took the keys with it (or will within the TTL).
           gone: () => state.leaseLost,
-          // An instance key is deleted only while it is still this registration's: a newer incarnation may hold it.
-          remove: settings.instance === undefined ? undefined : () =>
-            Effect.flatMap(
-              ownWrite([{ _tag: "Delete", key: memberKey }, { _tag: "Delete", key: handoverKey }]),
-              (deleted) => deleted ? Effect.void : Effect.asVoid(api.delete(handoverKey))
-            )
+          // An instance key is deleted (or parked) only while it is still this registration's: a newer incarnation
+          // may hold it.
+          remove: settings.instance === undefined ? undefined : () => {
+            const release = settings.keepPlaceOnLeave && deps.leaving()
+              ? Effect.flatMap(
+                api.grant(Math.max(1, Math.ceil(Duration.toSeconds(settings.ttl)))),
+                (parking) =>
+                  ownWrite([{
+                    _tag: "Put",
+                    key: memberKey,
+                    value: View.encodeValue(settings.metadata, { id: Keys.memberId(parking, 0), parked: true }),
+                    lease: parking
+                  }, { _tag: "Delete", key: handoverKey }])
+              )
+              : ownWrite([{ _tag: "Delete", key: memberKey }, { _tag: "Delete", key: handoverKey }])
+            return Effect.flatMap(release, (done) => done ? Effect.void : Effect.asVoid(api.delete(handoverKey)))
+          }
         },
         settings.instance === undefined
           ? Effect.map(api.put(memberKey, record, lease.id), ({ revision }): Written => ({
@@ -219,7 +235,7 @@ export const register = (
           ownWrite([{
             _tag: "Put",
             key: memberKey,
-            value: View.encodeValue(settings.metadata, shards, settings.instance === undefined ? undefined : id),
+            value: View.encodeValue(settings.metadata, { shards, id: instanceId }),
             lease: lease.id
           }])
       } satisfies Registration
@@ -265,11 +281,17 @@ const writeInstanceKey = (options: {
     for (let attempt = 0; attempt < 4; attempt++) {
       const result = yield* api.txn({
         compare,
-        success: [{ _tag: "Put", key, value: options.value, lease: options.leaseId }, read],
+        success: [read, { _tag: "Put", key, value: options.value, lease: options.leaseId }, read],
         failure: [read]
       })
       if (result.succeeded) {
-        const createRevision = rangeKv(result.results[1])?.createRevision ?? result.revision
+        // A place parked by a leave: its lease holds nothing more, it goes now rather than with its TTL.
+        const before = rangeKv(result.results[0])
+        const parked = before === undefined ? undefined : View.decode(Keys.membersPrefix(options.group), before)
+        if (parked?._tag === "Member" && parked.entry.parked === true) {
+          yield* api.revoke(before!.lease).pipe(Effect.ignore, Effect.forkDaemon)
+        }
+        const createRevision = rangeKv(result.results[2])?.createRevision ?? result.revision
         return { createRevision, modRevision: result.revision, writtenAt: result.revision }
       }
       const kv = rangeKv(result.results[0])

@@ -22,6 +22,11 @@ export interface Entry {
   readonly instance?: string | undefined
   readonly createRevision: number
   readonly metadata: string
+  /**
+   * A member with an instance that left and keeps its place until its next incarnation takes it or the TTL runs out:
+   * it runs no work (the group handover does not wait for it).
+   */
+  readonly parked?: true | undefined
   /** The number of shards the member runs `runShards` with, once it does. */
   readonly shards?: number | undefined
 }
@@ -47,13 +52,15 @@ export type RawEvent = Api.Event
 
 /**
  * The value a member writes under its key, as JSON: `{ "v": 1, "metadata": "..." }`, plus `id` (the incarnation's
- * member id) under an instance key and `shards` once it runs `runShards`. The version lets a later format be told
- * apart; other fields are ignored, so a later version may add some.
+ * member id) under an instance key, `parked` when a member with an instance left and keeps its place for the next
+ * incarnation, and `shards` once it runs `runShards`. The version lets a later format be told apart; other fields are
+ * ignored, so a later version may add some.
  */
 const MemberRecord = Schema.Struct({
   v: Schema.Literal(1),
   metadata: Schema.String,
   id: Schema.optional(Schema.String),
+  parked: Schema.optional(Schema.Literal(true)),
   shards: Schema.optional(Schema.Int.pipe(Schema.positive()))
 })
 
@@ -61,12 +68,20 @@ const decodeJson = Schema.decodeUnknownEither(Schema.parseJson())
 const decodeRecord = Schema.decodeUnknownEither(MemberRecord)
 
 /** A member's record; `id` only under an instance key (elsewhere the key names it). */
-export const encodeValue = (metadata: string, shards?: number, id?: string): string =>
+export const encodeValue = (
+  metadata: string,
+  extra: {
+    readonly shards?: number | undefined
+    readonly id?: string | undefined
+    readonly parked?: boolean | undefined
+  } = {}
+): string =>
   Schema.encodeSync(Schema.parseJson(MemberRecord))({
     v: 1,
     metadata,
-    ...(id === undefined ? {} : { id }),
-    ...(shards === undefined ? {} : { shards })
+    ...(extra.id === undefined ? {} : { id: extra.id }),
+    ...(extra.parked === true ? { parked: true as const } : {}),
+    ...(extra.shards === undefined ? {} : { shards: extra.shards })
   })
 
 export type Decoded =
@@ -96,6 +111,7 @@ export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
       ...(instance === undefined ? {} : { instance }),
       createRevision: kv.createRevision,
       metadata: record.right.metadata,
+      ...(record.right.parked === true ? { parked: true as const } : {}),
       ...(record.right.shards === undefined ? {} : { shards: record.right.shards })
     }
   }

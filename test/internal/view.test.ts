@@ -55,7 +55,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 )
 
 const valueOf = (m: { readonly id: string; readonly name: string }, metadata: string) =>
-  View.encodeValue(metadata, undefined, m.name === m.id ? undefined : m.id)
+  View.encodeValue(metadata, { id: m.name === m.id ? undefined : m.id })
 
 const put = (
   key: string,
@@ -112,7 +112,7 @@ const run = (ops: ReadonlyArray<Op>): Model => {
       model.events.push(put(prefix + "abd_1", View.encodeValue(""), String(0xabc), rev, rev))
       // Instance keys whose record names no id, or an id of another lease.
       model.events.push(put(prefix + "@x" + o.name.length, View.encodeValue(""), "5", rev, rev))
-      model.events.push(put(prefix + "@y", View.encodeValue("", undefined, "abc_1"), "5", rev, rev))
+      model.events.push(put(prefix + "@y", View.encodeValue("", { id: "abc_1" }), "5", rev, rev))
     }
   }
   return model
@@ -219,7 +219,7 @@ describe("view", () => {
   it("a new incarnation of an instance keeps the place and the view's name; the old one sees it taken", () => {
     const old = { id: "1f_0", name: "@web-0", createRevision: 2, writtenAt: 2 }
     const joined = View.applyEvents(View.empty, prefix, [
-      put(prefix + "@web-0", View.encodeValue("", undefined, "1f_0"), "31", 2, 2),
+      put(prefix + "@web-0", View.encodeValue("", { id: "1f_0" }), "31", 2, 2),
       put(prefix + "20_0", View.encodeValue(""), "32", 3, 3)
     ])
     expect(View.standing(joined, old)).toEqual({ _tag: "Member", info: Info.make(0, 2, 3) })
@@ -227,7 +227,7 @@ describe("view", () => {
     // Not yet applied: the new incarnation waits for its own write, it does not read the old one's entry as taken.
     expect(View.standing(joined, fresh)._tag).toBe("Pending")
     const taken = View.applyEvents(joined, prefix, [
-      put(prefix + "@web-0", View.encodeValue("", undefined, "21_4"), "33", 2, 5)
+      put(prefix + "@web-0", View.encodeValue("", { id: "21_4" }), "33", 2, 5)
     ])
     expect(taken.revision).toBe(3)
     expect(taken.members.map((m) => [m.id, m.name, m.instance])).toEqual([["21_4", "@web-0", "web-0"], [
@@ -251,7 +251,7 @@ describe("view", () => {
       _tag: "Member",
       entry: { id: "1f_7", name: "1f_7", createRevision: 1, metadata: "m" }
     })
-    expect(decode(prefix + "@web-0", View.encodeValue("m", 4, "1f_7"), "31")).toEqual({
+    expect(decode(prefix + "@web-0", View.encodeValue("m", { shards: 4, id: "1f_7" }), "31")).toEqual({
       _tag: "Member",
       entry: { id: "1f_7", name: "@web-0", instance: "web-0", createRevision: 1, metadata: "m", shards: 4 }
     })
@@ -259,11 +259,11 @@ describe("view", () => {
       _tag: "Foreign",
       reason: "not bound to the lease it names"
     })
-    expect(decode(prefix + "@web-0", View.encodeValue("m", undefined, "1f_7"), "32")).toMatchObject({
+    expect(decode(prefix + "@web-0", View.encodeValue("m", { id: "1f_7" }), "32")).toMatchObject({
       _tag: "Foreign",
       reason: "not bound to the lease it names"
     })
-    expect(decode(prefix + "@", View.encodeValue("m", undefined, "1f_7"), "31")).toMatchObject({
+    expect(decode(prefix + "@", View.encodeValue("m", { id: "1f_7" }), "31")).toMatchObject({
       _tag: "Foreign",
       reason: "not a member key"
     })

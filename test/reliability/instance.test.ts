@@ -138,6 +138,60 @@ describe("static membership on a real etcd", () => {
   )
 
   it.live(
+    "with keepPlaceOnLeave a graceful restart keeps the index, and the locked work starts without waiting for the TTL",
+    () =>
+      Effect.gen(function*() {
+        const pids: Array<number | undefined> = []
+        yield* Effect.scoped(Effect.gen(function*() {
+          const etcd = yield* startEtcd({ name: "instance-graceful" })
+          pids.push(etcd.pid)
+          const group = uniqueGroup("instance-graceful")
+          const options = { endpoints: [etcd.clientUrl], group, ttl, exclusive: "index" as const }
+          const a = yield* observer(etcd.clientUrl, group)
+          const b = yield* spawnMember({ ...options, instance: "web-1", keepPlaceOnLeave: true })
+          const c = yield* spawnMember(options)
+          pids.push(b.pid, c.pid)
+          yield* a.recorder.atLeast(3)
+          yield* untilLines(c, (es) => running(es, "run").some((e) => e.event === "run" && e.count === 3), "run 2/3")
+          const membersBefore = yield* a.seq.members
+          const cLinesBefore = (yield* c.events).length
+
+          // SIGTERM and a new pod: the process leaves and ends, the next one takes the place back.
+          yield* b.leave
+          const ended = yield* b.exit("10 seconds")
+          expect(ended).toMatchObject({ _tag: "Some", value: { code: 0 } })
+          const b2 = yield* spawnMember({ ...options, instance: "web-1", keepPlaceOnLeave: true })
+          pids.push(b2.pid)
+          expect(yield* b2.infos).toEqual(["1/3"])
+          yield* untilLines(b2, (es) => running(es, "run").length === 1, "its run of index 1", "5 seconds")
+          const started = (yield* b2.events).find((e) => e.event === "run") as { readonly mono: number }
+          const stopped = (yield* b.events).filter((e) => e.event === "run").at(-1) as { readonly mono: number }
+          yield* figure(
+            "graceful instance restart: the old process's stop to the new one's index-locked work",
+            started.mono - stopped.mono
+          )
+          expect(started.mono - stopped.mono).toBeLessThan(Duration.toMillis(ttl))
+          expect(shape(yield* a.seq.members)).toEqual(shape(membersBefore))
+          expect(yield* a.recorder.infos).toHaveLength(3)
+          expect((yield* c.events).length).toBe(cLinesBefore)
+          expect(shardOverlaps([
+            ...indexRuns("b", yield* b.events),
+            ...indexRuns("b2", yield* b2.events),
+            ...indexRuns("c", yield* c.events)
+          ])).toEqual([])
+
+          yield* Effect.all([b2.leave, c.leave])
+          for (const m of [b2, c]) expect(yield* m.exit("10 seconds")).toMatchObject({ _tag: "Some" })
+          yield* a.leave
+          // b2 parked its place as it left: it goes with the parking lease's TTL.
+          yield* expectNothingLeftWithin([etcd.clientUrl], [group], Duration.sum(ttl, Duration.seconds(2)))
+        }))
+        yield* expectPidsGone(pids)
+      }),
+    90_000
+  )
+
+  it.live(
     "restarted after the TTL, a member with an instance is a leave, then a join",
     () =>
       Effect.gen(function*() {

@@ -14,7 +14,8 @@
  *
  * With `--exclusive none|index|group` it runs `EtcdSeq.runAssigned` in that mode, each run printed the same way:
  *   {"event":"run","phase":"start","index":1,"count":3,"fence":41,"mono":123456.7}
- * `--instance <name>` gives the member an instance; an error line then carries its tag (`InstanceTaken`).
+ * `--instance <name>` gives the member an instance (`--keep-place-on-leave`: its leave parks the place); an error
+ * line carries the error's tag (`InstanceTaken`).
  *
  * A line `leave` on stdin (or stdin closing: the parent is gone) closes the member's scope. The process then ends
  * on its own, without `process.exit`: if a watcher, a timer or a socket were left behind it would keep running,
@@ -37,6 +38,7 @@ const ttl = (argument("ttl") ?? "3 seconds") as Duration.DurationInput
 const shards = argument("shards") === undefined ? undefined : Number(argument("shards"))
 const stopMillis = Number(argument("stop-millis") ?? 0)
 const instance = argument("instance")
+const keepPlaceOnLeave = process.argv.includes("--keep-place-on-leave")
 const exclusive = argument("exclusive") as "none" | "index" | "group" | undefined
 const mono = () => Number(process.hrtime.bigint()) / 1e6
 
@@ -67,7 +69,9 @@ const program = Effect.gen(function*() {
 
   yield* Effect.scoped(Effect.gen(function*() {
     const etcd = yield* Etcd.make({ endpoints })
-    const seq = yield* EtcdSeq.make({ key: group, ttl, instance }).pipe(Effect.provideService(Etcd, etcd))
+    const seq = yield* EtcdSeq.make({ key: group, ttl, instance, keepPlaceOnLeave }).pipe(
+      Effect.provideService(Etcd, etcd)
+    )
     const failed = (error: { readonly _tag: string }) =>
       Effect.sync(() => print({ event: "error", tag: error._tag, message: String(error) }))
     yield* seq.changes.pipe(

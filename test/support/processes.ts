@@ -121,6 +121,7 @@ export const spawnMember = (options: {
   /** How long a shard's or a run's work takes to stop. */
   readonly stopMillis?: number
   readonly instance?: string
+  readonly keepPlaceOnLeave?: boolean
 }): Effect.Effect<MemberProcess, never, Scope.Scope> =>
   Effect.gen(function*() {
     const events = yield* SubscriptionRef.make<ReadonlyArray<MemberEvent>>([])
@@ -143,6 +144,7 @@ export const spawnMember = (options: {
             ...(options.shards === undefined ? [] : ["--shards", String(options.shards)]),
             ...(options.exclusive === undefined ? [] : ["--exclusive", options.exclusive]),
             ...(options.instance === undefined ? [] : ["--instance", options.instance]),
+            ...(options.keepPlaceOnLeave === true ? ["--keep-place-on-leave"] : []),
             "--stop-millis",
             String(options.stopMillis ?? 0)
           ],
