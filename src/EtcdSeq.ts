@@ -9,11 +9,13 @@ import type { Assignment, Exclusive } from "./Assignment.js"
 import { Etcd } from "./Etcd.js"
 import { InvalidOptions } from "./EtcdSeqError.js"
 import type { EtcdSeqError } from "./EtcdSeqError.js"
+import type { GroupView } from "./GroupView.js"
 import type { Info } from "./Info.js"
 import * as Assign from "./internal/assign.js"
 import * as Client from "./internal/client.js"
 import * as Keys from "./internal/keys.js"
 import * as Membership from "./internal/member.js"
+import * as Observe from "./internal/observe.js"
 import type { Settings } from "./internal/registration.js"
 import * as Retry from "./internal/retry.js"
 import * as Shards from "./internal/shards.js"
@@ -238,6 +240,40 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
     EtcdSeq,
     (seq) => seq.members
   )
+
+  /**
+   * The group `key` seen from outside, without joining it: its view (`revision`, `members`), the index locks held and
+   * waited for, the handover revisions published, the shards' planned owners and claims, and what the group waits
+   * for (`waiting`, empty once it converged). The current view first, then every change. Members come from the same
+   * shared watch a member of that group on the same client uses.
+   *
+   * Errors: `InvalidOptions` for a bad key (before any I/O) or a client not made by this library,
+   * `EtcdUnavailable`, `EtcdRequestFailed` (the first read).
+   *
+   * @example
+   * ```ts
+   * EtcdSeq.observe("prod/indexer").pipe(
+   *   Stream.runForEach((view) => Effect.log(view.members.map((m) => m.id).join(" "))),
+   *   Effect.provide(Etcd.layerConfig())
+   * )
+   * ```
+   * @since 0.3.0
+   * @category constructors
+   */
+  static observe(key: string): Stream.Stream<GroupView, EtcdSeqError, Etcd> {
+    return Stream.unwrapScoped(Effect.gen(function*() {
+      const problem = Keys.invalidGroup(key)
+      if (problem !== undefined) return yield* new InvalidOptions({ field: "key", reason: problem })
+      const shared = Client.of(yield* Etcd)
+      if (shared === undefined) {
+        return yield* new InvalidOptions({
+          field: "Etcd",
+          reason: "the Etcd service in context was not made by Etcd.make, Etcd.layer or Etcd.layerMemory"
+        })
+      }
+      return yield* Observe.observe(shared, key)
+    }))
+  }
 
   /**
    * Runs `work` for every new valid Info of the membership in context, each run in a fresh scoped fiber.

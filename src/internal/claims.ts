@@ -7,7 +7,7 @@
  * All claims of a group are followed by one watch per client (a prefix cache), however many shards wait on it; claims
  * and releases that come together are written together, in transactions of up to 128 operations.
  */
-import { Data, Deferred, Effect, Exit, Queue, type Scope } from "effect"
+import { Data, Deferred, Effect, Exit, Queue, type Scope, SubscriptionRef } from "effect"
 import * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 import * as PrefixCache from "./prefixCache.js"
@@ -29,6 +29,8 @@ export interface Claims {
 export interface ClaimsWatch {
   /** The claims as the watch last applied them. */
   readonly current: () => Claims
+  /** The same, for those who follow every change (`EtcdSeq.observe`). */
+  readonly latest: SubscriptionRef.SubscriptionRef<Claims>
   /**
    * Calls `wake` once, after the next change of `shard`'s claims; the returned function cancels. A waiter costs
    * nothing while other shards change: a thousand shards waiting at once must not each wake on every event.
@@ -89,17 +91,21 @@ export const watch = (api: Api.EtcdApi, group: string): Effect.Effect<ClaimsWatc
     const prefix = Keys.claimsPrefix(group)
     const waiters = new Map<number, Set<() => void>>()
     let last: Claims = { byShard: new Map(), seen: 0 }
+    const latest = yield* SubscriptionRef.make(last)
     // Shards an event touched get new lists (`apply` copies the map, not the untouched lists).
     const changed = (next: Claims) =>
-      Effect.sync(() => {
-        const before = last
-        last = next
-        for (const [shard, set] of waiters) {
-          if (before.byShard.get(shard) === next.byShard.get(shard)) continue
-          waiters.delete(shard)
-          for (const wake of set) wake()
-        }
-      })
+      Effect.zipRight(
+        Effect.sync(() => {
+          const before = last
+          last = next
+          for (const [shard, set] of waiters) {
+            if (before.byShard.get(shard) === next.byShard.get(shard)) continue
+            waiters.delete(shard)
+            for (const wake of set) wake()
+          }
+        }),
+        SubscriptionRef.set(latest, next)
+      )
     const cache = yield* PrefixCache.follow(api, prefix, {
       initial: (kvs, revision) => fromKvs(prefix, kvs, revision),
       reread: (_, kvs, revision) => fromKvs(prefix, kvs, revision),
@@ -112,6 +118,7 @@ export const watch = (api: Api.EtcdApi, group: string): Effect.Effect<ClaimsWatc
     yield* changed(cache.current())
     return {
       current: () => last,
+      latest,
       onShardChange: (shard, wake) => {
         let set = waiters.get(shard)
         if (set === undefined) waiters.set(shard, set = new Set())

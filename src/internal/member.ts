@@ -4,13 +4,14 @@
  * order of its leave: its work stops before its keys go.
  */
 import { Channel, Chunk, Effect, Equal, ExecutionStrategy, RcMap, Scope, Stream, SubscriptionRef } from "effect"
-import type { EtcdSeqService, Member } from "../EtcdSeq.js"
+import type { EtcdSeqService } from "../EtcdSeq.js"
 import type { EtcdSeqError } from "../EtcdSeqError.js"
 import { Info } from "../Info.js"
 import * as Assign from "./assign.js"
 import * as Cell from "./cell.js"
 import type { Shared } from "./client.js"
 import * as Metrics from "./metrics.js"
+import { membersOf } from "./observe.js"
 import * as Registration from "./registration.js"
 
 type End = { readonly _tag: "Open" } | { readonly _tag: "Closed" } | {
@@ -130,14 +131,7 @@ export const make = (
       group: settings.key,
       changes,
       current: Effect.map(status.get, (s) => s.info),
-      members: Effect.map(SubscriptionRef.get(watch.view), (view) =>
-        view.members.map((e, index): Member => ({
-          id: e.id,
-          instance: e.instance,
-          metadata: e.metadata,
-          index,
-          joinRevision: e.createRevision
-        })))
+      members: Effect.map(SubscriptionRef.get(watch.view), membersOf)
     }
     registry.set(service, {
       group: settings.key,

@@ -57,7 +57,8 @@ const plans = new WeakMap<View, Map<number, Planned>>()
 const recent = new Map<string, Planned>()
 const recentMax = 16
 
-const planOf = (view: View, shards: number): Planned => {
+/** Each member's shards in `view` (by name), the plan computed once per view and member set. */
+export const planOf = (view: View, shards: number): Planned => {
   let byCount = plans.get(view)
   if (byCount === undefined) plans.set(view, byCount = new Map())
   const known = byCount.get(shards)
