@@ -1,0 +1,117 @@
+/**
+ * The inspector: `etcdseq members`, `watch` and `status`, built on `EtcdSeq.observe` (they never join the group).
+ */
+import { Command } from "@effect/cli"
+import { Console, Effect, Option, Stream } from "effect"
+import { EtcdSeq } from "../EtcdSeq.js"
+import type { GroupView } from "../GroupView.js"
+import { type Connection, connectionOptions, etcdLayer } from "./connection.js"
+import { CliExit, ExitCode } from "./exit.js"
+import { groupOption, jsonOption } from "./flags.js"
+
+/** The group's current view, read once. */
+const current = (connection: Connection, group: string) =>
+  EtcdSeq.observe(group).pipe(
+    Stream.runHead,
+    Effect.map(Option.getOrThrow),
+    Effect.provide(etcdLayer(connection))
+  )
+
+/** Rows as columns padded to their widest cell. */
+export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
+  return [header, ...rows].map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n")
+}
+
+const membersTable = (view: GroupView): string =>
+  table(
+    ["INDEX", "ID", "INSTANCE", "JOINED", "METADATA"],
+    view.members.map((m) => [String(m.index), m.id, m.instance ?? "-", String(m.joinRevision), m.metadata])
+  )
+
+const viewJson = (view: GroupView) => ({ group: view.group, revision: view.revision, members: view.members })
+
+/** One line per view: `<revision> <count> members: <index>=<id>[@instance] ...`. */
+const viewLine = (view: GroupView): string =>
+  `revision ${view.revision}: ${view.members.length} member${view.members.length === 1 ? "" : "s"}${
+    view.members.length === 0 ? "" : ":"
+  } ${view.members.map((m) => `${m.index}=${m.id}${m.instance === undefined ? "" : `@${m.instance}`}`).join(" ")}`
+    .trimEnd()
+
+const statusText = (view: GroupView): string => {
+  const parts = [`group ${view.group} at revision ${view.revision}: ${view.members.length} members`, membersTable(view)]
+  if (view.locks.length > 0) {
+    parts.push(
+      "index locks:\n" + table(
+        ["INDEX", "HOLDER", "FENCE", "WAITING"],
+        view.locks.map((l) => [String(l.index), l.holder, String(l.fence), l.waiting.join(",") || "-"])
+      )
+    )
+  }
+  if (view.handover.length > 0) {
+    parts.push("handover:\n" + table(["MEMBER", "PUBLISHED"], view.handover.map((h) => [h.id, String(h.revision)])))
+  }
+  if (view.shards !== undefined) {
+    parts.push(
+      `shards (${view.shards.shards}):\n` + table(
+        ["SHARD", "PLANNED", "HOLDER", "FENCE", "WAITING"],
+        view.shards.owners.map((o) => [
+          String(o.shard),
+          o.planned,
+          o.holder ?? "-",
+          o.fence === undefined ? "-" : String(o.fence),
+          o.waiting.join(",") || "-"
+        ])
+      )
+    )
+  }
+  parts.push(view.waiting.length === 0 ? "converged" : `waiting:\n${view.waiting.map((w) => `  ${w}`).join("\n")}`)
+  return parts.join("\n\n")
+}
+
+export const members = Command.make(
+  "members",
+  { ...connectionOptions, group: groupOption, json: jsonOption },
+  (o) =>
+    Effect.flatMap(
+      current(o, o.group),
+      (view) => Console.log(o.json ? JSON.stringify(viewJson(view)) : membersTable(view))
+    )
+).pipe(
+  Command.withDescription("List the group's members in index order: index, id, instance, join revision, metadata.")
+)
+
+export const watch = Command.make(
+  "watch",
+  { ...connectionOptions, group: groupOption, json: jsonOption },
+  (o) =>
+    EtcdSeq.observe(o.group).pipe(
+      Stream.changesWith((a, b) =>
+        a.revision === b.revision && JSON.stringify(a.members) === JSON.stringify(b.members)
+      ),
+      Stream.runForEach((view) => Console.log(o.json ? JSON.stringify(viewJson(view)) : viewLine(view))),
+      Effect.provide(etcdLayer(o))
+    )
+).pipe(
+  Command.withDescription("Print one line per view of the group as it changes (JSON lines with --json), until ^C.")
+)
+
+export const status = Command.make(
+  "status",
+  { ...connectionOptions, group: groupOption, json: jsonOption },
+  (o) =>
+    Effect.gen(function*() {
+      const view = yield* current(o, o.group)
+      yield* Console.log(o.json ? JSON.stringify(view) : statusText(view))
+      if (view.waiting.length > 0) {
+        return yield* new CliExit({
+          code: ExitCode.notConverged,
+          line: `group ${o.group} has not converged: ${view.waiting.length} waiting`
+        })
+      }
+    })
+).pipe(
+  Command.withDescription(
+    "Show members, index locks, handover and shards; exit 4 while the group has not converged (someone waits)."
+  )
+)

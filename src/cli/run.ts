@@ -1,0 +1,165 @@
+/**
+ * `etcdseq run`: joins a group and runs a command once per assignment, with the assignment in its environment. The
+ * child is stopped (SIGTERM, then SIGKILL after `--grace`) before the next assignment's starts, when the member goes
+ * invalid, and when `etcdseq run` itself is stopped (SIGINT, SIGTERM: it then leaves the group and exits). A child
+ * that exits 0 waits for the next assignment; one that exits otherwise ends `etcdseq run` with its code, after the
+ * leave. On Linux the child is started under `setpriv --pdeathsig KILL`, so it dies with a SIGKILLed wrapper too.
+ */
+import { Args, Command, Options } from "@effect/cli"
+import { Command as ChildCommand, CommandExecutor, FileSystem } from "@effect/platform"
+import { Console, Duration, Effect, Layer, Option } from "effect"
+import { constants } from "node:os"
+import type { Assignment } from "../Assignment.js"
+import { EtcdSeq } from "../EtcdSeq.js"
+import { type Connection, connectionOptions, etcdLayer } from "./connection.js"
+import { CliExit, ExitCode } from "./exit.js"
+import { durationOption, groupOption } from "./flags.js"
+
+const say = (line: string) => Console.error(`etcdseq run: ${line}`)
+
+const setpriv = "/usr/bin/setpriv"
+
+interface Settings {
+  readonly group: string
+  readonly grace: Duration.Duration
+  readonly command: string
+  readonly args: ReadonlyArray<string>
+  readonly instance: Option.Option<string>
+  readonly pdeathsig: boolean
+}
+
+/** The signal number a child died of, from the platform's message, as a shell reports it: 128 + n. */
+const signalExit = (message: string): number => {
+  const name = /signal: (SIG[A-Z0-9]+)/.exec(message)?.[1]
+  const number = name === undefined ? undefined : (constants.signals as Record<string, number>)[name]
+  return number === undefined ? ExitCode.failed : 128 + number
+}
+
+/** Stops the child's process group: SIGTERM, then SIGKILL once `grace` has passed. */
+const stop = (child: CommandExecutor.Process, grace: Duration.Duration, why: string) =>
+  Effect.gen(function*() {
+    if (!(yield* child.isRunning)) return
+    yield* say(`stopping pid ${child.pid} (${why}): SIGTERM`)
+    const stopped = yield* child.kill("SIGTERM").pipe(Effect.timeout(grace), Effect.option)
+    if (Option.isNone(stopped)) {
+      yield* say(`pid ${child.pid} did not stop within ${Duration.format(grace)}: SIGKILL`)
+      yield* child.kill("SIGKILL").pipe(Effect.ignore)
+    }
+  }).pipe(Effect.ignore)
+
+/** One run of the command for one assignment. */
+const runOnce = (settings: Settings, a: Assignment) =>
+  Effect.gen(function*() {
+    const { count, index, revision } = a.info
+    const argv = settings.pdeathsig
+      ? [setpriv, "--pdeathsig", "KILL", "--", settings.command, ...settings.args]
+      : [settings.command, ...settings.args]
+    const why = { current: "its assignment ended" }
+    const child = yield* Effect.acquireRelease(
+      ChildCommand.make(argv[0]!, ...argv.slice(1)).pipe(
+        ChildCommand.env({
+          ETCDSEQ_GROUP: settings.group,
+          ETCDSEQ_INDEX: String(index),
+          ETCDSEQ_COUNT: String(count),
+          ETCDSEQ_FENCE: String(a.fence),
+          ETCDSEQ_REVISION: String(revision),
+          ...Option.match(settings.instance, { onNone: () => ({}), onSome: (i) => ({ ETCDSEQ_INSTANCE: i }) })
+        }),
+        ChildCommand.stdout("inherit"),
+        ChildCommand.stderr("inherit"),
+        ChildCommand.start,
+        Effect.mapError((e) =>
+          new CliExit({ code: ExitCode.cannotStart, line: `cannot start ${settings.command}: ${e.message}` })
+        )
+      ),
+      (child) => stop(child, settings.grace, why.current)
+    )
+    yield* say(
+      `${index}/${count} (revision ${revision}, fence ${a.fence}): started ${settings.command} as pid ${child.pid}`
+    )
+    const code = yield* child.exitCode.pipe(
+      Effect.catchAll((e) => Effect.succeed(signalExit(e.message)))
+    )
+    why.current = "it exited"
+    if (code === 0) {
+      return yield* say(`pid ${child.pid} exited with 0; waiting for the next assignment`)
+    }
+    yield* say(`pid ${child.pid} exited with ${code}; leaving the group`)
+    return yield* new CliExit({ code })
+  })
+
+/** The member, its runner, and the end: a child's failure or the member's error ends the command. */
+const runMember = (
+  connection: Connection,
+  settings: Settings,
+  options: {
+    readonly ttl: Duration.Duration
+    readonly exclusive: "none" | "index" | "group"
+    readonly metadata: Option.Option<string>
+    readonly keepPlaceOnLeave: boolean
+  }
+) =>
+  EtcdSeq.runAssigned((a) => runOnce(settings, a), { exclusive: options.exclusive }).pipe(
+    Effect.provide(
+      EtcdSeq.layer({
+        key: settings.group,
+        ttl: options.ttl,
+        instance: Option.getOrUndefined(settings.instance),
+        metadata: Option.getOrUndefined(options.metadata),
+        keepPlaceOnLeave: options.keepPlaceOnLeave
+      }).pipe(Layer.provide(etcdLayer(connection)))
+    )
+  )
+
+export const run = Command.make(
+  "run",
+  {
+    ...connectionOptions,
+    group: groupOption,
+    ttl: durationOption("ttl", "lease TTL: how long a crashed member keeps its index").pipe(
+      Options.withDefault(Duration.seconds(10))
+    ),
+    exclusive: Options.choice("exclusive", ["none", "index", "group"]).pipe(
+      Options.withDescription("index: one child per index at a time; group: no two children with overlapping shares"),
+      Options.withDefault("none" as const)
+    ),
+    instance: Options.text("instance").pipe(
+      Options.withDescription("a stable name (a pod name): a restart within the TTL keeps the index"),
+      Options.optional
+    ),
+    keepPlaceOnLeave: Options.boolean("keep-place-on-leave").pipe(
+      Options.withDescription("with --instance: a stop keeps the place for the TTL, for the next start")
+    ),
+    metadata: Options.text("metadata").pipe(Options.withDescription("stored with the member"), Options.optional),
+    grace: durationOption("grace", "how long a child has to stop after SIGTERM before SIGKILL").pipe(
+      Options.withDefault(Duration.seconds(10))
+    ),
+    command: Args.text({ name: "command" }).pipe(Args.withDescription("the program to run, after --")),
+    args: Args.text({ name: "args" }).pipe(Args.repeated)
+  },
+  (o) =>
+    Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const pdeathsig = process.platform === "linux" &&
+        (yield* fs.exists(setpriv).pipe(Effect.orElseSucceed(() => false)))
+      const settings: Settings = {
+        group: o.group,
+        grace: o.grace,
+        command: o.command,
+        args: o.args,
+        instance: o.instance,
+        pdeathsig
+      }
+      yield* runMember(o, settings, {
+        ttl: o.ttl,
+        exclusive: o.exclusive,
+        metadata: o.metadata,
+        keepPlaceOnLeave: o.keepPlaceOnLeave
+      })
+    })
+).pipe(
+  Command.withDescription(
+    "Join the group and run <command> once per assignment, with ETCDSEQ_GROUP, ETCDSEQ_INDEX, ETCDSEQ_COUNT, " +
+      "ETCDSEQ_FENCE and ETCDSEQ_REVISION in its environment."
+  )
+)

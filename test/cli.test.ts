@@ -1,0 +1,325 @@
+/**
+ * The `etcdseq` command end to end: real `etcdseq` processes against a real etcd. Three `etcdseq run` wrappers around
+ * a small program that prints its assignment; one SIGKILLed, one stopped with SIGTERM; `members`, `status` and
+ * `watch` beside them; exit codes and the one line on stderr for each error.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { type Duration, Effect, type Scope } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
+import { fileURLToPath } from "node:url"
+import { ExitCode } from "../src/cli/exit.js"
+import { Etcd, EtcdSeq } from "../src/index.js"
+import { startEtcd } from "./support/etcd.js"
+import { uniqueGroup } from "./support/members.js"
+import { pidIsGone } from "./support/processes.js"
+import { expectNothingLeftWithin, expectPidsGone } from "./support/reliability.js"
+import { shardOverlaps, type ShardRun } from "./support/shardChecker.js"
+
+const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url))
+const child = fileURLToPath(new URL("./support/cli-child.mjs", import.meta.url))
+const root = fileURLToPath(new URL("..", import.meta.url))
+const packageVersion = (JSON.parse(readFileSync(`${root}/package.json`, "utf8")) as { version: string }).version
+
+interface Cli {
+  readonly pid: number
+  /** stdout so far, line by line. */
+  readonly lines: () => ReadonlyArray<string>
+  readonly stderr: () => string
+  /** Waits (bounded) for the process to end: its exit code, or the signal that ended it. */
+  readonly exit: (within?: Duration.DurationInput) => Effect.Effect<number | NodeJS.Signals>
+  readonly signal: (signal: NodeJS.Signals) => Effect.Effect<void>
+  /** Waits (bounded) until `check` holds of its stdout lines. */
+  readonly until: (check: (lines: ReadonlyArray<string>) => boolean, what: string) => Effect.Effect<void>
+}
+
+/** `etcdseq <args>` in a process of its own, SIGKILLed when the scope closes if it still runs. */
+const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Effect.Effect<Cli, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const proc: ChildProcess = spawn(process.execPath, ["--import", "tsx", main, ...args], {
+        cwd: root,
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, NODE_OPTIONS: "", ETCD_ENDPOINTS: "", ...env }
+      })
+      let out = ""
+      let err = ""
+      proc.stdout!.on("data", (chunk) => void (out += String(chunk)))
+      proc.stderr!.on("data", (chunk) => void (err += String(chunk)))
+      const ended = new Promise<number | NodeJS.Signals>((resolve) =>
+        proc.once("exit", (code, signal) => resolve(code ?? signal!))
+      )
+      const lines = () => out.split("\n").filter((l) => l !== "")
+      const self: Cli = {
+        pid: proc.pid!,
+        lines,
+        stderr: () => err,
+        exit: (within = "20 seconds") =>
+          Effect.promise(() => ended).pipe(
+            Effect.timeoutFail({
+              duration: within,
+              onTimeout: () => new Error(`etcdseq ${args[0]} (pid ${proc.pid}) still running; stderr:\n${err}`)
+            }),
+            Effect.orDie
+          ),
+        signal: (signal) => Effect.sync(() => void proc.kill(signal)),
+        until: (check, what) =>
+          Effect.gen(function*() {
+            const deadline = Date.now() + 20_000
+            while (!check(lines())) {
+              if (Date.now() > deadline) {
+                return yield* Effect.dieMessage(`no ${what}; stdout:\n${out}\nstderr:\n${err}`)
+              }
+              yield* Effect.sleep("25 millis")
+            }
+          })
+      }
+      return { proc, self }
+    }),
+    ({ proc }) => Effect.sync(() => proc.exitCode === null && proc.signalCode === null && proc.kill("SIGKILL"))
+  ).pipe(Effect.map(({ self }) => self))
+
+interface ChildLine {
+  readonly event: "start" | "stop"
+  readonly pid: number
+  readonly index: number
+  readonly count: number
+  readonly fence: number
+  readonly mono: number
+}
+
+const childLines = (w: Cli): ReadonlyArray<ChildLine> =>
+  w.lines().flatMap((l) => l.startsWith("{") ? [JSON.parse(l) as ChildLine] : [])
+
+const assignments = (w: Cli) => childLines(w).filter((l) => l.event === "start").map((l) => `${l.index}/${l.count}`)
+
+/** The children's runs, as the checker's (the index for the shard): a run without a stop ends at `ended`. */
+const runsOf = (name: string, w: Cli, ended: ReadonlyMap<number, number>): Array<ShardRun> => {
+  const runs: Array<ShardRun> = []
+  for (const line of childLines(w)) {
+    if (line.event === "start") {
+      runs.push({
+        member: name,
+        shard: line.index,
+        fence: line.fence,
+        start: line.mono,
+        end: ended.get(line.pid) ?? Infinity
+      })
+    } else {
+      const run = runs.find((r) => r.fence === line.fence && r.end === Infinity)
+      if (run !== undefined) run.end = line.mono
+    }
+  }
+  return runs
+}
+
+const mono = () => Number(process.hrtime.bigint()) / 1e6
+
+/** Waits until the pid is gone; when it went (on the monotonic clock). */
+const gone = (pid: number, within = 5_000) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + within
+    while (!pidIsGone(pid)) {
+      if (Date.now() > deadline) return yield* Effect.dieMessage(`pid ${pid} outlived its wrapper`)
+      yield* Effect.sleep("10 millis")
+    }
+    return mono()
+  })
+
+describe("the etcdseq command", () => {
+  it.live(
+    "three run wrappers: assignments in order, a SIGKILL and a SIGTERM, no orphan child, no index run twice at once",
+    () =>
+      Effect.gen(function*() {
+        const pids: Array<number | undefined> = []
+        yield* Effect.scoped(Effect.gen(function*() {
+          const etcd = yield* startEtcd({ name: "cli-run" })
+          pids.push(etcd.pid)
+          const group = uniqueGroup("cli")
+          const endpoints = ["--endpoints", etcd.clientUrl]
+          const watch = yield* cli(["watch", "--group", group, "--json", ...endpoints])
+          yield* watch.until((ls) => ls.length >= 1, "first view")
+          // w2's children take 1.5 s to stop, the others' 200 ms: when w1 leaves, w3 takes index 1 from w2 and, had it
+          // not waited for the index lock, its child would overlap w2's stopping one.
+          const wrapper = (stopMillis: number) =>
+            cli([
+              "run",
+              "--group",
+              group,
+              "--ttl",
+              "3s",
+              "--grace",
+              "2s",
+              "--exclusive",
+              "index",
+              ...endpoints,
+              "--",
+              process.execPath,
+              child
+            ], { CHILD_STOP_MILLIS: String(stopMillis) })
+          const started = (w: Cli, count: number) =>
+            w.until(
+              () => childLines(w).some((l) => l.event === "start" && l.count === count),
+              `a run of count ${count}`
+            )
+          const w1 = yield* wrapper(200)
+          yield* started(w1, 1)
+          const w2 = yield* wrapper(1_500)
+          yield* started(w2, 2)
+          const w3 = yield* wrapper(200)
+          yield* Effect.all([started(w1, 3), started(w2, 3), started(w3, 3)])
+          pids.push(w1.pid, w2.pid, w3.pid, watch.pid)
+
+          // --- The inspector agrees with what the children were told ---
+          const members = yield* cli(["members", "--group", group, "--json", ...endpoints])
+          expect(yield* members.exit()).toBe(0)
+          const listed = JSON.parse(members.lines()[0]!) as { members: Array<{ index: number; id: string }> }
+          expect(listed.members.map((m) => m.index)).toEqual([0, 1, 2])
+          const status = yield* cli(["status", "--group", group, "--json", ...endpoints])
+          yield* status.until((ls) => ls.length > 0, "status")
+          const state = JSON.parse(status.lines()[0]!) as {
+            members: Array<{ id: string }>
+            locks: Array<{ index: number; holder: string }>
+            waiting: Array<string>
+          }
+          expect(state.members).toEqual(listed.members)
+          expect(yield* status.exit()).toBe(state.waiting.length === 0 ? 0 : ExitCode.notConverged)
+
+          // --- A wrapper stopped with SIGTERM: its child is stopped, it leaves and exits 0; the others shift down ---
+          const w1Child = childLines(w1).at(-1)!.pid
+          yield* w1.signal("SIGTERM")
+          expect(yield* w1.exit()).toBe(0)
+          yield* gone(w1Child, 100)
+          expect(childLines(w1).at(-1)).toMatchObject({ event: "stop", pid: w1Child })
+          yield* w2.until(() => assignments(w2).at(-1) === "0/2", "0/2 after the leave")
+          yield* w3.until(() => assignments(w3).at(-1) === "1/2", "1/2 after the leave")
+          // --- A wrapper SIGKILLed: its child dies with it; the other moves after the TTL ---
+          const w2Child = childLines(w2).at(-1)!.pid
+          yield* w2.signal("SIGKILL")
+          expect(yield* w2.exit()).toBe("SIGKILL")
+          const w2ChildGone = yield* gone(w2Child)
+          yield* w3.until(() => assignments(w3).at(-1) === "0/1", "0/1 after the crash")
+
+          expect(assignments(w1)).toEqual(["0/1", "0/2", "0/3"])
+          expect(assignments(w2)).toEqual(["1/2", "1/3", "0/2"])
+          expect(assignments(w3)).toEqual(["2/3", "1/2", "0/1"])
+          const runs = [
+            ...runsOf("w1", w1, new Map()),
+            ...runsOf("w2", w2, new Map([[w2Child, w2ChildGone]])),
+            ...runsOf("w3", w3, new Map())
+          ]
+          expect(shardOverlaps(runs)).toEqual([])
+
+          yield* w3.signal("SIGTERM")
+          expect(yield* w3.exit()).toBe(0)
+          yield* watch.until(
+            (ls) => (JSON.parse(ls.at(-1)!) as { members: Array<unknown> }).members.length === 0,
+            "the empty group"
+          )
+          yield* watch.signal("SIGINT")
+          expect(yield* watch.exit()).toBe(0)
+          // Every view in order: 0, 1, 2, 3 members, the leave (2), the crash (1), the last leave (0).
+          const views = watch.lines().map((l) => JSON.parse(l) as { revision: number; members: Array<unknown> })
+          expect(views.map((v) => v.members.length)).toEqual([0, 1, 2, 3, 2, 1, 0])
+          expect(views.map((v) => v.revision)).toEqual([...views.map((v) => v.revision)].sort((a, b) => a - b))
+          yield* expectNothingLeftWithin([etcd.clientUrl], [group], "4 seconds")
+        }))
+        yield* expectPidsGone(pids)
+      }),
+    120_000
+  )
+
+  it.live(
+    "exit codes: a child's failure, bad flags, an unreachable etcd, a command that cannot start, not converged",
+    () =>
+      Effect.gen(function*() {
+        const pids: Array<number | undefined> = []
+        yield* Effect.scoped(Effect.gen(function*() {
+          const etcd = yield* startEtcd({ name: "cli-exit" })
+          pids.push(etcd.pid)
+          const group = uniqueGroup("cli-exit")
+          const endpoints = ["--endpoints", etcd.clientUrl]
+          const oneLine = (w: Cli) => w.stderr().trim().split("\n").filter((l) => l.trim() !== "")
+
+          // A child exiting 3: the wrapper leaves the group and exits 3.
+          const failing = yield* cli(["run", "--group", group, ...endpoints, "--", process.execPath, child], {
+            CHILD_EXIT: "3"
+          })
+          expect(yield* failing.exit()).toBe(3)
+          const after = yield* cli(["members", "--group", group, "--json", ...endpoints])
+          expect(yield* after.exit()).toBe(0)
+          expect(JSON.parse(after.lines()[0]!)).toMatchObject({ members: [] })
+
+          // A child exiting 0 waits for the next assignment; SIGTERM then ends the wrapper with 0.
+          const done = yield* cli(["run", "--group", group, ...endpoints, "--", process.execPath, child], {
+            CHILD_EXIT: "0"
+          })
+          yield* done.until((ls) => ls.length > 0, "the child's start")
+          yield* Effect.sleep("500 millis")
+          expect(childLines(done)).toHaveLength(1)
+          yield* done.signal("SIGTERM")
+          expect(yield* done.exit()).toBe(0)
+
+          const bad = yield* cli(["run", "--group", group, "--ttl", "soon", "--", "true"])
+          expect(yield* bad.exit()).toBe(ExitCode.usage)
+          expect(oneLine(bad)).toEqual([`--ttl: "soon" is not a duration (write 3s, 500ms, 2m or "3 seconds")`])
+          const missing = yield* cli(["members"])
+          expect(yield* missing.exit()).toBe(ExitCode.usage)
+          expect(oneLine(missing)).toEqual(["Expected to find option: '--group'"])
+          const reserved = yield* cli(["members", "--group", "a/locks", ...endpoints])
+          expect(yield* reserved.exit()).toBe(ExitCode.usage)
+          expect(oneLine(reserved)).toHaveLength(1)
+
+          const unreachable = yield* cli([
+            "status",
+            "--group",
+            group,
+            "--endpoints",
+            "http://127.0.0.1:9",
+            "--connect-timeout",
+            "500ms"
+          ])
+          expect(yield* unreachable.exit()).toBe(ExitCode.etcd)
+          expect(oneLine(unreachable)).toEqual(["etcdseq: etcd unavailable at http://127.0.0.1:9 within 500ms"])
+
+          const nothing = yield* cli(["run", "--group", group, ...endpoints, "--", "/nonexistent/program"])
+          expect(yield* nothing.exit()).toBe(ExitCode.cannotStart)
+          // Not started (no setpriv), or started by setpriv, which then exits 127 as a shell would.
+        expect(nothing.stderr()).toContain("/nonexistent/program")
+
+          // Not converged: members in group mode whose work takes 3 s to stop, while a join waits for them.
+          const slow = (seq: EtcdSeq["Type"]) =>
+            EtcdSeq.runAssigned(
+              () => Effect.addFinalizer(() => Effect.sleep("3 seconds")).pipe(Effect.zipRight(Effect.never)),
+              { exclusive: "group" }
+            ).pipe(Effect.provideService(EtcdSeq, seq), Effect.forkScoped)
+          const client = yield* Etcd.make({ endpoints: [etcd.clientUrl] })
+          const a = yield* EtcdSeq.make({ key: group, ttl: "5 seconds" }).pipe(Effect.provideService(Etcd, client))
+          yield* slow(a)
+          const converged = yield* cli(["status", "--group", group, ...endpoints])
+          expect(yield* converged.exit()).toBe(0)
+          expect(converged.lines().at(-1)).toBe("converged")
+          const b = yield* EtcdSeq.make({ key: group, ttl: "5 seconds" }).pipe(Effect.provideService(Etcd, client))
+          yield* slow(b)
+          const waiting = yield* cli(["status", "--group", group, ...endpoints])
+          expect(yield* waiting.exit()).toBe(ExitCode.notConverged)
+          expect(waiting.lines().join("\n")).toMatch(/handover: view \d+ waits for/)
+          expect(oneLine(waiting)).toHaveLength(1)
+          expect(oneLine(waiting)[0]).toMatch(new RegExp(`^etcdseq: group ${group} has not converged: \\d+ waiting$`))
+          pids.push(failing.pid, done.pid, bad.pid, unreachable.pid, nothing.pid, waiting.pid)
+        }))
+        yield* expectPidsGone(pids)
+      }),
+    120_000
+  )
+
+  it.live("--help and --version", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const help = yield* cli(["run", "--help"])
+      expect(yield* help.exit()).toBe(0)
+      expect(help.lines().join("\n")).toContain("ETCDSEQ_INDEX")
+      const version = yield* cli(["--version"])
+      expect(yield* version.exit()).toBe(0)
+      expect(version.lines()).toEqual([packageVersion])
+    })), 60_000)
+})
