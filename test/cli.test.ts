@@ -285,7 +285,7 @@ describe("the etcdseq command", () => {
           const nothing = yield* cli(["run", "--group", group, ...endpoints, "--", "/nonexistent/program"])
           expect(yield* nothing.exit()).toBe(ExitCode.cannotStart)
           // Not started (no setpriv), or started by setpriv, which then exits 127 as a shell would.
-        expect(nothing.stderr()).toContain("/nonexistent/program")
+          expect(nothing.stderr()).toContain("/nonexistent/program")
 
           // Not converged: members in group mode whose work takes 3 s to stop, while a join waits for them.
           const slow = (seq: EtcdSeq["Type"]) =>

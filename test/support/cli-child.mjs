@@ -1,3 +1,4 @@
+/* global process, setTimeout, setInterval */
 // A program run by `etcdseq run` in the command-line tests: it prints its assignment from the environment as one
 // JSON line when it starts and when SIGTERM stops it (`mono`: CLOCK_MONOTONIC in ms, comparable across processes).
 // `CHILD_EXIT=<code>` makes it exit by itself with that code; `CHILD_STOP_MILLIS` is how long it takes to stop.
