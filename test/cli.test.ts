@@ -260,6 +260,10 @@ describe("the etcdseq command", () => {
           yield* done.signal("SIGTERM")
           expect(yield* done.exit()).toBe(0)
 
+          // The child's stdin is empty: one that reads it gets EOF at once (here, then exits 7).
+          const reader = yield* cli(["run", "--group", group, ...endpoints, "--", "sh", "-c", "cat >/dev/null; exit 7"])
+          expect(yield* reader.exit()).toBe(7)
+
           const bad = yield* cli(["run", "--group", group, "--ttl", "soon", "--", "true"])
           expect(yield* bad.exit()).toBe(ExitCode.usage)
           expect(oneLine(bad)).toEqual([`--ttl: "soon" is not a duration (write 3s, 500ms, 2m or "3 seconds")`])
@@ -306,7 +310,7 @@ describe("the etcdseq command", () => {
           expect(waiting.lines().join("\n")).toMatch(/handover: view \d+ waits for/)
           expect(oneLine(waiting)).toHaveLength(1)
           expect(oneLine(waiting)[0]).toMatch(new RegExp(`^etcdseq: group ${group} has not converged: \\d+ waiting$`))
-          pids.push(failing.pid, done.pid, bad.pid, unreachable.pid, nothing.pid, waiting.pid)
+          pids.push(failing.pid, done.pid, reader.pid, bad.pid, unreachable.pid, nothing.pid, waiting.pid)
         }))
         yield* expectPidsGone(pids)
       }),

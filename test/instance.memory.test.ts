@@ -327,6 +327,43 @@ describe("static membership over MemoryEtcd", () => {
       }).pipe(Effect.provide(MemoryEtcd.layer))
   )
 
+  it.scoped("group: a takeover beside a parked place still waits for the older incarnation's work to stop", () =>
+    Effect.gen(function*() {
+      const mode: Mode = { _tag: "group", checker: makeChecker() }
+      yield* member("g/beside", "a", { mode })
+      const p = yield* member("g/beside", "p", { instance: "p", keepPlaceOnLeave: true, mode })
+      const b = yield* member("g/beside", "b", { instance: "web-1", mode, stopMillis: 500 })
+      yield* advance(1_000)
+      yield* p.leave
+      yield* advance(100)
+      // Parked p publishes nothing, and b's old key counts as one outside the view: the sizes match, the keys do not.
+      const b2 = yield* member("g/beside", "b2", { instance: "web-1", mode })
+      yield* settle
+      expect(yield* failureOf(b.changes)).toMatchObject({ _tag: "InstanceTaken" })
+      expect(holding(mode, "b2")).toBe("")
+      yield* advance(600)
+      expect(holding(mode, "b2")).toBe("2/3")
+      expect(shareOverlaps(mode.checker.runs)).toEqual([])
+      yield* b2.leave
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped("group: an older incarnation whose work takes longer than the TTL to stop is waited for all the same", () =>
+    Effect.gen(function*() {
+      const mode: Mode = { _tag: "group", checker: makeChecker() }
+      yield* member("g/longstop", "a", { mode })
+      const b = yield* member("g/longstop", "b", { instance: "web-1", mode, stopMillis: 4_500 })
+      yield* advance(500)
+      const b2 = yield* member("g/longstop", "b2", { instance: "web-1", mode })
+      yield* advance(4_000)
+      expect(yield* failureOf(b.changes)).toMatchObject({ _tag: "InstanceTaken" })
+      // Past the TTL (3 s) the older's work still runs: its lease lives on, and so does its handover promise.
+      expect(holding(mode, "b2")).toBe("")
+      yield* advance(1_000)
+      expect(holding(mode, "b2")).toBe("1/2")
+      expect(shareOverlaps(mode.checker.runs)).toEqual([])
+      yield* b2.leave
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
   it.scoped("with keepPlaceOnLeave and no next incarnation, the others see the leave once the TTL ran out", () =>
     Effect.gen(function*() {
       const memory = yield* MemoryEtcd

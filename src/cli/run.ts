@@ -65,6 +65,8 @@ const runOnce = (settings: Settings, a: Assignment) =>
           ETCDSEQ_REVISION: String(revision),
           ...Option.match(settings.instance, { onNone: () => ({}), onSome: (i) => ({ ETCDSEQ_INSTANCE: i }) })
         }),
+        // An empty stdin: a child that reads it gets EOF at once rather than waiting on a pipe nobody writes.
+        ChildCommand.feed(""),
         ChildCommand.stdout("inherit"),
         ChildCommand.stderr("inherit"),
         ChildCommand.start,

@@ -93,11 +93,15 @@ export const awaitAll = (
 ): Effect.Effect<void> =>
   Stream.zipLatest(view.changes, handover.published.changes).pipe(
     Stream.filter(([current, map]) => {
-      // A parked member (it left, its place kept for its next incarnation) runs nothing.
-      if (!current.members.every((m) => m.parked === true || (map.get(m.id) ?? 0) >= revision)) return false
-      if (map.size === current.members.length) return true
-      const ids = new Set(current.members.map((m) => m.id))
-      return [...map.keys()].every((id) => ids.has(id))
+      // A parked member (it left, its place kept for its next incarnation) runs nothing, and publishes nothing.
+      let publishing = 0
+      for (const m of current.members) {
+        if (m.parked === true) continue
+        if ((map.get(m.id) ?? 0) < revision) return false
+        publishing++
+      }
+      // Every member that publishes has a key in the map: any more keys are of someone outside the view.
+      return map.size === publishing
     }),
     Stream.runHead,
     Effect.asVoid

@@ -46,13 +46,9 @@ export const make = (
 
     // --- Work in flight: a leave or a re-registration waits for it to stop ---
     const activeWork = yield* Cell.make(0)
+    const allWorkStopped = activeWork.changes.pipe(Stream.takeUntil((n) => n === 0), Stream.runDrain)
     // Bounded by the TTL: past it the lease may be gone anyway, and a leave must not hang on a stuck finalizer.
-    const workStopped = activeWork.changes.pipe(
-      Stream.takeUntil((n) => n === 0),
-      Stream.runDrain,
-      Effect.timeout(settings.ttl),
-      Effect.ignore
-    )
+    const workStopped = allWorkStopped.pipe(Effect.timeout(settings.ttl), Effect.ignore)
 
     // --- Info from the registration ---
     // Every view change is stored (runAssigned's group handover follows revisions); `changes` drops equal Infos.
@@ -84,6 +80,9 @@ export const make = (
         // As in a leave: work stops before the lost registration's keys go (its handover key says what work of this
         // member may still run) and before a new key makes the member visible again.
         lost: () => Effect.zipRight(Effect.sync(() => unsafeSetInfo(Info.invalid)), workStopped),
+        // Not bounded: the lease lives on (a newer incarnation took the key, not the lease), so the keys that say this
+        // member's work may still run (its handover key, its locks and claims) must stay until that work stopped.
+        taken: allWorkStopped,
         gaveUp: (error) => status.set({ info: Info.invalid, holder: undefined, end: { _tag: "Failed", error } })
       }
     )

@@ -62,6 +62,8 @@ const withContender = (locks: Map<number, ReadonlyArray<Contender>>, prefix: str
 const readLocks = (prefix: string, kvs: ReadonlyArray<Api.KeyValue>, revision: number): Locks => {
   const byIndex = new Map<number, ReadonlyArray<Contender>>()
   for (const kv of kvs) withContender(byIndex, prefix, kv)
+  // Keys no lease holds leave an index with no contender.
+  for (const [index, list] of byIndex) if (list.length === 0) byIndex.delete(index)
   return { byIndex, seen: revision }
 }
 
@@ -147,8 +149,10 @@ export const waitingOf = (
   for (const lock of locks) {
     if (lock.waiting.length > 0) lines.push(`index ${lock.index}: ${lock.waiting.join(", ")} wait for ${lock.holder}`)
   }
+  // A parked member's shards wait for its next incarnation: no one else may run them, so nothing to converge.
+  const parked = new Set(view.members.flatMap((m) => m.parked === true ? [m.id] : []))
   for (const owner of shards?.owners ?? []) {
-    if (owner.holder !== owner.planned) {
+    if (owner.holder !== owner.planned && !(owner.holder === undefined && parked.has(owner.planned))) {
       lines.push(`shard ${owner.shard}: planned for ${owner.planned}, held by ${owner.holder ?? "nobody"}`)
     }
     if (owner.waiting.length > 0) {

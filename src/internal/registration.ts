@@ -76,13 +76,14 @@ export interface Deps {
 
 /**
  * One registration: returns once the shared view holds the member's key. `earlier`: the ids of the member's earlier
- * registrations, none for its first. A first registration with an instance takes the instance's key over, whoever
- * holds it (a newer incarnation wins); a later one writes it only while it is free or still held by one of
- * `earlier`, and fails with `InstanceTaken` otherwise.
+ * registrations and attempts, none for its first. A first registration with an instance takes the instance's key
+ * over, whoever holds it (a newer incarnation wins); a later one writes it only while it is free or still held by
+ * one of `earlier`, and fails with `InstanceTaken` otherwise. Each later attempt adds its own id to `earlier` before
+ * it writes: an attempt whose write landed but whose answer was lost must not read as another incarnation's.
  */
 export const register = (
   deps: Deps,
-  earlier?: ReadonlyArray<string>
+  earlier?: Array<string>
 ): Effect.Effect<Registration, Api.RequestError | InstanceTaken> =>
   Effect.gen(function*() {
     const { settings, shared, watch } = deps
@@ -91,6 +92,7 @@ export const register = (
       // --- The lease, shared with the client's other members: the member itself is a key under it ---
       const lease = yield* shared.leases.hold(settings.ttl)
       const id = Keys.memberId(lease.id, yield* shared.leases.unique)
+      earlier?.push(id)
       const name = settings.instance === undefined ? id : Keys.instanceName(settings.instance)
       const prefix = Keys.membersPrefix(settings.key)
       const memberKey = prefix + name
@@ -175,7 +177,11 @@ export const register = (
                     key: memberKey,
                     value: View.encodeValue(settings.metadata, { id: Keys.memberId(parking, 0), parked: true }),
                     lease: parking
-                  }, { _tag: "Delete", key: handoverKey }])
+                  }, { _tag: "Delete", key: handoverKey }]).pipe(
+                    // Not parked (the key is another's): the parking lease holds nothing.
+                    Effect.tap((parked) => parked ? Effect.void : Effect.ignore(api.revoke(parking))),
+                    Effect.tapErrorCause(() => Effect.ignore(api.revoke(parking)))
+                  )
               )
               : ownWrite([{ _tag: "Delete", key: memberKey }, { _tag: "Delete", key: handoverKey }])
             return Effect.flatMap(release, (done) => done ? Effect.void : Effect.asVoid(api.delete(handoverKey)))
@@ -296,7 +302,9 @@ const writeInstanceKey = (options: {
       }
       const kv = rangeKv(result.results[0])
       const decoded = kv === undefined ? undefined : View.decode(Keys.membersPrefix(options.group), kv)
-      if (decoded?._tag === "Member" && !options.earlier!.includes(decoded.entry.id)) break
+      if (decoded?._tag === "Member" && decoded.entry.parked !== true && !options.earlier!.includes(decoded.entry.id)) {
+        break
+      }
       compare = kv === undefined
         ? [{ key, target: "create", result: "equal", value: 0 }]
         : [{ key, target: "mod", result: "equal", value: kv.modRevision }]
@@ -317,6 +325,8 @@ export const keepRegistered = (
   hooks: {
     readonly registered: (registration: Registration) => void
     readonly lost: (reason: string) => Effect.Effect<void>
+    /** Waits, after `gaveUp` with `InstanceTaken`, until the member's work stopped. */
+    readonly taken: Effect.Effect<void>
     readonly gaveUp: (error: EtcdSeqError) => Effect.Effect<void>
   }
 ): Effect.Effect<void, Api.RequestError | InstanceTaken> =>
@@ -342,7 +352,7 @@ export const keepRegistered = (
         yield* Effect.logWarning(`instance taken over by member ${by}; this member stops and does not register again`)
         // Failed first, so that work stops for the error, not for an invalid Info it could wait out.
         yield* hooks.gaveUp(new InstanceTaken({ group: deps.settings.key, instance: deps.settings.instance ?? "" }))
-        yield* hooks.lost("instance taken over")
+        yield* hooks.taken
         yield* Scope.close(taken.scope, Exit.void)
       })
     const reregister = (lost: Registration, reason: string) =>

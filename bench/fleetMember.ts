@@ -1,0 +1,184 @@
+/**
+ * One process of a fleet: M members of one group on one client (the library) or on one raw client (the Go original's
+ * algorithm), driven by the fleet benchmark over stdin, reporting on stdout. Spawned as the real node process:
+ *
+ *   node --import tsx bench/fleetMember.ts <library|baseline> <endpoint> <group> <members> <ttl seconds>
+ *
+ * stdin, one command per line:
+ *   go <n>       join every member at once, and report when all of them hold count n
+ *   target <n>   report when every live member holds count n
+ *   leave        one member leaves gracefully (reports `leaving` before, `left` after)
+ *   stats        report the counters
+ *   exit         every member leaves; the process ends
+ * stdout, one JSON object per line: `ready`, `all` (`count`, `at`), `leaving`/`left` (`at`), `stats`. Times are
+ * `Date.now()`: every process of the machine reads the same clock.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Deferred, Duration, Effect, Exit, Logger, LogLevel, Metric, Runtime, Schedule, Scope, Stream } from "effect"
+import * as readline from "node:readline"
+import { Etcd, EtcdSeq, Info } from "../src/index.js"
+import * as Metrics from "../src/internal/metrics.js"
+import * as Baseline from "./baseline.js"
+
+const [impl = "library", endpoint = "", group = "", membersText = "0", ttlText = "10"] = process.argv.slice(2)
+const size = Number(membersText)
+const ttlSeconds = Number(ttlText)
+
+const print = (line: Record<string, unknown>) => process.stdout.write(JSON.stringify(line) + "\n")
+
+interface Member {
+  readonly slot: number
+  scope: Scope.CloseableScope | undefined
+  last: Info
+  changes: number
+  /** `Info.invalid` seen after a valid Info, while the member was not leaving: a spurious fence. */
+  invalid: number
+  leaving: boolean
+}
+
+const members: Array<Member> = Array.from({ length: size }, (_, slot) => ({
+  slot,
+  scope: undefined,
+  last: Info.invalid,
+  changes: 0,
+  invalid: 0,
+  leaving: false
+}))
+let failedJoins = 0
+let target: number | undefined
+let reported: number | undefined
+
+/** Reports `all` once per target, when every live member holds it. */
+const check = () => {
+  if (target === undefined || reported === target) return
+  for (const m of members) if (!m.leaving && m.scope !== undefined && m.last.count !== target) return
+  if (members.every((m) => m.leaving || m.scope === undefined)) return
+  reported = target
+  print({ e: "all", count: target, at: Date.now() })
+}
+
+const observe = (m: Member) => (info: Info) =>
+  Effect.sync(() => {
+    m.changes++
+    if (!Info.isValid(info) && Info.isValid(m.last) && !m.leaving) m.invalid++
+    m.last = info
+    check()
+  })
+
+/** The library: one client for the process's members, each joined until it succeeds (a failed join is counted). */
+const library = Effect.gen(function*() {
+  const etcd = yield* Etcd.make({ endpoints: [endpoint] })
+  return (m: Member) =>
+    Effect.gen(function*() {
+      while (true) {
+        const scope = yield* Scope.make()
+        const joined = yield* EtcdSeq.make({ key: group, ttl: Duration.seconds(ttlSeconds) }).pipe(
+          Effect.provideService(Etcd, etcd),
+          Scope.extend(scope),
+          Effect.exit
+        )
+        if (Exit.isSuccess(joined)) {
+          m.scope = scope
+          yield* joined.value.changes.pipe(Stream.runForEach(observe(m)), Effect.ignore, Effect.forkIn(scope))
+          return
+        }
+        failedJoins++
+        yield* Scope.close(scope, Exit.void)
+        yield* Effect.sleep(Duration.millis(100 + Math.random() * 400))
+      }
+    })
+})
+
+/** The Go original's algorithm: a lease and a watcher per member, a full read of the group on every event. */
+const baseline = Effect.gen(function*() {
+  const driver = yield* Baseline.make({
+    endpoints: [endpoint],
+    group,
+    ttlSeconds,
+    requestWithin: Duration.seconds(10),
+    closeWithin: Duration.seconds(20)
+  })
+  // Its tracker holds each member's latest Info; the process polls it (a storm of a thousand takes seconds).
+  yield* Effect.gen(function*() {
+    const infos = yield* driver.tracker.infos
+    for (const m of members) {
+      const info = infos.get(m.slot)
+      if (info !== undefined && (info.count !== m.last.count || info.index !== m.last.index)) yield* observe(m)(info)
+    }
+  }).pipe(Effect.repeat(Schedule.spaced("5 millis")), Effect.forkScoped)
+  return (m: Member) =>
+    Effect.gen(function*() {
+      while (true) {
+        const joined = yield* Effect.either(driver.join(m.slot))
+        if (joined._tag === "Right") {
+          const handle = joined.right
+          const scope = yield* Scope.make()
+          yield* Scope.addFinalizer(scope, handle.leave)
+          m.scope = scope
+          return
+        }
+        failedJoins++
+        yield* Effect.sleep(Duration.millis(100 + Math.random() * 400))
+      }
+    })
+})
+
+const leaveOne = Effect.gen(function*() {
+  const m = members.find((x) => x.scope !== undefined && !x.leaving)
+  if (m === undefined) return
+  m.leaving = true
+  print({ e: "leaving", at: Date.now() })
+  yield* Scope.close(m.scope!, Exit.void)
+  print({ e: "left", at: Date.now() })
+  check()
+})
+
+const stats = Effect.gen(function*() {
+  const changes = members.map((m) => m.changes)
+  print({
+    e: "stats",
+    changesTotal: changes.reduce((a, b) => a + b, 0),
+    changesMax: Math.max(0, ...changes),
+    invalid: members.reduce((a, m) => a + m.invalid, 0),
+    failedJoins,
+    reregistrations: (yield* Metric.value(Metrics.reregistrations)).count,
+    leaseLosses: (yield* Metric.value(Metrics.leaseLosses)).count,
+    rss: process.memoryUsage().rss
+  })
+})
+
+const program = Effect.scoped(Effect.gen(function*() {
+  const join = impl === "baseline" ? yield* baseline : yield* library
+  const done = yield* Deferred.make<void>()
+  const lines = readline.createInterface({ input: process.stdin })
+  const commands = yield* Effect.runtime<never>()
+  lines.on("line", (line) => {
+    const [command, value] = line.trim().split(" ")
+    const run = <A>(effect: Effect.Effect<A>) => void Runtime.runFork(commands)(effect)
+    if (command === "go") {
+      target = Number(value)
+      run(Effect.forEach(members, join, { concurrency: "unbounded", discard: true }))
+    } else if (command === "target") {
+      target = Number(value)
+      check()
+    } else if (command === "leave") run(leaveOne)
+    else if (command === "stats") run(stats)
+    else if (command === "exit") Deferred.unsafeDone(done, Exit.void)
+  })
+  lines.on("close", () => Deferred.unsafeDone(done, Exit.void))
+  print({ e: "ready" })
+  yield* Deferred.await(done)
+  lines.close()
+  yield* Effect.forEach(members, (m) => m.scope === undefined ? Effect.void : Scope.close(m.scope, Exit.void), {
+    concurrency: "unbounded",
+    discard: true
+  }).pipe(Effect.timeout("30 seconds"), Effect.ignore)
+}))
+
+NodeRuntime.runMain(
+  program.pipe(
+    Effect.provide(Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger))),
+    Logger.withMinimumLogLevel(LogLevel.Error)
+  ),
+  { disableErrorReporting: true }
+)
