@@ -6,7 +6,7 @@
  * Options: `--sizes=10,100,300,1000` (300 is not in the issue: it shows the trend where 1000 cannot be measured),
  * `--impls=library,library10,baseline,assignments,shards`, `--shard-sizes=10,100,1000` (the shards section: `runShards`
  * beside `runAssigned` with 1024 shards), `--out=bench/results`, `--log=warning` (the library's warnings; by default
- * errors only).
+ * errors only), `--fleet` (the fleet benchmark instead: bench/fleet.ts).
  */
 import { FileSystem, Path } from "@effect/platform"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
@@ -18,6 +18,7 @@ import { etcdStatus, startEtcd } from "../test/support/etcd.js"
 import { assignmentsMarkdown, measureAssignments } from "./assignments.js"
 import * as Baseline from "./baseline.js"
 import { BenchError } from "./etcdMetrics.js"
+import { runFleet } from "./fleet.js"
 import { measureFloor } from "./floor.js"
 import * as Library from "./library.js"
 import { markdown, type Report, row, targets } from "./report.js"
@@ -233,10 +234,16 @@ const main = Effect.gen(function*() {
 
 // The etcd is stopped when `main`'s scope closes. Members whose closing outlived its bound (a group that broke down)
 // may still be retrying registrations against it; the benchmark ends regardless.
-NodeRuntime.runMain(main.pipe(Effect.provide(NodeContext.layer), Logger.withMinimumLogLevel(logLevel)), {
-  teardown: (exit, onExit) =>
-    defaultTeardown(exit, (code) => {
-      onExit(code)
-      process.exit(code)
-    })
-})
+// `--fleet` (alone, or `--fleet=10x100,...`): the fleet benchmark instead, members in processes of their own.
+const fleet = process.argv.slice(2).some((a) => a === "--fleet" || a.startsWith("--fleet="))
+
+NodeRuntime.runMain(
+  (fleet ? runFleet : main).pipe(Effect.provide(NodeContext.layer), Logger.withMinimumLogLevel(logLevel)),
+  {
+    teardown: (exit, onExit) =>
+      defaultTeardown(exit, (code) => {
+        onExit(code)
+        process.exit(code)
+      })
+  }
+)
