@@ -1,7 +1,8 @@
 /**
  * `npm run bench -- --fleet`: a fleet of members spread over P processes (M members each, one client per process)
- * against one etcd this benchmark starts, per configuration P x M. Each process is the real node process
- * (`bench/fleetMember.ts`), so the pid held is the process. Not a test: figures, not assertions.
+ * against one etcd this benchmark starts, per configuration P x M. Each process is the real node process running
+ * `bench/fleetMember.ts` (bundled to JavaScript first), so the pid held is the process. Not a test: figures, not
+ * assertions.
  *
  * Per configuration: the join storm from "go" (processes already started, clients connected) until every member holds
  * the full count; failed joins; `Info.invalid` seen by members that never lost etcd; Info changes per member during
@@ -13,6 +14,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Duration, Effect, Option } from "effect"
+import * as esbuild from "esbuild"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -38,6 +40,26 @@ const ttlSeconds = Number(arg("ttl") ?? "10")
 const outDir = arg("out") ?? "bench/results"
 const memberScript = fileURLToPath(new URL("./fleetMember.ts", import.meta.url))
 const root = fileURLToPath(new URL("..", import.meta.url))
+/**
+ * The member script bundled once into plain JavaScript (its packages left to node_modules): a hundred processes
+ * started through tsx would each carry its transpiler, and memory and start-up would measure that, not the library.
+ */
+const bundled = `${root}node_modules/.cache/etcdseq-bench/fleetMember.mjs`
+
+const bundle = Effect.tryPromise({
+  try: () =>
+    esbuild.build({
+      entryPoints: [memberScript],
+      bundle: true,
+      platform: "node",
+      format: "esm",
+      target: "node20",
+      packages: "external",
+      outfile: bundled,
+      logLevel: "error"
+    }),
+  catch: (cause) => new BenchError({ message: "bundling the fleet member failed", cause })
+})
 
 type Line = { readonly e: string; readonly [key: string]: unknown }
 
@@ -53,7 +75,7 @@ interface Proc {
 const spawnProc = (impl: string, endpoint: string, group: string, members: number): Proc => {
   const child: ChildProcess = spawn(
     process.execPath,
-    ["--import", "tsx", memberScript, impl, endpoint, group, String(members), String(ttlSeconds)],
+    [bundled, impl, endpoint, group, String(members), String(ttlSeconds)],
     { cwd: root, stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, NODE_OPTIONS: "" } }
   )
   const lines: Array<Line> = []
@@ -248,6 +270,7 @@ const markdown = (results: ReadonlyArray<Result>, floorP99: number, load: string
   ].join("\n")
 
 export const runFleet = Effect.gen(function*() {
+  yield* bundle
   const load = `load average ${os.loadavg().map((x) => x.toFixed(2)).join(" ")} at start, ${os.cpus().length} cores`
   const floor = yield* Effect.scoped(Effect.gen(function*() {
     const etcd = yield* startEtcd({ name: "fleet-floor" })
