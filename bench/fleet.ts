@@ -139,6 +139,8 @@ interface Result {
   readonly formed: boolean
   readonly stormMs: number
   readonly failedJoins: number
+  /** Why joins failed, by error. */
+  readonly failedBy: Readonly<Record<string, number>>
   readonly reregistrations: number
   readonly spuriousInvalid: number
   readonly changesPerMember: { readonly mean: number; readonly max: number }
@@ -235,6 +237,12 @@ const runConfig = (impl: string, processes: number, perProcess: number) =>
       formed: formed.answered === processes,
       stormMs,
       failedJoins: sum("failedJoins"),
+      failedBy: storm.reduce<Record<string, number>>((all, l) => {
+        for (const [why, n] of Object.entries((l["failedBy"] ?? {}) as Record<string, number>)) {
+          all[why] = (all[why] ?? 0) + n
+        }
+        return all
+      }, {}),
       reregistrations: sum("reregistrations"),
       spuriousInvalid: end.reduce((a, l) => a + Number(l["invalid"] ?? 0), 0),
       changesPerMember: { mean: changesTotal / total, max: Math.max(...storm.map((l) => Number(l["changesMax"]))) },

@@ -14,7 +14,20 @@
  * `Date.now()`: every process of the machine reads the same clock.
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Deferred, Duration, Effect, Exit, Logger, LogLevel, Metric, Runtime, Schedule, Scope, Stream } from "effect"
+import {
+  Cause,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Logger,
+  LogLevel,
+  Metric,
+  Runtime,
+  Schedule,
+  Scope,
+  Stream
+} from "effect"
 import * as readline from "node:readline"
 import { Etcd, EtcdSeq, Info } from "../src/index.js"
 import * as Metrics from "../src/internal/metrics.js"
@@ -45,6 +58,8 @@ const members: Array<Member> = Array.from({ length: size }, (_, slot) => ({
   leaving: false
 }))
 let failedJoins = 0
+/** Why joins failed: the error's tag (and, for a request, its operation), counted. */
+const failedBy: Record<string, number> = {}
 let target: number | undefined
 let reported: number | undefined
 
@@ -83,6 +98,11 @@ const library = Effect.gen(function*() {
           return
         }
         failedJoins++
+        const error = Exit.isFailure(joined) ? Cause.squash(joined.cause) : undefined
+        const why = error instanceof Error && "_tag" in error
+          ? `${String(error._tag)}${"operation" in error ? ` ${String(error.operation)}` : ""}`
+          : "other"
+        failedBy[why] = (failedBy[why] ?? 0) + 1
         yield* Scope.close(scope, Exit.void)
         yield* Effect.sleep(Duration.millis(100 + Math.random() * 400))
       }
@@ -141,6 +161,7 @@ const stats = Effect.gen(function*() {
     changesMax: Math.max(0, ...changes),
     invalid: members.reduce((a, m) => a + m.invalid, 0),
     failedJoins,
+    failedBy,
     reregistrations: (yield* Metric.value(Metrics.reregistrations)).count,
     leaseLosses: (yield* Metric.value(Metrics.leaseLosses)).count,
     rss: process.memoryUsage().rss

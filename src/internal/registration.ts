@@ -221,7 +221,13 @@ export const register = (
       // silent etcd member) must not turn a join that worked into a failure and a second put.
       onView(yield* SubscriptionRef.get(watch.view))
       const seeWithin = Duration.max(settings.ttl, api.requestTimeout)
-      yield* Deferred.await(visible).pipe(
+      // Past the request timeout the wait says what it waits for: an overloaded process or watch, not etcd's answer.
+      const slow = Effect.flatMap(SubscriptionRef.get(watch.view), (view) =>
+        Effect.logWarning(
+          `registered as ${id} at revision ${written.writtenAt}; the group's view has applied revision ${view.seen} ` +
+            `so far; waiting up to ${Duration.format(seeWithin)} for it to show this member`
+        )).pipe(Effect.delay(api.requestTimeout))
+      yield* Effect.raceFirst(Deferred.await(visible), Effect.zipRight(slow, Effect.never)).pipe(
         Effect.timeoutFail({
           duration: seeWithin,
           onTimeout: () => new EtcdUnavailable({ endpoints: api.endpoints, timeout: seeWithin })
