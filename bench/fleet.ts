@@ -72,10 +72,21 @@ interface Proc {
   readonly exited: Promise<void>
 }
 
-const spawnProc = (impl: string, endpoint: string, group: string, members: number): Proc => {
+/** `FLEET_PROFILE=<dir>`: the first process of each configuration writes a CPU profile there (`--cpu-prof`). */
+const profileDir = process.env["FLEET_PROFILE"]
+
+const spawnProc = (impl: string, endpoint: string, group: string, members: number, profile = false): Proc => {
   const child: ChildProcess = spawn(
     process.execPath,
-    [bundled, impl, endpoint, group, String(members), String(ttlSeconds)],
+    [
+      ...(profile && profileDir !== undefined ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : []),
+      bundled,
+      impl,
+      endpoint,
+      group,
+      String(members),
+      String(ttlSeconds)
+    ],
     { cwd: root, stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, NODE_OPTIONS: "" } }
   )
   const lines: Array<Line> = []
@@ -165,7 +176,9 @@ const runConfig = (impl: string, processes: number, perProcess: number) =>
     const config = `${processes} x ${perProcess}`
     yield* Console.log(`fleet ${impl} ${config} = ${total}: starting ${processes} processes`)
     const procs = yield* Effect.acquireRelease(
-      Effect.sync(() => Array.from({ length: processes }, () => spawnProc(impl, etcd.clientUrl, group, perProcess))),
+      Effect.sync(() =>
+        Array.from({ length: processes }, (_, i) => spawnProc(impl, etcd.clientUrl, group, perProcess, i === 0))
+      ),
       (ps) =>
         Effect.promise(async () => {
           for (const p of ps) p.send("exit")

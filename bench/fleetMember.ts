@@ -99,8 +99,11 @@ const library = Effect.gen(function*() {
         }
         failedJoins++
         const error = Exit.isFailure(joined) ? Cause.squash(joined.cause) : undefined
+        // The tag, and what tells a request's timeout (the request timeout) from the wait to be seen (the TTL).
         const why = error instanceof Error && "_tag" in error
-          ? `${String(error._tag)}${"operation" in error ? ` ${String(error.operation)}` : ""}`
+          ? `${String(error._tag)}${"operation" in error ? ` ${String(error.operation)}` : ""}${
+            "timeout" in error && Duration.isDuration(error.timeout) ? ` after ${Duration.format(error.timeout)}` : ""
+          }`
           : "other"
         failedBy[why] = (failedBy[why] ?? 0) + 1
         yield* Scope.close(scope, Exit.void)
