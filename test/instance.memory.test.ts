@@ -4,42 +4,14 @@
  * `InstanceTaken` and never comes back; exclusive work never overlaps across the takeover.
  */
 import { describe, expect, it } from "@effect/vitest"
-import {
-  Cause,
-  ConfigProvider,
-  Context,
-  Duration,
-  Effect,
-  Exit,
-  Fiber,
-  Layer,
-  Option,
-  Scope,
-  Stream,
-  TestClock
-} from "effect"
+import { Cause, ConfigProvider, Context, Effect, Exit, Fiber, Layer, Option, Scope, Stream } from "effect"
 import { Etcd, type EtcdClient, EtcdSeq, type EtcdSeqService, MemoryEtcd } from "../src/index.js"
 import { indexOverlaps, makeChecker, shareOverlaps } from "./support/checker.js"
 import { throwsOnUse } from "./support/members.js"
 import { makeShardChecker, shardOverlaps } from "./support/shardChecker.js"
+import { advance, settle } from "./support/testClock.js"
 
 const ttl = "3 seconds"
-
-/** One event-loop turn, after the fibers ready to run had theirs. */
-const turn = Effect.zipRight(
-  Effect.yieldNow(),
-  Effect.async<void>((resume) => void setImmediate(() => resume(Effect.void)))
-)
-const settle = Effect.repeatN(turn, 30)
-
-/** Moves the TestClock in small steps, letting fibers run between. */
-const advance = (millis: number) =>
-  Effect.gen(function*() {
-    for (let done = 0; done < millis; done += 50) {
-      yield* TestClock.adjust(Duration.millis(Math.min(50, millis - done)))
-      yield* Effect.repeatN(turn, 4)
-    }
-  })
 
 type Mode =
   | { readonly _tag: "index" | "group"; readonly checker: ReturnType<typeof makeChecker> }

@@ -3,23 +3,10 @@
  * outside, and what the group waits for while a change is under way.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Layer, Scope, Stream, TestClock } from "effect"
+import { Effect, Exit, Layer, Scope, Stream } from "effect"
 import { type Assignment, Etcd, EtcdSeq, type GroupView, MemoryEtcd } from "../src/index.js"
 import { throwsOnUse } from "./support/members.js"
-
-const turn = Effect.zipRight(
-  Effect.yieldNow(),
-  Effect.async<void>((resume) => void setImmediate(() => resume(Effect.void)))
-)
-const settle = Effect.repeatN(turn, 30)
-
-const advance = (millis: number) =>
-  Effect.gen(function*() {
-    for (let done = 0; done < millis; done += 50) {
-      yield* TestClock.adjust(Duration.millis(Math.min(50, millis - done)))
-      yield* Effect.repeatN(turn, 4)
-    }
-  })
+import { advance, settle } from "./support/testClock.js"
 
 /** Work that holds until interrupted and takes `stopMillis` to stop. */
 const slowStop = (stopMillis: number) => (_: Assignment) =>

@@ -6,26 +6,7 @@ import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Scope, Te
 import { Etcd, type EtcdClient, EtcdSeq, MemoryEtcd } from "../src/index.js"
 import { throwsOnUse } from "./support/members.js"
 import { fenceRegressions, makeShardChecker, running, shardOverlaps, type ShardRun } from "./support/shardChecker.js"
-
-/** One event-loop turn, after the fibers ready to run had theirs. */
-const turn = Effect.zipRight(
-  Effect.yieldNow(),
-  Effect.async<void>((resume) => void setImmediate(() => resume(Effect.void)))
-)
-
-const settle = Effect.repeatN(turn, 30)
-
-/**
- * Moves the TestClock by `millis` in small steps, letting fibers run between: a timer a fiber sets in reaction to
- * another (a work's stop after a self-fence) must fire in its turn, not after a later one the clock jumped past.
- */
-const advance = (millis: number) =>
-  Effect.gen(function*() {
-    for (let done = 0; done < millis; done += 50) {
-      yield* TestClock.adjust(Duration.millis(Math.min(50, millis - done)))
-      yield* Effect.repeatN(turn, 4)
-    }
-  })
+import { advance, settle } from "./support/testClock.js"
 
 /** A member of `key` on a process of its own, running `shards` shards with the checker's work. */
 const member = (key: string, shards: number, checker: ReturnType<typeof makeShardChecker>, name: string, stop = 0) =>
