@@ -4,7 +4,7 @@
  * `watch` beside them; exit codes and the one line on stderr for each error.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { type Duration, Effect, type Scope } from "effect"
+import { Deferred, type Duration, Effect, type Scope } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
@@ -291,15 +291,25 @@ describe("the etcdseq command", () => {
           // Not started (no setpriv), or started by setpriv, which then exits 127 as a shell would.
           expect(nothing.stderr()).toContain("/nonexistent/program")
 
-          // Not converged: members in group mode whose work takes 3 s to stop, while a join waits for them.
+          // Not converged: members in group mode whose work does not stop until the test says, while a join waits.
+          const release = yield* Deferred.make<void>()
           const slow = (seq: EtcdSeq["Type"]) =>
-            EtcdSeq.runAssigned(
-              () => Effect.addFinalizer(() => Effect.sleep("3 seconds")).pipe(Effect.zipRight(Effect.never)),
-              { exclusive: "group" }
-            ).pipe(Effect.provideService(EtcdSeq, seq), Effect.forkScoped)
+            Effect.gen(function*() {
+              const started = yield* Deferred.make<void>()
+              yield* EtcdSeq.runAssigned(
+                () =>
+                  Deferred.succeed(started, undefined).pipe(
+                    Effect.zipRight(Effect.addFinalizer(() => Deferred.await(release))),
+                    Effect.zipRight(Effect.never)
+                  ),
+                { exclusive: "group" }
+              ).pipe(Effect.provideService(EtcdSeq, seq), Effect.forkScoped)
+              return started
+            })
           const client = yield* Etcd.make({ endpoints: [etcd.clientUrl] })
           const a = yield* EtcdSeq.make({ key: group, ttl: "5 seconds" }).pipe(Effect.provideService(Etcd, client))
-          yield* slow(a)
+          // Its work started: its handover promise is published.
+          yield* Deferred.await(yield* slow(a))
           const converged = yield* cli(["status", "--group", group, ...endpoints])
           expect(yield* converged.exit()).toBe(0)
           expect(converged.lines().at(-1)).toBe("converged")
@@ -310,6 +320,7 @@ describe("the etcdseq command", () => {
           expect(waiting.lines().join("\n")).toMatch(/handover: view \d+ waits for/)
           expect(oneLine(waiting)).toHaveLength(1)
           expect(oneLine(waiting)[0]).toMatch(new RegExp(`^etcdseq: group ${group} has not converged: \\d+ waiting$`))
+          yield* Deferred.succeed(release, undefined)
           pids.push(failing.pid, done.pid, reader.pid, bad.pid, unreachable.pid, nothing.pid, waiting.pid)
         }))
         yield* expectPidsGone(pids)
