@@ -72,7 +72,10 @@ interface Proc {
   readonly exited: Promise<void>
 }
 
-/** `FLEET_PROFILE=<dir>`: the first process of each configuration writes a CPU profile there (`--cpu-prof`). */
+/**
+ * `FLEET_PROFILE=<dir>`: the first process of each configuration writes CPU profiles there: its whole life
+ * (`--cpu-prof`), and the storm alone (`storm-<group>.cpuprofile`).
+ */
 const profileDir = process.env["FLEET_PROFILE"]
 
 const spawnProc = (impl: string, endpoint: string, group: string, members: number, profile = false): Proc => {
@@ -87,7 +90,17 @@ const spawnProc = (impl: string, endpoint: string, group: string, members: numbe
       String(members),
       String(ttlSeconds)
     ],
-    { cwd: root, stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, NODE_OPTIONS: "" } }
+    {
+      cwd: root,
+      stdio: ["pipe", "pipe", "inherit"],
+      env: {
+        ...process.env,
+        NODE_OPTIONS: "",
+        ...(profile && profileDir !== undefined
+          ? { FLEET_STORM_PROFILE: `${profileDir}/storm-${group.replace(/\//g, "_")}.cpuprofile` }
+          : {})
+      }
+    }
   )
   const lines: Array<Line> = []
   const waiters = new Set<() => void>()

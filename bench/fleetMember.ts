@@ -28,6 +28,8 @@ import {
   Scope,
   Stream
 } from "effect"
+import * as fs from "node:fs"
+import * as inspector from "node:inspector"
 import * as readline from "node:readline"
 import { Etcd, EtcdSeq, Info } from "../src/index.js"
 import * as Metrics from "../src/internal/metrics.js"
@@ -146,6 +148,25 @@ const baseline = Effect.gen(function*() {
     })
 })
 
+/**
+ * `FLEET_STORM_PROFILE=<file>`: a CPU profile of the storm alone, from "go" to the first `stats` (the process's start,
+ * its module loading above all, is left out).
+ */
+const stormProfile = process.env["FLEET_STORM_PROFILE"]
+const session = stormProfile === undefined ? undefined : new inspector.Session()
+const startProfile = () => {
+  if (session === undefined) return
+  session.connect()
+  session.post("Profiler.enable", () => session.post("Profiler.start"))
+}
+const stopProfile = () => {
+  if (session === undefined || stormProfile === undefined) return
+  session.post("Profiler.stop", (error, result) => {
+    if (error === null) fs.writeFileSync(stormProfile, JSON.stringify(result.profile))
+    session.disconnect()
+  })
+}
+
 const leaveOne = Effect.gen(function*() {
   const m = members.find((x) => x.scope !== undefined && !x.leaving)
   if (m === undefined) return
@@ -181,13 +202,16 @@ const program = Effect.scoped(Effect.gen(function*() {
     const run = <A>(effect: Effect.Effect<A>) => void Runtime.runFork(commands)(effect)
     if (command === "go") {
       target = Number(value)
+      startProfile()
       run(Effect.forEach(members, join, { concurrency: "unbounded", discard: true }))
     } else if (command === "target") {
       target = Number(value)
       check()
     } else if (command === "leave") run(leaveOne)
-    else if (command === "stats") run(stats)
-    else if (command === "exit") Deferred.unsafeDone(done, Exit.void)
+    else if (command === "stats") {
+      stopProfile()
+      run(stats)
+    } else if (command === "exit") Deferred.unsafeDone(done, Exit.void)
   })
   lines.on("close", () => Deferred.unsafeDone(done, Exit.void))
   print({ e: "ready" })
