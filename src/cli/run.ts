@@ -36,10 +36,10 @@ const signalExit = (message: string): number => {
 }
 
 /** Stops the child's process group: SIGTERM, then SIGKILL once `grace` has passed. */
-const stop = (child: CommandExecutor.Process, grace: Duration.Duration, why: string) =>
+const stop = (child: CommandExecutor.Process, grace: Duration.Duration) =>
   Effect.gen(function*() {
     if (!(yield* child.isRunning)) return
-    yield* say(`stopping pid ${child.pid} (${why}): SIGTERM`)
+    yield* say(`stopping pid ${child.pid} (its assignment ended): SIGTERM`)
     const stopped = yield* child.kill("SIGTERM").pipe(Effect.timeout(grace), Effect.option)
     if (Option.isNone(stopped)) {
       yield* say(`pid ${child.pid} did not stop within ${Duration.format(grace)}: SIGKILL`)
@@ -54,7 +54,6 @@ const runOnce = (settings: Settings, a: Assignment) =>
     const argv = settings.pdeathsig
       ? [setpriv, "--pdeathsig", "KILL", "--", settings.command, ...settings.args]
       : [settings.command, ...settings.args]
-    const why = { current: "its assignment ended" }
     const child = yield* Effect.acquireRelease(
       ChildCommand.make(argv[0]!, ...argv.slice(1)).pipe(
         ChildCommand.env({
@@ -74,7 +73,7 @@ const runOnce = (settings: Settings, a: Assignment) =>
           new CliExit({ code: ExitCode.cannotStart, line: `cannot start ${settings.command}: ${e.message}` })
         )
       ),
-      (child) => stop(child, settings.grace, why.current)
+      (child) => stop(child, settings.grace)
     )
     yield* say(
       `${index}/${count} (revision ${revision}, fence ${a.fence}): started ${settings.command} as pid ${child.pid}`
@@ -82,7 +81,6 @@ const runOnce = (settings: Settings, a: Assignment) =>
     const code = yield* child.exitCode.pipe(
       Effect.catchAll((e) => Effect.succeed(signalExit(e.message)))
     )
-    why.current = "it exited"
     if (code === 0) {
       return yield* say(`pid ${child.pid} exited with 0; waiting for the next assignment`)
     }

@@ -132,7 +132,10 @@ export const decodeHandover = (
 
 // --- Index locks ------------------------------------------------------------------------------------------------
 
-export const lockPrefix = (group: string, index: number): string => `${group}/locks/${index}/`
+/** The prefix under which every index lock of a group lives. */
+export const locksPrefix = (group: string): string => `${group}/locks/`
+
+export const lockPrefix = (group: string, index: number): string => `${locksPrefix(group)}${index}/`
 
 export const lockKey = (prefix: string, owner: string, run: number): string => `${prefix}${owner}.${run}`
 

@@ -54,7 +54,7 @@ const monotonicMillis: Effect.Effect<number> = Effect.clockWith((clock) =>
 )
 
 /** etcd counts TTLs in whole seconds; the local watchdog keeps the exact, shorter duration. */
-const ttlSeconds = (ttl: Duration.Duration): number => Math.max(1, Math.ceil(Duration.toSeconds(ttl)))
+export const ttlSeconds = (ttl: Duration.Duration): number => Math.max(1, Math.ceil(Duration.toSeconds(ttl)))
 
 export const make = (
   api: EtcdApi,

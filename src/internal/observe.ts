@@ -84,7 +84,7 @@ const applyLocks = (prefix: string) => (state: Locks, events: ReadonlyArray<Api.
 
 const followLocks = (api: Api.EtcdApi, group: string) =>
   Effect.gen(function*() {
-    const prefix = `${group}/locks/`
+    const prefix = Keys.locksPrefix(group)
     const latest = yield* SubscriptionRef.make<Locks>({ byIndex: new Map(), seen: 0 })
     const cache = yield* PrefixCache.follow(api, prefix, {
       initial: (kvs, revision) => readLocks(prefix, kvs, revision),

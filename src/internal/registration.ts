@@ -23,6 +23,7 @@ import type { Holder } from "./assign.js"
 import type { Shared } from "./client.js"
 import * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
+import * as Lease from "./lease.js"
 import * as Metrics from "./metrics.js"
 import * as OwnedKeys from "./ownedKeys.js"
 import * as View from "./view.js"
@@ -76,14 +77,14 @@ export interface Deps {
 
 /**
  * One registration: returns once the shared view holds the member's key. `earlier`: the ids of the member's earlier
- * registrations and attempts, none for its first. A first registration with an instance takes the instance's key
+ * registrations and attempts, empty for its first. A first registration with an instance takes the instance's key
  * over, whoever holds it (a newer incarnation wins); a later one writes it only while it is free or still held by
- * one of `earlier`, and fails with `InstanceTaken` otherwise. Each later attempt adds its own id to `earlier` before
- * it writes: an attempt whose write landed but whose answer was lost must not read as another incarnation's.
+ * one of `earlier`, and fails with `InstanceTaken` otherwise. Each attempt adds its own id to `earlier` before it
+ * writes: an attempt whose write landed but whose answer was lost must not read as another incarnation's.
  */
 export const register = (
   deps: Deps,
-  earlier?: Array<string>
+  earlier: Array<string>
 ): Effect.Effect<Registration, Api.RequestError | InstanceTaken> =>
   Effect.gen(function*() {
     const { settings, shared, watch } = deps
@@ -92,7 +93,8 @@ export const register = (
       // --- The lease, shared with the client's other members: the member itself is a key under it ---
       const lease = yield* shared.leases.hold(settings.ttl)
       const id = Keys.memberId(lease.id, yield* shared.leases.unique)
-      earlier?.push(id)
+      const takeOver = earlier.length === 0
+      earlier.push(id)
       const name = settings.instance === undefined ? id : Keys.instanceName(settings.instance)
       const prefix = Keys.membersPrefix(settings.key)
       const memberKey = prefix + name
@@ -170,7 +172,7 @@ export const register = (
           remove: settings.instance === undefined ? undefined : () => {
             const release = settings.keepPlaceOnLeave && deps.leaving()
               ? Effect.flatMap(
-                api.grant(Math.max(1, Math.ceil(Duration.toSeconds(settings.ttl)))),
+                api.grant(Lease.ttlSeconds(settings.ttl)),
                 (parking) =>
                   ownWrite([{
                     _tag: "Put",
@@ -200,7 +202,7 @@ export const register = (
             key: memberKey,
             value: record,
             leaseId: lease.id,
-            earlier
+            earlier: takeOver ? undefined : earlier
           })
       ).pipe(
         // The shared lease was revoked or expired and its keepalive has not noticed yet: drop it now, so the retry
@@ -285,6 +287,7 @@ const writeInstanceKey = (options: {
 }): Effect.Effect<Written, Api.RequestError | InstanceTaken> =>
   Effect.gen(function*() {
     const { api, key } = options
+    const prefix = Keys.membersPrefix(options.group)
     const read: Api.Op = { _tag: "Range", range: { target: { key } } }
     let compare: ReadonlyArray<Api.Compare> = options.earlier === undefined
       ? []
@@ -299,7 +302,7 @@ const writeInstanceKey = (options: {
       if (result.succeeded) {
         // A place parked by a leave: its lease holds nothing more, it goes now rather than with its TTL.
         const before = rangeKv(result.results[0])
-        const parked = before === undefined ? undefined : View.decode(Keys.membersPrefix(options.group), before)
+        const parked = before === undefined ? undefined : View.decode(prefix, before)
         if (parked?._tag === "Member" && parked.entry.parked === true) {
           yield* api.revoke(before!.lease).pipe(Effect.ignore, Effect.forkDaemon)
         }
@@ -307,7 +310,7 @@ const writeInstanceKey = (options: {
         return { createRevision, modRevision: result.revision, writtenAt: result.revision }
       }
       const kv = rangeKv(result.results[0])
-      const decoded = kv === undefined ? undefined : View.decode(Keys.membersPrefix(options.group), kv)
+      const decoded = kv === undefined ? undefined : View.decode(prefix, kv)
       if (decoded?._tag === "Member" && decoded.entry.parked !== true && !options.earlier!.includes(decoded.entry.id)) {
         break
       }
@@ -341,7 +344,6 @@ export const keepRegistered = (
     const runtime = yield* Effect.runtime<never>()
     const earlier: Array<string> = []
     const follow = (registration: Registration): void => {
-      earlier.push(registration.holder.id)
       hooks.registered(registration)
       registration.whenEnded((ended) =>
         Runtime.runFork(runtime)(
@@ -380,5 +382,5 @@ export const keepRegistered = (
           Effect.logError("re-registration gave up", error).pipe(Effect.zipRight(hooks.gaveUp(error)))
         )
       )
-    follow(yield* register(deps))
+    follow(yield* register(deps, earlier))
   })
