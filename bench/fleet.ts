@@ -77,8 +77,11 @@ interface Proc {
  * (`--cpu-prof`), and the storm alone (`storm-<group>.cpuprofile`).
  */
 const profileDir = process.env["FLEET_PROFILE"]
+/** `FLEET_LOG=<dir>`: each process logs warnings and errors to `<dir>/<group>-<n>.log` (otherwise errors only). */
+const logDir = process.env["FLEET_LOG"]
 
-const spawnProc = (impl: string, endpoint: string, group: string, members: number, profile = false): Proc => {
+const spawnProc = (impl: string, endpoint: string, group: string, members: number, n: number): Proc => {
+  const profile = n === 0
   const child: ChildProcess = spawn(
     process.execPath,
     [
@@ -92,10 +95,15 @@ const spawnProc = (impl: string, endpoint: string, group: string, members: numbe
     ],
     {
       cwd: root,
-      stdio: ["pipe", "pipe", "inherit"],
+      stdio: [
+        "pipe",
+        "pipe",
+        logDir === undefined ? "inherit" : fs.openSync(`${logDir}/${group.replace(/\//g, "_")}-${n}.log`, "w")
+      ],
       env: {
         ...process.env,
         NODE_OPTIONS: "",
+        ...(logDir === undefined ? {} : { FLEET_LOG_LEVEL: "Warning" }),
         ...(profile && profileDir !== undefined
           ? { FLEET_STORM_PROFILE: `${profileDir}/storm-${group.replace(/\//g, "_")}.cpuprofile` }
           : {})
@@ -173,6 +181,10 @@ interface Result {
   readonly etcdCpuMsPerJoin: number
   readonly etcdBytesPerJoin: number
   readonly rssMb: { readonly mean: number; readonly max: number }
+  /** CPU the member processes used from "go" until the group formed, all of them together. */
+  readonly membersCpuSeconds: number
+  /** How late member processes ran their timers in the storm (the worst process's p99 and max). */
+  readonly loopDelayMs: { readonly p99: number; readonly max: number }
 }
 
 const stats = (procs: ReadonlyArray<Proc>) =>
@@ -190,7 +202,7 @@ const runConfig = (impl: string, processes: number, perProcess: number) =>
     yield* Console.log(`fleet ${impl} ${config} = ${total}: starting ${processes} processes`)
     const procs = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        Array.from({ length: processes }, (_, i) => spawnProc(impl, etcd.clientUrl, group, perProcess, i === 0))
+        Array.from({ length: processes }, (_, i) => spawnProc(impl, etcd.clientUrl, group, perProcess, i))
       ),
       (ps) =>
         Effect.promise(async () => {
@@ -276,6 +288,11 @@ const runConfig = (impl: string, processes: number, perProcess: number) =>
       crashMs,
       etcdCpuMsPerJoin: (cost.cpuSeconds * 1000) / total,
       etcdBytesPerJoin: cost.sentBytes / total,
+      membersCpuSeconds: sum("cpuSinceGoMs") / 1000,
+      loopDelayMs: {
+        p99: Math.max(...storm.map((l) => Number(l["loopDelayP99Ms"] ?? 0))),
+        max: Math.max(...storm.map((l) => Number(l["loopDelayMaxMs"] ?? 0)))
+      },
       rssMb: { mean: rss.reduce((a, b) => a + b, 0) / Math.max(1, rss.length), max: Math.max(...rss) }
     }
     yield* Console.log(`  ${JSON.stringify(result)}`)
@@ -290,8 +307,8 @@ const markdown = (results: ReadonlyArray<Result>, floorP99: number, load: string
       floorP99.toFixed(1)
     } ms)`,
     "",
-    "| impl | P x M | members | join storm | failed joins (re-registrations) | spurious invalid | Info changes per member (mean / max) | one leave, to all (median / max of 5) | one crash, to all | etcd CPU per join | etcd bytes sent per join | RSS per process (mean / max) |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    "| impl | P x M | members | join storm | failed joins (re-registrations) | spurious invalid | Info changes per member (mean / max) | one leave, to all (median / max of 5) | one crash, to all | etcd CPU per join | etcd bytes sent per join | members' CPU in the storm | RSS per process (mean / max) |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ...results.map((r) =>
       `| ${r.impl} | ${r.config} | ${r.members.toLocaleString("en-US")} | ${
         r.formed ? fmt(r.stormMs, " ms") : "did not form"
@@ -299,7 +316,7 @@ const markdown = (results: ReadonlyArray<Result>, floorP99: number, load: string
         fmt(r.changesPerMember.max)
       } | ${fmt(r.leaveMs.median)} / ${fmt(r.leaveMs.max, " ms")} | ${fmt(r.crashMs, " ms")} | ${
         r.etcdCpuMsPerJoin.toFixed(2)
-      } ms | ${fmt(r.etcdBytesPerJoin, " B")} | ${fmt(r.rssMb.mean)} / ${fmt(r.rssMb.max, " MB")} |`
+      } ms | ${fmt(r.etcdBytesPerJoin, " B")} | ${r.membersCpuSeconds.toFixed(1)} s | ${fmt(r.rssMb.mean)} / ${fmt(r.rssMb.max, " MB")} |`
     )
   ].join("\n")
 

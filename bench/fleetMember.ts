@@ -30,6 +30,7 @@ import {
 } from "effect"
 import * as fs from "node:fs"
 import * as inspector from "node:inspector"
+import { monitorEventLoopDelay } from "node:perf_hooks"
 import * as readline from "node:readline"
 import { Etcd, EtcdSeq, Info } from "../src/index.js"
 import * as Metrics from "../src/internal/metrics.js"
@@ -63,6 +64,15 @@ let failedJoins = 0
 /** Why joins failed: the error's tag (and, for a request, its operation), counted. */
 const failedBy: Record<string, number> = {}
 let target: number | undefined
+/** CPU time used by this process (ms) when "go" arrived: the storm's share is measured from it. */
+let cpuAtGo = 0
+/** How late the event loop ran timers, from "go" on: a starved process, not a slow etcd. */
+const loopDelay = monitorEventLoopDelay({ resolution: 20 })
+loopDelay.enable()
+const cpuMs = () => {
+  const used = process.cpuUsage()
+  return (used.user + used.system) / 1000
+}
 let reported: number | undefined
 
 /** Reports `all` once per target, when every live member holds it. */
@@ -188,7 +198,10 @@ const stats = Effect.gen(function*() {
     failedBy,
     reregistrations: (yield* Metric.value(Metrics.reregistrations)).count,
     leaseLosses: (yield* Metric.value(Metrics.leaseLosses)).count,
-    rss: process.memoryUsage().rss
+    rss: process.memoryUsage().rss,
+    cpuSinceGoMs: cpuMs() - cpuAtGo,
+    loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
+    loopDelayMaxMs: loopDelay.max / 1e6
   })
 })
 
@@ -202,6 +215,8 @@ const program = Effect.scoped(Effect.gen(function*() {
     const run = <A>(effect: Effect.Effect<A>) => void Runtime.runFork(commands)(effect)
     if (command === "go") {
       target = Number(value)
+      cpuAtGo = cpuMs()
+      loopDelay.reset()
       startProfile()
       run(Effect.forEach(members, join, { concurrency: "unbounded", discard: true }))
     } else if (command === "target") {
@@ -226,7 +241,7 @@ const program = Effect.scoped(Effect.gen(function*() {
 NodeRuntime.runMain(
   program.pipe(
     Effect.provide(Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger))),
-    Logger.withMinimumLogLevel(LogLevel.Error)
+    Logger.withMinimumLogLevel(process.env["FLEET_LOG_LEVEL"] === "Warning" ? LogLevel.Warning : LogLevel.Error)
   ),
   { disableErrorReporting: true }
 )

@@ -9,6 +9,7 @@
  */
 import { Deferred, Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
 import type { EtcdApi, RequestError } from "./etcd/api.js"
+import * as PendingIo from "./pendingIo.js"
 import { backoff } from "./retry.js"
 
 export type LostReason = "revoked or expired at etcd" | "no keepalive succeeded within the TTL"
@@ -148,6 +149,9 @@ export const make = (
         const now = yield* monotonicMillis
         const fenceAt = lastSentOk + fenceAfter
         if (now >= fenceAt) {
+          // After a stall the answer to a keepalive may wait in a socket behind this very timer: read it first.
+          yield* PendingIo.afterPendingIo
+          if (lastSentOk + fenceAfter > (yield* monotonicMillis)) continue
           yield* Effect.logWarning(
             `self-fencing: no keepalive succeeded for ${now - lastSentOk} ms; stopping before the lease can expire`
           )

@@ -2,7 +2,7 @@
  * The lease session against a real etcd: self-fencing on a monotonic clock.
  */
 import { expect, layer } from "@effect/vitest"
-import { Clock, Duration, Effect } from "effect"
+import { Clock, Duration, Effect, Option } from "effect"
 import { performance } from "node:perf_hooks"
 import { Etcd } from "../../src/index.js"
 import * as Lease from "../../src/internal/lease.js"
@@ -47,5 +47,26 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
       // Fenced a margin before the TTL, counted from the last keepalive sent, not 10 s later.
       expect(performance.now() - cutAt).toBeLessThan(Duration.toMillis(ttl))
       yield* proxy.resume
+    }))
+  it.scoped("a keepalive answered in time but read after a stall past the fence keeps the lease", () =>
+    Effect.gen(function*() {
+      const { endpoints } = yield* EtcdEndpoints
+      const proxy = yield* startProxy(endpoints[0]!)
+      const connection = yield* Etcd.make({ endpoints: [proxy.endpoint], requestTimeout: "5 seconds" })
+      // TTL 2 s: a keepalive every 667 ms, the fence 1.6 s after the last one sent that succeeded.
+      const session = yield* Lease.make(sharedOf(connection).api, Duration.seconds(2))
+      const grantedAt = performance.now()
+      // etcd's answer to the first keepalive (sent at 667 ms) waits in the proxy...
+      yield* proxy.holdDown
+      yield* Effect.sleep("1 second")
+      // ...then reaches the process, which stalls right away until past the fence (a starved process, a long GC).
+      yield* proxy.releaseDown(() => {
+        while (performance.now() - grantedAt < 2_100) {
+          // busy: the event loop is stalled
+        }
+      })
+      // The answer was in the socket before the fence came due: the lease lives, and keepalives go on.
+      const lost = yield* session.lost.pipe(Effect.timeout("2 seconds"), Effect.option)
+      expect(lost).toEqual(Option.none())
     }))
 })

@@ -5,7 +5,9 @@
  * - `blockUp`: bytes from the clients to etcd are dropped, etcd's answers and watch events still arrive (a one-way
  *   partition: the clients see the group change but none of their requests land);
  * - `cut`: every connection is closed and new ones are refused (a dropped link: watches end and must resume);
- * - `resume`: back to forwarding (connections blocked upward are closed first: their streams lost bytes).
+ * - `resume`: back to forwarding (connections blocked upward are closed first: their streams lost bytes);
+ * - `holdDown`, then `releaseDown(then)`: etcd's answers are held, then written to the clients at once, and `then`
+ *   runs right after, in the same turn (a stall of the process while the answers wait in its sockets).
  */
 import { Effect, type Scope } from "effect"
 import * as net from "node:net"
@@ -16,9 +18,11 @@ export interface Proxy {
   readonly blockUp: Effect.Effect<void>
   readonly cut: Effect.Effect<void>
   readonly resume: Effect.Effect<void>
+  readonly holdDown: Effect.Effect<void>
+  readonly releaseDown: (then: () => void) => Effect.Effect<void>
 }
 
-type Mode = "open" | "paused" | "blockUp" | "cut"
+type Mode = "open" | "paused" | "blockUp" | "cut" | "holdDown"
 
 interface Pair {
   readonly client: net.Socket
@@ -30,6 +34,7 @@ export const startProxy = (target: string): Effect.Effect<Proxy, never, Scope.Sc
     const url = new URL(target)
     const pairs = new Set<Pair>()
     let mode: Mode = "open"
+    const held: Array<{ readonly client: net.Socket; readonly data: Buffer }> = []
     const destroy = (pair: Pair) => {
       pairs.delete(pair)
       pair.client.destroy()
@@ -47,10 +52,11 @@ export const startProxy = (target: string): Effect.Effect<Proxy, never, Scope.Sc
           pairs.add(pair)
           // Forwarded by hand, not piped, so that each direction can be dropped on its own.
           client.on("data", (data) => {
-            if (mode === "open") upstream.write(data)
+            if (mode === "open" || mode === "holdDown") upstream.write(data)
           })
           upstream.on("data", (data) => {
             if (mode === "open" || mode === "blockUp") client.write(data)
+            else if (mode === "holdDown") held.push({ client, data })
           })
           if (mode === "paused") {
             client.pause()
@@ -89,6 +95,15 @@ export const startProxy = (target: string): Effect.Effect<Proxy, never, Scope.Sc
         mode = "cut"
         for (const pair of pairs) destroy(pair)
       }),
+      holdDown: Effect.sync(() => {
+        mode = "holdDown"
+      }),
+      releaseDown: (then) =>
+        Effect.sync(() => {
+          mode = "open"
+          for (const { client, data } of held.splice(0)) client.write(data)
+          then()
+        }),
       resume: Effect.sync(() => {
         // A stream whose upward bytes were dropped is corrupt (HTTP/2 frames lost mid-way): it must start afresh.
         if (mode === "blockUp") { for (const pair of pairs) destroy(pair) }

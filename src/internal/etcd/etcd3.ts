@@ -22,6 +22,7 @@ import {
   type Watcher
 } from "etcd3"
 import { EtcdRequestFailed, EtcdUnavailable, InvalidOptions } from "../../EtcdSeqError.js"
+import * as PendingIo from "../pendingIo.js"
 import * as Api from "./api.js"
 import { attaching, dropStrayResponses, resetWatchStream } from "./watchStream.js"
 
@@ -329,12 +330,22 @@ const keepAlive = (
     const fail = classify(settings.endpoints, "lease.keepalive", within)
     let stream: Awaited<ReturnType<typeof etcd.leaseClient.leaseKeepAlive>> | undefined
     let done = false
-    etcd.leaseClient.leaseKeepAlive({ deadline: new Date(Date.now() + Duration.toMillis(within)) }).then(
+    // The deadline is judged here, after ready I/O (pendingIo.ts); gRPC's own, later, only ends a stream left behind.
+    const timer = setTimeout(() =>
+      PendingIo.unsafeAfterPendingIo(() => {
+        if (done) return
+        done = true
+        stream?.cancel()
+        resume(Effect.fail(new EtcdUnavailable({ endpoints: settings.endpoints, timeout: within })))
+      }), Duration.toMillis(within))
+    etcd.leaseClient.leaseKeepAlive({ deadline: new Date(Date.now() + 2 * Duration.toMillis(within)) }).then(
       (opened) => {
         stream = opened
         if (done) return opened.cancel()
         opened.on("data", (response) => {
+          if (done) return
           done = true
+          clearTimeout(timer)
           opened.end()
           // etcd answers a keepalive of a lease it does not know with TTL 0.
           resume(Effect.succeed(response.TTL === "0" ? "gone" : "renewed"))
@@ -342,16 +353,20 @@ const keepAlive = (
         opened.on("error", (error) => {
           if (done) return
           done = true
+          clearTimeout(timer)
           resume(Effect.fail(fail(castGrpcError(error))))
         })
         opened.write({ ID: lease })
       },
       (error) => {
+        if (done) return
         done = true
+        clearTimeout(timer)
         resume(Effect.fail(fail(error)))
       }
     )
     return Effect.sync(() => {
+      clearTimeout(timer)
       if (done) return
       done = true
       stream?.cancel()
