@@ -40,6 +40,17 @@ export interface EtcdOptions {
   readonly connectTimeout?: Duration.DurationInput | undefined
   /** Deadline of each etcd request. Default 5 seconds. */
   readonly requestTimeout?: Duration.DurationInput | undefined
+  /**
+   * How a burst of group changes (a join storm) reaches the members on this client. A change after a quiet moment
+   * reaches them at once; while changes follow each other within `initial`, members get the latest view once per
+   * interval, the interval doubling up to `max` while the burst lasts, so a storm costs each member a few dozen
+   * views instead of one per join. Default `{ initial: "10 millis", max: "1 second" }`; `false` sends every view at
+   * once.
+   */
+  readonly viewPacing?: false | {
+    readonly initial?: Duration.DurationInput | undefined
+    readonly max?: Duration.DurationInput | undefined
+  } | undefined
 }
 
 /**
@@ -110,8 +121,9 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
       const requestTimeout = yield* validateTimeout("requestTimeout", options.requestTimeout)
       const auth = yield* validateAuth(options.auth)
       const credentials = yield* validateTls(options.tls, endpoints)
+      const pacing = yield* validatePacing(options.viewPacing)
       const { api, client } = yield* Etcd3Api.make({ endpoints, auth, credentials, connectTimeout, requestTimeout })
-      const shared = yield* Client.make(api)
+      const shared = yield* Client.make(api, pacing)
       return Client.attach({ endpoints, connectTimeout, requestTimeout, client }, shared)
     })
   }
@@ -147,16 +159,38 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
    */
   static readonly layerMemory: Layer.Layer<Etcd, never, MemoryEtcd> = Layer.scoped(
     Etcd,
-    Effect.gen(function*() {
+    Effect.orDie(Etcd.makeMemory())
+  )
+
+  /**
+   * One more client of the in-memory etcd in context, for the life of the scope (see `layerMemory`). Views are not
+   * paced unless `viewPacing` asks for it: under the `TestClock` every change then reaches members without time
+   * moving. With pacing, a burst's views go out as the `Clock` in context moves.
+   *
+   * Errors: `InvalidOptions` for a malformed `viewPacing`.
+   *
+   * @example
+   * ```ts
+   * const client = yield* Etcd.makeMemory({ viewPacing: { initial: "10 millis", max: "1 second" } })
+   * const seq = yield* EtcdSeq.make({ key: "g" }).pipe(Effect.provideService(Etcd, client))
+   * ```
+   * @since 0.3.0
+   * @category constructors
+   */
+  static makeMemory(
+    options: { readonly viewPacing?: EtcdOptions["viewPacing"] } = {}
+  ): Effect.Effect<EtcdClient, InvalidOptions, MemoryEtcd | Scope.Scope> {
+    return Effect.gen(function*() {
+      const pacing = yield* validatePacing(options.viewPacing ?? false)
       const server = Memory.serverOf(yield* MemoryEtcd)
       const api = server.api(server.connect(), defaultTimeout)
-      const shared = yield* Client.make(api)
+      const shared = yield* Client.make(api, pacing)
       return Client.attach<EtcdClient>(
         { endpoints: api.endpoints, connectTimeout: defaultTimeout, requestTimeout: defaultTimeout },
         shared
       )
     })
-  )
+  }
 
   /**
    * The client's options from configuration: `ETCD_ENDPOINTS` (comma separated, default
@@ -222,6 +256,33 @@ const validateTimeout = (
   }
   return Effect.succeed(duration.value)
 }
+
+const defaultPacing = { initial: Duration.millis(10), max: Duration.seconds(1) }
+
+const validatePacing = (
+  input: EtcdOptions["viewPacing"]
+): Effect.Effect<
+  { readonly initial: Duration.Duration; readonly max: Duration.Duration } | undefined,
+  InvalidOptions
+> =>
+  Effect.gen(function*() {
+    if (input === false) return undefined
+    if (input === undefined) return defaultPacing
+    if (typeof input !== "object" || input === null) {
+      return yield* new InvalidOptions({ field: "viewPacing", reason: "must be false or { initial, max }" })
+    }
+    const initial = input.initial === undefined
+      ? defaultPacing.initial
+      : yield* validateTimeout("viewPacing.initial", input.initial)
+    const max = input.max === undefined ? Duration.max(defaultPacing.max, initial) : yield* validateTimeout(
+      "viewPacing.max",
+      input.max
+    )
+    if (Duration.lessThan(max, initial)) {
+      return yield* new InvalidOptions({ field: "viewPacing.max", reason: "must be at least viewPacing.initial" })
+    }
+    return { initial, max }
+  })
 
 /** `scheme://host:port` with an explicit port (IPv6 hosts in brackets), nothing else. */
 const endpointPattern = /^(https?):\/\/(\[[0-9A-Fa-f:.]+\]|[^/?#@:[\]]+):([0-9]{1,5})\/?$/

@@ -65,6 +65,12 @@ export interface MemoryEtcdService {
   /** Ends the outage: clients reach etcd again. */
   readonly recover: Effect.Effect<void>
   /**
+   * The client's next `count` writes (puts, deletes, transactions; 1 by default) land at etcd, but their answers
+   * never reach the client: each fails with `EtcdUnavailable` at its deadline, as when the network goes silent right
+   * after a request went out. The client cannot tell whether they landed.
+   */
+  readonly loseAnswers: (client: EtcdClient, count?: number) => Effect.Effect<void>
+  /**
    * The client dies as a crashed process does: its requests fail from now on, its watches end, its leases are not
    * kept alive and expire after their TTL (taking its members' keys with them), and closing it revokes nothing.
    */
@@ -137,6 +143,11 @@ export class MemoryEtcd extends Context.Tag("effect-etcdseq/MemoryEtcd")<MemoryE
           )
         ),
       recover: Effect.sync(server.recover),
+      loseAnswers: (client, count = 1) =>
+        Effect.sync(() => {
+          const id = clientOf(client)
+          if (id !== undefined) server.loseAnswers(id, count)
+        }),
       crash: (client) =>
         Effect.sync(() => {
           const id = clientOf(client)

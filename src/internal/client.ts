@@ -22,9 +22,15 @@ export interface Shared {
   readonly leases: Lease.LeasePool
 }
 
-export const make = (api: Api.EtcdApi): Effect.Effect<Shared, never, Scope.Scope> =>
+/**
+ * `pacing`: how group views reach members in a burst of changes (see `GroupWatch.Pacing`); none, every view at once.
+ */
+export const make = (
+  api: Api.EtcdApi,
+  pacing?: GroupWatch.Pacing | undefined
+): Effect.Effect<Shared, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const groups = yield* RcMap.make({ lookup: (group: string) => GroupWatch.make(api, group) })
+    const groups = yield* RcMap.make({ lookup: (group: string) => GroupWatch.make(api, group, pacing) })
     const handovers = yield* RcMap.make({ lookup: (group: string) => Handover.watch(api, group) })
     const claims = yield* RcMap.make({ lookup: (group: string) => Claims.watch(api, group) })
     const leases = yield* Lease.makePool(api)

@@ -26,6 +26,7 @@ import * as Keys from "./keys.js"
 import * as Lease from "./lease.js"
 import * as Metrics from "./metrics.js"
 import * as OwnedKeys from "./ownedKeys.js"
+import { backoff } from "./retry.js"
 import * as View from "./view.js"
 import type { GroupWatch } from "./watch.js"
 
@@ -189,21 +190,20 @@ export const register = (
             return Effect.flatMap(release, (done) => done ? Effect.void : Effect.asVoid(api.delete(handoverKey)))
           }
         },
-        settings.instance === undefined
-          ? Effect.map(api.put(memberKey, record, lease.id), ({ revision }): Written => ({
-            createRevision: revision,
-            modRevision: revision,
-            writtenAt: revision
-          }))
-          : writeInstanceKey({
-            api,
-            group: settings.key,
-            instance: settings.instance,
-            key: memberKey,
-            value: record,
-            leaseId: lease.id,
-            earlier: takeOver ? undefined : earlier
-          })
+        retryUnanswered(
+          settings.ttl,
+          settings.instance === undefined
+            ? writeMemberKey(api, memberKey, record, lease.id)
+            : writeInstanceKey({
+              api,
+              group: settings.key,
+              instance: settings.instance,
+              key: memberKey,
+              value: record,
+              leaseId: lease.id,
+              earlier: takeOver ? undefined : earlier
+            })
+        )
       ).pipe(
         // The shared lease was revoked or expired and its keepalive has not noticed yet: drop it now, so the retry
         // gets a fresh one instead of failing against the dead one for a third of a TTL.
@@ -269,6 +269,51 @@ interface Written {
 
 const rangeKv = (result: Api.OpResult | undefined): Api.KeyValue | undefined =>
   result?._tag === "Range" ? result.result.kvs[0] : undefined
+
+/**
+ * A write of the member's key whose answer did not come may have landed: it is written again (both writes are
+ * idempotent for the registration that makes them) with the library's backoff, as long as the TTL since the first
+ * try, rather than failing the join. A failed join would be retried by the caller with a new key, and under load (a
+ * join storm on a starved machine) those retries were the load: every process sees every extra join and leave.
+ */
+const retryUnanswered = <A, E extends Api.RequestError | InstanceTaken>(
+  ttl: Duration.Duration,
+  write: Effect.Effect<A, E>
+): Effect.Effect<A, E> =>
+  write.pipe(
+    Effect.tapError((e) =>
+      e._tag === "EtcdUnavailable" ? Effect.logInfo("member key write not answered; writing again", e) : Effect.void
+    ),
+    Effect.retry({
+      schedule: backoff.pipe(Schedule.upTo(ttl)),
+      while: (e) => e._tag === "EtcdUnavailable"
+    })
+  )
+
+/**
+ * Writes a member key of its own (no instance): created under the lease, or found created already by an earlier try
+ * of this registration whose answer was lost. The name is the registration's own (lease and number), so a key found
+ * under it is that try's.
+ */
+const writeMemberKey = (
+  api: Api.EtcdApi,
+  key: string,
+  value: string,
+  leaseId: string
+): Effect.Effect<Written, Api.RequestError> =>
+  Effect.map(
+    api.txn({
+      compare: [{ key, target: "create", result: "equal", value: 0 }],
+      success: [{ _tag: "Put", key, value, lease: leaseId }],
+      failure: [{ _tag: "Range", range: { target: { key } } }]
+    }),
+    (result): Written => {
+      const found = result.succeeded ? undefined : rangeKv(result.results[0])
+      return found === undefined
+        ? { createRevision: result.revision, modRevision: result.revision, writtenAt: result.revision }
+        : { createRevision: found.createRevision, modRevision: found.modRevision, writtenAt: found.modRevision }
+    }
+  )
 
 /**
  * Writes an instance's member key under this incarnation's lease. A put keeps the key's create revision, so a new

@@ -5,7 +5,7 @@
  * After a compaction-triggered re-read the view waits for its name: the client writes the rename key, and publishes
  * the view once its watch delivers that write (see `View.reread`).
  */
-import { Effect, Metric, Scope, SubscriptionRef } from "effect"
+import { Clock, Duration, Effect, Metric, Scope, SubscriptionRef } from "effect"
 import type * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 import * as Metrics from "./metrics.js"
@@ -15,6 +15,17 @@ import * as View from "./view.js"
 
 /** The rename key's lease: long enough for its put to land, short enough that nothing lingers. */
 const renameLeaseSeconds = 5
+
+/**
+ * How views reach members while changes come fast (a join storm): a view after a quiet moment goes out at once; one
+ * that follows the last within `initial` waits, and goes out (the latest one) at the end of that interval, which
+ * doubles while changes keep coming, up to `max`, and starts again from `initial` after a quiet interval. A storm of
+ * N joins then costs each member a number of views that grows with the storm's length, not with N.
+ */
+export interface Pacing {
+  readonly initial: Duration.Duration
+  readonly max: Duration.Duration
+}
 
 /** Called with every new view, in the watch's own fiber, synchronously: it must be quick and must not throw. */
 export type Listener = (view: View.View) => void
@@ -50,7 +61,8 @@ const decodeMembers = (prefix: string, kvs: ReadonlyArray<Api.KeyValue>) => {
  */
 export const make = (
   api: Api.EtcdApi,
-  group: string
+  group: string,
+  pacing: Pacing | undefined
 ): Effect.Effect<GroupWatch, Api.RequestError, Scope.Scope> =>
   Effect.gen(function*() {
     const watchScope = yield* Effect.scope
@@ -63,7 +75,7 @@ export const make = (
 
     // Members hear of a view when its members or its name changed: not of keys that are not members, nor of a rename
     // key's delete (the view's `seen` alone moves).
-    const publish = (next: View.View) =>
+    const deliver = (next: View.View) =>
       Effect.flatMap(SubscriptionRef.get(view), (shown) =>
         next.awaitingName || (next.members === shown.members && next.revision === shown.revision)
           ? Effect.void
@@ -75,6 +87,46 @@ export const make = (
             })),
             Effect.zipRight(Effect.logDebug(`view: ${next.members.length} members at revision ${next.revision}`))
           ))
+
+    // --- Pacing: at once after a quiet moment, then the latest view once per interval while changes come fast ---
+    const paced = pacing === undefined ? undefined : {
+      initial: Duration.toMillis(pacing.initial),
+      max: Duration.toMillis(pacing.max)
+    }
+    let interval = paced?.initial ?? 0
+    let lastAt = Number.NEGATIVE_INFINITY
+    let held: View.View | undefined
+    let flushing = false
+    // One fiber at a time delivers: the watch's while no interval runs, this one's while it does.
+    const flush = Effect.gen(function*() {
+      while (held !== undefined) {
+        yield* Effect.sleep(Duration.millis(Math.max(0, lastAt + interval - (yield* Clock.currentTimeMillis))))
+        const next = held
+        held = undefined
+        lastAt = yield* Clock.currentTimeMillis
+        interval = Math.min(paced!.max, interval * 2)
+        yield* deliver(next)
+      }
+      flushing = false
+    })
+    const publish = (next: View.View): Effect.Effect<void> =>
+      paced === undefined ? deliver(next) : Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        if (flushing) {
+          held = next
+          return Effect.void
+        }
+        const quiet = now - lastAt
+        if (quiet >= interval) {
+          if (quiet >= 2 * interval) {
+            interval = paced.initial
+          }
+          lastAt = now
+          return deliver(next)
+        }
+        held = next
+        flushing = true
+        return Effect.asVoid(Effect.forkIn(flush, watchScope))
+      })
 
     // The rename key is deleted at once: it only has to produce its event. It is written under a short lease of its
     // own, revoked after the delete: a delete that never lands (its watch closed first), or a put that lands late

@@ -55,6 +55,9 @@ const compareKeys = (a: string, b: string): number => Buffer.compare(Buffer.from
 const matches = (target: Api.Target, key: string): boolean =>
   "key" in target ? key === target.key : key.startsWith(target.prefix)
 
+/** The requests that change etcd: the ones whose lost answer leaves the caller not knowing whether they landed. */
+const writes = new Set(["put", "delete", "txn"])
+
 export interface Server {
   readonly revision: () => number
   readonly compactedBelow: () => number
@@ -68,6 +71,8 @@ export interface Server {
   readonly clientOf: (api: Api.EtcdApi) => number | undefined
   readonly outage: (mode: OutageMode, clients: ReadonlyArray<number> | undefined) => void
   readonly recover: () => void
+  /** The client's next `count` writes land, but their answers are lost: each fails at its deadline. */
+  readonly loseAnswers: (client: number, count: number) => void
   readonly crash: (client: number) => void
   readonly revokeFromOutside: (lease: string) => boolean
   readonly compact: (revision: number) => void
@@ -89,6 +94,8 @@ export const makeServer: Effect.Effect<Server, never, Scope.Scope> = Effect.gen(
   let clients = 0
   let outage: Outage | undefined
   const crashed = new Set<number>()
+  /** Per client, how many of its next writes land without an answer. */
+  const answersToLose = new Map<number, number>()
   /** Wakes the expiry fiber when a lease's deadline may have moved. */
   const leasesChanged = yield* Queue.sliding<void>(1)
 
@@ -224,8 +231,12 @@ export const makeServer: Effect.Effect<Server, never, Scope.Scope> = Effect.gen(
         const reach = reachable(client)
         if (reach === "unreachable") return Effect.fail(unavailable(within))
         if (reach === "hang") return Effect.zipRight(Effect.sleep(within), Effect.fail(unavailable(within)))
+        const toLose = writes.has(operation) ? answersToLose.get(client) ?? 0 : 0
         try {
-          return Effect.succeed(run())
+          const answer = run()
+          if (toLose === 0) return Effect.succeed(answer)
+          answersToLose.set(client, toLose - 1)
+          return Effect.zipRight(Effect.sleep(within), Effect.fail(unavailable(within)))
         } catch (cause) {
           return Effect.fail(new EtcdRequestFailed({ operation, cause }))
         }
@@ -347,6 +358,9 @@ export const makeServer: Effect.Effect<Server, never, Scope.Scope> = Effect.gen(
       const set = affected === undefined ? undefined : new Set(affected)
       outage = { mode, clients: set }
       dropWatches((client) => set === undefined || set.has(client))
+    },
+    loseAnswers: (client, count) => {
+      answersToLose.set(client, count)
     },
     recover: () => {
       outage = undefined

@@ -1,0 +1,96 @@
+/**
+ * What keeps a busy group from churning, over the in-memory etcd under the TestClock: views paced in a burst of
+ * changes, and a join whose write landed while its answer was lost.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Duration, Effect, Exit, Layer, Scope, Stream, TestClock } from "effect"
+import { Etcd, type EtcdClient, EtcdSeq, type Info, MemoryEtcd } from "../src/index.js"
+import { advance, settle } from "./support/testClock.js"
+
+const key = "g/overload"
+
+/** A member on `client` whose Infos are recorded as `index/count`. */
+const member = (client: EtcdClient) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const seq = yield* EtcdSeq.make({ key, ttl: "10 seconds" }).pipe(
+      Effect.provideService(Etcd, client),
+      Scope.extend(scope)
+    )
+    const seen: Array<string> = []
+    yield* seq.changes.pipe(
+      Stream.runForEach((info: Info) => Effect.sync(() => void seen.push(`${info.index}/${info.count}`))),
+      Effect.forkIn(scope)
+    )
+    return { seq, seen, leave: Scope.close(scope, Exit.void) }
+  })
+
+const client = (viewPacing?: { readonly initial: Duration.DurationInput; readonly max: Duration.DurationInput }) =>
+  Effect.flatMap(Scope.make(), (scope) =>
+    Layer.buildWithScope(
+      Layer.scoped(Etcd, Etcd.makeMemory(viewPacing === undefined ? {} : { viewPacing })),
+      scope
+    ).pipe(Effect.map((context) => Context.get(context, Etcd))))
+
+describe("a busy group", () => {
+  it.scoped("a burst of joins reaches a paced member as a few views, the last complete; a lone change at once", () =>
+    Effect.gen(function*() {
+      const paced = yield* client({ initial: "10 millis", max: "1 second" })
+      const others = yield* client()
+      const a = yield* member(paced)
+      yield* settle
+      expect(a.seen).toEqual(["0/1"])
+
+      // 50 joins, one every 5 ms of the clock: unpaced, `a` would see 50 more Infos.
+      for (let i = 0; i < 50; i++) {
+        yield* member(others)
+        yield* TestClock.adjust("5 millis")
+        yield* settle
+      }
+      yield* advance(1_000)
+      const burst = a.seen.slice(1)
+      expect(burst.at(-1)).toBe("0/51")
+      // The leading view at once, then one per interval (10, 20, 40, 80, 160 ms...) over the 250 ms burst.
+      expect(burst.length).toBeGreaterThanOrEqual(3)
+      expect(burst.length).toBeLessThanOrEqual(8)
+      const counts = burst.map((s) => Number(s.split("/")[1]))
+      expect(counts).toEqual([...counts].sort((x, y) => x - y))
+
+      // After a quiet moment a single join reaches `a` without the clock moving.
+      yield* advance(3_000)
+      yield* member(others)
+      yield* settle
+      expect(a.seen.at(-1)).toBe("0/52")
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped("a join whose write landed but whose answer was lost joins once: others see one join, not a join and a leave", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const a = yield* member(yield* client())
+      const lossy = yield* client()
+      yield* memory.loseAnswers(lossy)
+      const joining = yield* Effect.fork(member(lossy))
+      // The lost answer costs its deadline (5 s), then the write is made again and finds its key.
+      yield* advance(7_000)
+      const b = yield* joining.await.pipe(Effect.flatten)
+      expect(yield* b.seq.current).toMatchObject({ index: 1, count: 2 })
+      expect(a.seen).toEqual(["0/1", "0/2"])
+      expect((yield* memory.read(`${key}/members/`)).length).toBe(2)
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped("a malformed viewPacing is refused before any I/O", () =>
+    Effect.gen(function*() {
+      const refused = (viewPacing: Parameters<typeof Etcd.makeMemory>[0]) =>
+        Effect.flip(Effect.scoped(Etcd.makeMemory(viewPacing)))
+      expect(yield* refused({ viewPacing: { initial: "2 seconds", max: "1 second" } })).toMatchObject({
+        _tag: "InvalidOptions",
+        field: "viewPacing.max"
+      })
+      expect(yield* refused({ viewPacing: { initial: "soon" as Duration.DurationInput } })).toMatchObject({
+        _tag: "InvalidOptions",
+        field: "viewPacing.initial"
+      })
+      const bad = yield* Effect.flip(Etcd.make({ endpoints: ["http://127.0.0.1:1"], viewPacing: { max: -1 } }))
+      expect(bad).toMatchObject({ _tag: "InvalidOptions", field: "viewPacing.max" })
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+})
