@@ -20,7 +20,16 @@ export interface Shared {
   readonly claims: RcMap.RcMap<string, Claims.ClaimsWatch, Api.RequestError>
   /** The client's leases, one per TTL, shared by its members. */
   readonly leases: Lease.LeasePool
+  /**
+   * The budget of member key writes in flight on this client, retries included: five hundred members of one process
+   * joining at once write in waves, so the answers (and the keepalive's among them) are read as they come rather
+   * than behind hundreds of others on a starved event loop, and a slow moment is not met by hundreds of retries.
+   */
+  readonly registrationWrites: Effect.Semaphore
 }
+
+/** Member key writes in flight per client (see `Shared.registrationWrites`). */
+const registrationWritesInFlight = 32
 
 /**
  * `pacing`: how group views reach members in a burst of changes (see `GroupWatch.Pacing`); none, every view at once.
@@ -34,7 +43,8 @@ export const make = (
     const handovers = yield* RcMap.make({ lookup: (group: string) => Handover.watch(api, group) })
     const claims = yield* RcMap.make({ lookup: (group: string) => Claims.watch(api, group) })
     const leases = yield* Lease.makePool(api)
-    return { api, groups, handovers, claims, leases }
+    const registrationWrites = yield* Effect.makeSemaphore(registrationWritesInFlight)
+    return { api, groups, handovers, claims, leases, registrationWrites }
   })
 
 const registry = new WeakMap<object, Shared>()

@@ -53,7 +53,19 @@ export const invalidGroup = (group: unknown): string | undefined => {
 // --- Member ids -------------------------------------------------------------------------------------------------
 
 /** Lease ids are int64 decimals on the wire; keys carry them in hex, as etcd's own tools print them. */
-export const leaseIdToHex = (leaseId: string): string => BigInt(leaseId).toString(16)
+export const leaseIdToHex = (leaseId: string): string => {
+  let hex = hexOfLease.get(leaseId)
+  if (hex === undefined) {
+    // Bounded: a process sees a few leases per client it hears from, and a forgotten one is only computed again.
+    if (hexOfLease.size >= 4_096) hexOfLease.clear()
+    hex = BigInt(leaseId).toString(16)
+    hexOfLease.set(leaseId, hex)
+  }
+  return hex
+}
+
+/** Every decoded key names its lease: a storm of N joins would make N BigInts in every process, one per key. */
+const hexOfLease = new Map<string, string>()
 
 /** The id of a member bound to `leaseId`, numbered `n` among the members of its client. */
 export const memberId = (leaseId: string, n: number): string => `${leaseIdToHex(leaseId)}_${n}`

@@ -7,7 +7,7 @@
  * lease may outlive that moment at etcd by up to the TTL, never the other way round, so a member that stops at
  * `lost` has stopped before any other member can take its place.
  */
-import { Deferred, Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
+import { Deferred, Duration, Effect, ExecutionStrategy, Exit, Schedule, Scope } from "effect"
 import type { EtcdApi, RequestError } from "./etcd/api.js"
 import * as PendingIo from "./pendingIo.js"
 import { backoff } from "./retry.js"
@@ -72,7 +72,11 @@ export const make = (
         const grantedAt = yield* monotonicMillis
         const id = yield* api.grant(ttlSeconds(ttl))
         return { id, grantedAt }
-      }),
+      }).pipe(
+        // Every member of the client waits on this grant: a timeout would fail them all at once, and each would
+        // retry its whole join. A grant whose answer was lost leaves a lease nobody renews, gone after the TTL.
+        Effect.retry({ schedule: backoff.pipe(Schedule.upTo(ttl)), while: (e) => e._tag === "EtcdUnavailable" })
+      ),
       ({ id }) =>
         Effect.gen(function*() {
           // A lost lease is gone at etcd, or will be within the TTL: nothing to revoke.
@@ -87,61 +91,52 @@ export const make = (
     let lastSentOk = lease.grantedAt
     const ttlMillis = Duration.toMillis(ttl)
     const interval = Duration.millis(Math.max(50, ttlMillis / 3))
-    const retryAfterFailure = Duration.min(interval, Duration.millis(250))
     // Self-fencing: the lease counts as lost a margin before it could expire at etcd (whose clock starts no
     // earlier than our send), so work stopped on `lost` has stopped before anyone else can take over.
     const fenceAfter = ttlMillis - Duration.toMillis(fencingMargin(ttl))
-    // etcd3 sends each request to a host it picks at random. A host that accepts the request but never answers (a
-    // paused or partitioned etcd member) would hold a keepalive until its deadline, past the fence: one unlucky
-    // pick would cost the membership although two members of the cluster answer. So a renewal is hedged: while no
-    // attempt has answered, another starts every `hedgeAfter`, each on a host picked anew, and the first answer
-    // counts: with about 14 attempts in the window before the fence, all landing on one silent member of three is
-    // a chance of 1 in 3^14. During a leader election the attempts wait at followers and answer once a leader is
-    // elected.
-    const hedgeAfter = Math.max(50, Math.min(1_000, ttlMillis / 30))
-    // With a single endpoint every attempt reaches the same host: hedging could not route around it, and under load
-    // it would multiply the very requests that are slow (a join storm of a thousand members collapsed that way).
-    const maxAttempts = api.endpoints.length === 1 ? 1 : 16
-    const keepaliveOnce = (deadlineAt: number): Effect.Effect<"renewed" | LostReason, "failed"> =>
-      Effect.gen(function*() {
-        const sentAt = yield* monotonicMillis
-        // An answer after the fence is useless, so the attempt ends there (or at the request timeout at the latest).
-        const within = Duration.millis(
-          Math.max(hedgeAfter, Math.min(deadlineAt - sentAt, Duration.toMillis(api.requestTimeout)))
-        )
-        const outcome = yield* api.keepAlive(lease.id, within).pipe(Effect.either)
-        if (outcome._tag === "Left") {
-          yield* Effect.logDebug("lease keepalive failed", outcome.left)
-          return yield* Effect.fail("failed" as const)
-        }
-        if (outcome.right === "gone") return "revoked or expired at etcd" as const
-        lastSentOk = Math.max(lastSentOk, sentAt)
-        return "renewed" as const
-      })
-    const renew: Effect.Effect<"renewed" | "failed" | LostReason> = Effect.gen(function*() {
-      const now = yield* monotonicMillis
-      const fenceAt = Math.max(lastSentOk + fenceAfter, now + hedgeAfter)
-      const attempts = Math.max(1, Math.min(maxAttempts, Math.floor((fenceAt - now) / hedgeAfter)))
-      return yield* Effect.raceAll(
-        Array.from(
-          { length: attempts },
-          (_, i) => Effect.delay(keepaliveOnce(fenceAt), Duration.millis(i * hedgeAfter))
-        )
-      ).pipe(Effect.orElseSucceed(() => "failed" as const))
+
+    // --- Renewal ---
+    // A keepalive is due an interval (TTL/3, as etcd's own clients send them) after the send time of the last one
+    // that succeeded (the grant's at first), not after its answer. While none has succeeded since, another starts
+    // every `pulse` without waiting for those in flight (at most `maxInFlight`), and every answer moves `lastSentOk`
+    // to its own attempt's send time:
+    // - etcd3 sends each attempt to a host it picks anew, so a host that accepts requests but never answers (a
+    //   paused or partitioned etcd member) costs one attempt: with about 14 in the window before the fence, all
+    //   landing on one silent member of three is a chance of 1 in 3^14. During a leader election the attempts wait
+    //   at followers and answer once a leader is elected.
+    // - An etcd that answers late but answers keeps the lease: one attempt at a time would stand answers only within
+    //   the fence minus the interval (4.7 s at TTL 10 s), and a join storm on a starved machine made etcd that slow.
+    // With a single endpoint every attempt reaches the same host, so attempts start less often: under load they
+    // would multiply the very requests that are slow.
+    const single = api.endpoints.length === 1
+    const pulse = single ? Math.max(100, ttlMillis / 10) : Math.max(50, Math.min(1_000, ttlMillis / 30))
+    const maxInFlight = single ? 8 : 16
+    const attempt = Effect.gen(function*() {
+      const sentAt = yield* monotonicMillis
+      // An answer after the fence is useless, so the attempt ends there (or at the request timeout at the latest).
+      const within = Duration.millis(
+        Math.max(pulse, Math.min(lastSentOk + fenceAfter - sentAt, Duration.toMillis(api.requestTimeout)))
+      )
+      const outcome = yield* Effect.either(api.keepAlive(lease.id, within))
+      if (outcome._tag === "Left") return yield* Effect.logDebug("lease keepalive failed", outcome.left)
+      if (outcome.right === "gone") yield* Deferred.succeed(rejected, "revoked or expired at etcd")
+      else lastSentOk = Math.max(lastSentOk, sentAt)
     })
-    // Keepalives every TTL/3, as etcd's own clients send them; after a failure sooner, so a blip costs little.
-    // The next one is due an interval after the send time of the last that succeeded (the grant's at first), not
-    // after its answer: a grant or renewal that took long to answer must not push the next past the fence.
-    const keepalive: Effect.Effect<LostReason> = Effect.gen(function*() {
-      let failed = false
+    const keepalive: Effect.Effect<never> = Effect.gen(function*() {
+      let inFlight = 0
       while (true) {
         const now = yield* monotonicMillis
-        yield* Effect.sleep(
-          failed ? retryAfterFailure : Duration.millis(Math.max(0, lastSentOk + Duration.toMillis(interval) - now))
-        )
-        const outcome = yield* renew
-        if (outcome !== "renewed" && outcome !== "failed") return outcome
-        failed = outcome === "failed"
+        const due = lastSentOk + Duration.toMillis(interval)
+        // Whole milliseconds, at least one (see the watchdog).
+        if (now < due) {
+          yield* Effect.sleep(Duration.millis(Math.max(1, Math.ceil(due - now))))
+          continue
+        }
+        if (inFlight < maxInFlight) {
+          inFlight++
+          yield* Effect.fork(Effect.ensuring(attempt, Effect.sync(() => void inFlight--)))
+        }
+        yield* Effect.sleep(Duration.millis(pulse))
       }
     })
     const watchdog: Effect.Effect<LostReason> = Effect.gen(function*() {

@@ -94,7 +94,11 @@ export const follow = <S>(
     const read = readPrefix(api, prefix, options.pageSize).pipe(
       Effect.tap(({ kvs }) => options.onRead === undefined ? Effect.void : options.onRead(kvs))
     )
-    const first = yield* read
+    // Every member of the client that follows this prefix waits on the first read: a timeout would fail them all at
+    // once (five hundred joins of one process, say), and each would retry its whole join. A read is safe to repeat.
+    const first = yield* read.pipe(
+      Effect.retry({ schedule: backoff, times: 2, while: (e) => e._tag === "EtcdUnavailable" })
+    )
     let state = fold.initial(first.kvs, first.revision)
 
     const session = Effect.gen(function*() {

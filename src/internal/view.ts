@@ -66,6 +66,29 @@ const MemberRecord = Schema.Struct({
 
 const decodeJson = Schema.decodeUnknownEither(Schema.parseJson())
 const decodeRecord = Schema.decodeUnknownEither(MemberRecord)
+const encodeRecord = Schema.encodeSync(Schema.parseJson(MemberRecord))
+
+/**
+ * Small values decoded lately, by their text: the members of a fleet mostly write the same record (the same
+ * metadata), so a storm of N joins decodes a handful of values, not N. Bounded, and cleared when full.
+ */
+const recordOfValue = new Map<string, typeof MemberRecord.Type | "invalid JSON" | "invalid record">()
+
+const decodeValue = (value: string): typeof MemberRecord.Type | "invalid JSON" | "invalid record" => {
+  let record = recordOfValue.get(value)
+  if (record === undefined) {
+    const json = decodeJson(value)
+    record = Either.isLeft(json)
+      ? "invalid JSON"
+      : Either.getOrElse(decodeRecord(json.right), () => "invalid record" as const)
+    // Small values only: metadata may be up to 1 MiB, and a thousand of those must not stay in memory.
+    if (value.length <= 1_024) {
+      if (recordOfValue.size >= 1_024) recordOfValue.clear()
+      recordOfValue.set(value, record)
+    }
+  }
+  return record
+}
 
 /** A member's record; `id` only under an instance key (elsewhere the key names it). */
 export const encodeValue = (
@@ -76,7 +99,7 @@ export const encodeValue = (
     readonly parked?: boolean | undefined
   } = {}
 ): string =>
-  Schema.encodeSync(Schema.parseJson(MemberRecord))({
+  encodeRecord({
     v: 1,
     metadata,
     ...(extra.id === undefined ? {} : { id: extra.id }),
@@ -96,12 +119,11 @@ export type Decoded =
 export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
   const name = Keys.memberOfKey(membersPrefix, kv.key)
   if (name === undefined) return { _tag: "Foreign", key: kv.key, reason: "not a member key" }
-  const json = decodeJson(kv.value)
-  if (Either.isLeft(json)) return { _tag: "Foreign", key: kv.key, reason: "value is not JSON" }
-  const record = decodeRecord(json.right)
-  if (Either.isLeft(record)) return { _tag: "Foreign", key: kv.key, reason: "value is not a member record" }
+  const record = decodeValue(kv.value)
+  if (record === "invalid JSON") return { _tag: "Foreign", key: kv.key, reason: "value is not JSON" }
+  if (record === "invalid record") return { _tag: "Foreign", key: kv.key, reason: "value is not a member record" }
   const instance = Keys.instanceOfName(name)
-  const id = instance === undefined ? name : record.right.id ?? ""
+  const id = instance === undefined ? name : record.id ?? ""
   if (!Keys.isBoundTo(id, kv.lease)) return { _tag: "Foreign", key: kv.key, reason: "not bound to the lease it names" }
   return {
     _tag: "Member",
@@ -110,9 +132,9 @@ export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
       name,
       ...(instance === undefined ? {} : { instance }),
       createRevision: kv.createRevision,
-      metadata: record.right.metadata,
-      ...(record.right.parked === true ? { parked: true as const } : {}),
-      ...(record.right.shards === undefined ? {} : { shards: record.right.shards })
+      metadata: record.metadata,
+      ...(record.parked === true ? { parked: true as const } : {}),
+      ...(record.shards === undefined ? {} : { shards: record.shards })
     }
   }
 }
