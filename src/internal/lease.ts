@@ -72,11 +72,7 @@ export const make = (
         const grantedAt = yield* monotonicMillis
         const id = yield* api.grant(ttlSeconds(ttl))
         return { id, grantedAt }
-      }).pipe(
-        // Every member of the client waits on this grant: a timeout would fail them all at once, and each would
-        // retry its whole join. A grant whose answer was lost leaves a lease nobody renews, gone after the TTL.
-        Effect.retry({ schedule: backoff.pipe(Schedule.upTo(ttl)), while: (e) => e._tag === "EtcdUnavailable" })
-      ),
+      }),
       ({ id }) =>
         Effect.gen(function*() {
           // A lost lease is gone at etcd, or will be within the TTL: nothing to revoke.
@@ -86,6 +82,11 @@ export const make = (
             Effect.catchAll((e) => Effect.logWarning("lease revoke failed; it expires after its TTL", e))
           )
         })
+    ).pipe(
+      // Every member of the client waits on this grant: a timeout would fail them all at once, and each would retry
+      // its whole join. A grant whose answer was lost leaves a lease nobody renews, gone after the TTL. Retried
+      // outside the acquisition, which is uninterruptible: a leave must not wait out the retries.
+      Effect.retry({ schedule: backoff.pipe(Schedule.upTo(ttl)), while: (e) => e._tag === "EtcdUnavailable" })
     )
 
     let lastSentOk = lease.grantedAt
@@ -113,11 +114,11 @@ export const make = (
     const maxInFlight = single ? 8 : 16
     const attempt = Effect.gen(function*() {
       const sentAt = yield* monotonicMillis
-      // An answer after the fence is useless, so the attempt ends there (or at the request timeout at the latest).
-      const within = Duration.millis(
-        Math.max(pulse, Math.min(lastSentOk + fenceAfter - sentAt, Duration.toMillis(api.requestTimeout)))
+      // Not cut at the fence as it stands now: an earlier attempt's answer may move it, and this one's answer still
+      // moves it further.
+      const outcome = yield* Effect.either(
+        api.keepAlive(lease.id, Duration.max(api.requestTimeout, Duration.millis(pulse)))
       )
-      const outcome = yield* Effect.either(api.keepAlive(lease.id, within))
       if (outcome._tag === "Left") return yield* Effect.logDebug("lease keepalive failed", outcome.left)
       if (outcome.right === "gone") yield* Deferred.succeed(rejected, "revoked or expired at etcd")
       else lastSentOk = Math.max(lastSentOk, sentAt)

@@ -1,0 +1,36 @@
+/**
+ * The lease session against the in-memory etcd under the TestClock: renewal when etcd answers late.
+ */
+import { expect, it } from "@effect/vitest"
+import { Duration, Effect, Fiber, Option } from "effect"
+import { EtcdUnavailable, MemoryEtcd } from "../../src/index.js"
+import type * as Api from "../../src/internal/etcd/api.js"
+import * as Memory from "../../src/internal/etcd/memory.js"
+import * as Lease from "../../src/internal/lease.js"
+import { advance } from "../support/testClock.js"
+
+it.scoped("an etcd that answers keepalives 2.6 s late, within the TTL (6 s), keeps the lease", () =>
+  Effect.gen(function*() {
+    const server = Memory.serverOf(yield* MemoryEtcd)
+    const api = server.api(server.connect(), Duration.seconds(5))
+    // Each keepalive renews the lease when it reaches etcd; its answer comes 2.6 s later. One attempt at a time
+    // (due every 2 s, the fence 4.8 s after the last one sent that succeeded) fences: the next one goes out only after
+    // that answer and is answered past the fence.
+    const late: Api.EtcdApi = {
+      ...api,
+      keepAlive: (lease, within) =>
+        Effect.flatMap(api.keepAlive(lease, within), (answer) =>
+          Duration.lessThan(within, Duration.millis(2_600))
+            ? Effect.zipRight(
+              Effect.sleep(within),
+              Effect.fail(new EtcdUnavailable({ endpoints: api.endpoints, timeout: within }))
+            )
+            : Effect.as(Effect.sleep("2600 millis"), answer))
+    }
+    const session = yield* Lease.make(late, Duration.seconds(6))
+    const lost = yield* Effect.fork(session.lost)
+    yield* advance(30_000)
+    expect(Option.isNone(yield* Fiber.poll(lost))).toBe(true)
+    // The lease lives at etcd too.
+    expect(server.leases().map((l) => l.id)).toContain(session.id)
+  }).pipe(Effect.provide(MemoryEtcd.layer)))
