@@ -78,6 +78,22 @@ describe("a busy group", () => {
       expect((yield* memory.read(`${key}/members/`)).length).toBe(2)
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
+  it.scoped("a first join whose write finds the client's lease gone joins under a fresh lease instead of failing", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const shared = yield* client()
+      const a = yield* member(shared)
+      const [lease] = yield* memory.leases
+      // Gone at etcd, and the client has not noticed yet: the next join's write is refused as lease not found.
+      yield* memory.revoke(lease!.id)
+      const joining = yield* Effect.fork(member(shared))
+      yield* advance(2_000)
+      const b = yield* joining.await.pipe(Effect.flatten)
+      expect((yield* b.seq.current).count).toBe(2)
+      expect((yield* a.seq.current).count).toBe(2)
+      expect((yield* memory.leases).map((l) => l.id)).not.toContain(lease!.id)
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
   it.scoped("a malformed viewPacing is refused before any I/O", () =>
     Effect.gen(function*() {
       const refused = (viewPacing: Parameters<typeof Etcd.makeMemory>[0]) =>

@@ -429,5 +429,16 @@ export const keepRegistered = (
           Effect.logError("re-registration gave up", error).pipe(Effect.zipRight(hooks.gaveUp(error)))
         )
       )
-    follow(yield* register(deps, earlier))
+    // A first registration whose write found the client's shared lease gone (fenced and expired while the write
+    // waited its turn, under load) joins under a fresh lease rather than failing: the failure is the lease's, not
+    // the member's.
+    follow(
+      yield* register(deps, earlier).pipe(
+        Effect.retry({
+          schedule: backoff,
+          times: 3,
+          while: (e) => e._tag !== "InstanceTaken" && Api.isLeaseNotFound(e)
+        })
+      )
+    )
   })
