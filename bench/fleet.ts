@@ -7,10 +7,13 @@
  * Per configuration: the join storm from "go" (processes already started, clients connected) until every member holds
  * the full count; failed joins; `Info.invalid` seen by members that never lost etcd; Info changes per member during
  * the storm; five graceful leaves (from the leave's start until every member holds the new count); one crash (SIGKILL
- * of a process, until every member holds the count without it); etcd CPU and bytes sent per join; RSS per process.
+ * of a process, until every member holds the count without it); etcd CPU and bytes sent per join; the members' CPU
+ * in the storm and their worst event-loop delay; RSS per process.
  *
  * Options: `--fleet=10x100,50x20,100x10,20x500` (configurations), `--fleet-baseline=10x100` (the Go original's
- * algorithm, in the same run), `--ttl=10`, `--out=bench/results`.
+ * algorithm, in the same run), `--ttl=10`, `--nice=0` (the member processes' niceness), `--out=bench/results`.
+ * Environment: `FLEET_LOG=<dir>` (each process's warnings), `FLEET_PROFILE=<dir>` (CPU profiles of the first process;
+ * starting the inspector's profiler at "go" costs that process about 2 s of CPU).
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Duration, Effect, Option } from "effect"
@@ -311,7 +314,7 @@ const markdown = (results: ReadonlyArray<Result>, floorP99: number, load: string
   [
     `Fleet (${new Date().toISOString().slice(0, 10)}; ${load}; TTL ${ttlSeconds} s; floor p99 ${
       floorP99.toFixed(1)
-    } ms)`,
+    } ms${niceness === 0 ? "" : `; member processes at niceness ${niceness}, etcd at 0`})`,
     "",
     "| impl | P x M | members | join storm | failed joins (re-registrations) | spurious invalid | Info changes per member (mean / max) | one leave, to all (median / max of 5) | one crash, to all | etcd CPU per join | etcd bytes sent per join | members' CPU in the storm | RSS per process (mean / max) |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
