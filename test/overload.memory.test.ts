@@ -3,16 +3,16 @@
  * changes, and a join whose write landed while its answer was lost.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Exit, Layer, Scope, Stream, TestClock } from "effect"
+import { Duration, Effect, ExecutionStrategy, Exit, Scope, Stream, TestClock } from "effect"
 import { Etcd, type EtcdClient, EtcdSeq, type Info, MemoryEtcd } from "../src/index.js"
 import { advance, settle } from "./support/testClock.js"
 
 const key = "g/overload"
 
-/** A member on `client` whose Infos are recorded as `index/count`. */
+/** A member on `client` whose Infos are recorded as `index/count`, in a scope of its own inside the test's. */
 const member = (client: EtcdClient) =>
   Effect.gen(function*() {
-    const scope = yield* Scope.make()
+    const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
     const seq = yield* EtcdSeq.make({ key, ttl: "10 seconds" }).pipe(
       Effect.provideService(Etcd, client),
       Scope.extend(scope)
@@ -25,12 +25,9 @@ const member = (client: EtcdClient) =>
     return { seq, seen, leave: Scope.close(scope, Exit.void) }
   })
 
+/** One more client of the test's MemoryEtcd, for the life of the test. */
 const client = (viewPacing?: { readonly initial: Duration.DurationInput; readonly max: Duration.DurationInput }) =>
-  Effect.flatMap(Scope.make(), (scope) =>
-    Layer.buildWithScope(
-      Layer.scoped(Etcd, Etcd.makeMemory(viewPacing === undefined ? {} : { viewPacing })),
-      scope
-    ).pipe(Effect.map((context) => Context.get(context, Etcd))))
+  Etcd.makeMemory(viewPacing === undefined ? {} : { viewPacing })
 
 describe("a busy group", () => {
   it.scoped("a burst of joins reaches a paced member as a few views, the last complete; a lone change at once", () =>

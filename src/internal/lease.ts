@@ -91,7 +91,7 @@ export const make = (
 
     let lastSentOk = lease.grantedAt
     const ttlMillis = Duration.toMillis(ttl)
-    const interval = Duration.millis(Math.max(50, ttlMillis / 3))
+    const intervalMillis = Math.max(50, ttlMillis / 3)
     // Self-fencing: the lease counts as lost a margin before it could expire at etcd (whose clock starts no
     // earlier than our send), so work stopped on `lost` has stopped before anyone else can take over.
     const fenceAfter = ttlMillis - Duration.toMillis(fencingMargin(ttl))
@@ -127,7 +127,7 @@ export const make = (
       let inFlight = 0
       while (true) {
         const now = yield* monotonicMillis
-        const due = lastSentOk + Duration.toMillis(interval)
+        const due = lastSentOk + intervalMillis
         // Whole milliseconds, at least one (see the watchdog).
         if (now < due) {
           yield* Effect.sleep(Duration.millis(Math.max(1, Math.ceil(due - now))))

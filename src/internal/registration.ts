@@ -274,8 +274,9 @@ const rangeKv = (result: Api.OpResult | undefined): Api.KeyValue | undefined =>
 /**
  * A write of the member's key whose answer did not come may have landed: it is written again (both writes are
  * idempotent for the registration that makes them) with the library's backoff, for up to a TTL after the first
- * unanswered one, rather than failing the join. Each try takes a place in the client's write budget. A failed join would be retried by the caller with a new key, and under load (a
- * join storm on a starved machine) those retries were the load: every process sees every extra join and leave.
+ * unanswered one, rather than failing the join. Each try takes a place in the client's write budget. A failed join
+ * would be retried by the caller with a new key, and under load (a join storm on a starved machine) those retries
+ * were the load: every process sees every extra join and leave.
  */
 const retryUnanswered = <A, E extends Api.RequestError | InstanceTaken>(
   budget: Effect.Semaphore,
