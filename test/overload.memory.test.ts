@@ -91,6 +91,31 @@ describe("a busy group", () => {
       expect((yield* memory.leases).map((l) => l.id)).not.toContain(lease!.id)
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
+  it.scoped("members of one client that join at once are written in a few transactions: others see a few changes", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const a = yield* member(yield* client())
+      const others = yield* client()
+      const joined = yield* Effect.forEach(Array.from({ length: 40 }), () => member(others), { concurrency: "unbounded" })
+      yield* settle
+      const keys = yield* memory.read(`${key}/members/`)
+      expect(keys.length).toBe(41)
+      // One revision per transaction: a watcher reads one response for each, not one for each member.
+      expect(new Set(keys.map((kv) => kv.createRevision)).size).toBeLessThanOrEqual(3)
+      expect(a.seen.length).toBeLessThanOrEqual(4)
+      expect(a.seen.at(-1)).toBe("0/41")
+      // Members written together share their join revision and are ordered by id among themselves: dense, agreed.
+      const members = yield* a.seq.members
+      expect(members.map((m) => m.index)).toEqual(Array.from({ length: 41 }, (_, i) => i))
+      const byPlace = [...members].sort((x, y) => x.joinRevision - y.joinRevision || (x.id < y.id ? -1 : 1))
+      expect(members.map((m) => m.id)).toEqual(byPlace.map((m) => m.id))
+      const indices = yield* Effect.forEach(joined, (m) => m.seq.current)
+      expect(indices.map((info) => info.index).sort((x, y) => x - y)).toEqual(
+        Array.from({ length: 40 }, (_, i) => i + 1)
+      )
+      for (const m of joined) expect(m.seen.at(-1)).toMatch(/\/41$/)
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
   it.scoped("a malformed viewPacing is refused before any I/O", () =>
     Effect.gen(function*() {
       const refused = (viewPacing: Parameters<typeof Etcd.makeMemory>[0]) =>

@@ -8,6 +8,7 @@ import * as Claims from "./claims.js"
 import type * as Api from "./etcd/api.js"
 import * as Handover from "./handover.js"
 import * as Lease from "./lease.js"
+import * as MemberWrites from "./memberWrites.js"
 import * as GroupWatch from "./watch.js"
 
 export interface Shared {
@@ -20,15 +21,17 @@ export interface Shared {
   readonly claims: RcMap.RcMap<string, Claims.ClaimsWatch, Api.RequestError>
   /** The client's leases, one per TTL, shared by its members. */
   readonly leases: Lease.LeasePool
+  /** Its members' keys, created a batch at a time (see memberWrites.ts). */
+  readonly memberWrites: MemberWrites.MemberWrites
   /**
-   * The budget of member key writes in flight on this client, retries included: five hundred members of one process
-   * joining at once write in waves, so the answers (and the keepalive's among them) are read as they come rather
-   * than behind hundreds of others on a starved event loop, and a slow moment is not met by hundreds of retries.
+   * The budget of instance key writes in flight on this client, retries included: five hundred members of one
+   * process joining at once write in waves, so the answers (and the keepalive's among them) are read as they come
+   * rather than behind hundreds of others on a starved event loop, and a slow moment is not met by hundreds of retries.
    */
   readonly registrationWrites: Effect.Semaphore
 }
 
-/** Member key writes in flight per client (see `Shared.registrationWrites`). */
+/** Instance key writes in flight per client (see `Shared.registrationWrites`). */
 const registrationWritesInFlight = 32
 
 /**
@@ -43,8 +46,9 @@ export const make = (
     const handovers = yield* RcMap.make({ lookup: (group: string) => Handover.watch(api, group) })
     const claims = yield* RcMap.make({ lookup: (group: string) => Claims.watch(api, group) })
     const leases = yield* Lease.makePool(api)
+    const memberWrites = yield* MemberWrites.make(api)
     const registrationWrites = yield* Effect.makeSemaphore(registrationWritesInFlight)
-    return { api, groups, handovers, claims, leases, registrationWrites }
+    return { api, groups, handovers, claims, leases, memberWrites, registrationWrites }
   })
 
 const registry = new WeakMap<object, Shared>()

@@ -191,11 +191,13 @@ export const register = (
           }
         },
         retryUnanswered(
-          shared.registrationWrites,
           settings.ttl,
           settings.instance === undefined
-            ? writeMemberKey(api, memberKey, record, lease.id)
-            : writeInstanceKey({
+            ? Effect.map(
+              shared.memberWrites.create(memberKey, record, lease.id),
+              (created): Written => ({ ...created, writtenAt: created.modRevision })
+            )
+            : shared.registrationWrites.withPermits(1)(writeInstanceKey({
               api,
               group: settings.key,
               instance: settings.instance,
@@ -203,7 +205,7 @@ export const register = (
               value: record,
               leaseId: lease.id,
               earlier: takeOver ? undefined : earlier
-            })
+            }))
         )
       ).pipe(
         // The shared lease was revoked or expired and its keepalive has not noticed yet: drop it now, so the retry
@@ -274,16 +276,14 @@ const rangeKv = (result: Api.OpResult | undefined): Api.KeyValue | undefined =>
 /**
  * A write of the member's key whose answer did not come may have landed: it is written again (both writes are
  * idempotent for the registration that makes them) with the library's backoff, for up to a TTL after the first
- * unanswered one, rather than failing the join. Each try takes a place in the client's write budget. A failed join
- * would be retried by the caller with a new key, and under load (a join storm on a starved machine) those retries
- * were the load: every process sees every extra join and leave.
+ * unanswered one, rather than failing the join. A failed join would be retried by the caller with a new key, and under
+ * load (a join storm on a starved machine) those retries were the load: every process sees every extra join and leave.
  */
 const retryUnanswered = <A, E extends Api.RequestError | InstanceTaken>(
-  budget: Effect.Semaphore,
   ttl: Duration.Duration,
   write: Effect.Effect<A, E>
 ): Effect.Effect<A, E> =>
-  budget.withPermits(1)(write).pipe(
+  write.pipe(
     Effect.tapError((e) =>
       e._tag === "EtcdUnavailable" ? Effect.logInfo("member key write not answered; writing again", e) : Effect.void
     ),
@@ -291,31 +291,6 @@ const retryUnanswered = <A, E extends Api.RequestError | InstanceTaken>(
       schedule: backoff.pipe(Schedule.upTo(ttl)),
       while: (e) => e._tag === "EtcdUnavailable"
     })
-  )
-
-/**
- * Writes a member key of its own (no instance): created under the lease, or found created already by an earlier try
- * of this registration whose answer was lost. The name is the registration's own (lease and number), so a key found
- * under it is that try's.
- */
-const writeMemberKey = (
-  api: Api.EtcdApi,
-  key: string,
-  value: string,
-  leaseId: string
-): Effect.Effect<Written, Api.RequestError> =>
-  Effect.map(
-    api.txn({
-      compare: [{ key, target: "create", result: "equal", value: 0 }],
-      success: [{ _tag: "Put", key, value, lease: leaseId }],
-      failure: [{ _tag: "Range", range: { target: { key } } }]
-    }),
-    (result): Written => {
-      const found = result.succeeded ? undefined : rangeKv(result.results[0])
-      return found === undefined
-        ? { createRevision: result.revision, modRevision: result.revision, writtenAt: result.revision }
-        : { createRevision: found.createRevision, modRevision: found.modRevision, writtenAt: found.modRevision }
-    }
   )
 
 /**

@@ -2,7 +2,8 @@
  * The ordered membership view of one group, as plain data and pure functions: no etcd, no effects.
  *
  * Join order is a member key's create revision: etcd assigns revisions from one global, total order (also across a
- * multi-member cluster), so every client that applies the same events derives the same order.
+ * multi-member cluster), so every client that applies the same events derives the same order. Members a client
+ * writes in one transaction share a revision; among them, the name orders.
  */
 import { Either, Schema } from "effect"
 import { Info } from "../Info.js"
@@ -32,7 +33,7 @@ export interface Entry {
 }
 
 export interface View {
-  /** Live members ordered by `createRevision`. */
+  /** Live members ordered by `createRevision`, then `name` (see {@link compare}). */
   readonly members: ReadonlyArray<Entry>
   /** Revision of the last join, leave or rename the view includes: the view's name across the group. */
   readonly revision: number
@@ -141,20 +142,25 @@ export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
 
 export const empty: View = { members: [], revision: 0, seen: 0, awaitingName: false }
 
-/** Position where an entry of `createRevision` is or would be inserted. */
-const search = (members: ReadonlyArray<Entry>, createRevision: number): number => {
+/** Join order: create revision, then name (members written in one transaction share their create revision). */
+export const compare = (
+  a: { readonly createRevision: number; readonly name: string },
+  b: { readonly createRevision: number; readonly name: string }
+): number => a.createRevision - b.createRevision || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+
+/** Position where an entry of this create revision and name is or would be inserted. */
+const search = (members: ReadonlyArray<Entry>, place: { readonly createRevision: number; readonly name: string }) => {
   let lo = 0
   let hi = members.length
   while (lo < hi) {
     const mid = (lo + hi) >>> 1
-    if (members[mid]!.createRevision < createRevision) lo = mid + 1
+    if (compare(members[mid]!, place) < 0) lo = mid + 1
     else hi = mid
   }
   return lo
 }
 
-const sorted = (entries: Iterable<Entry>): ReadonlyArray<Entry> =>
-  [...entries].sort((a, b) => a.createRevision - b.createRevision)
+const sorted = (entries: Iterable<Entry>): ReadonlyArray<Entry> => [...entries].sort(compare)
 
 /**
  * The view read at `readRevision` when a client starts following its group. A read cannot see when the last leave
@@ -217,7 +223,7 @@ export const applyEvents = (
       }
       const entry = decoded.entry
       const list = current()
-      const at = search(list, entry.createRevision)
+      const at = search(list, entry)
       const existing = list[at]
       if (existing !== undefined && existing.name === entry.name) {
         // A rewrite of a member's value keeps its place: the member set is unchanged. So does a new incarnation of
@@ -243,7 +249,7 @@ export const applyEvents = (
 
 /** Index of the member with this name and create revision, or -1. */
 export const indexOf = (view: View, name: string, createRevision: number): number => {
-  const at = search(view.members, createRevision)
+  const at = search(view.members, { createRevision, name })
   return view.members[at]?.name === name ? at : -1
 }
 

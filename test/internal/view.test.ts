@@ -23,6 +23,8 @@ type Op =
   | { readonly kind: "foreign"; readonly name: string }
   /** A member with an instance joins, or a new incarnation takes its key over. */
   | { readonly kind: "instance"; readonly instance: string; readonly sharedLease: boolean }
+  /** Members of one client joining in one transaction: one revision, ordered by name. */
+  | { readonly kind: "joinMany"; readonly count: number; readonly sharedLease: boolean }
 
 const op: fc.Arbitrary<Op> = fc.oneof(
   {
@@ -44,6 +46,14 @@ const op: fc.Arbitrary<Op> = fc.oneof(
     })
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("foreign" as const), name: fc.string({ maxLength: 12 }) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant("joinMany" as const),
+      count: fc.integer({ min: 2, max: 12 }),
+      sharedLease: fc.boolean()
+    })
+  },
   {
     weight: 2,
     arbitrary: fc.record({
@@ -79,6 +89,14 @@ const run = (ops: ReadonlyArray<Op>): Model => {
       model.live.push({ id, name: id, lease, createRevision: rev, writtenAt: rev })
       model.lastChange = rev
       model.events.push(put(prefix + id, View.encodeValue(o.metadata), lease, rev, rev))
+    } else if (o.kind === "joinMany") {
+      const shared = model.live.at(-1)
+      const lease = o.sharedLease && shared !== undefined ? shared.lease : String(model.nextLease++)
+      const ids = Array.from({ length: o.count }, () => Keys.memberId(lease, model.nextMember++))
+      // In the transaction's order (numbers ascending); they take their places by name ("_10" before "_9").
+      for (const id of ids) model.events.push(put(prefix + id, View.encodeValue(""), lease, rev, rev))
+      for (const id of [...ids].sort()) model.live.push({ id, name: id, lease, createRevision: rev, writtenAt: rev })
+      model.lastChange = rev
     } else if (o.kind === "instance") {
       const shared = model.live.at(-1)
       const lease = o.sharedLease && shared !== undefined ? shared.lease : String(model.nextLease++)
