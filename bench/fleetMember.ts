@@ -164,13 +164,18 @@ const baseline = Effect.gen(function*() {
  */
 const stormProfile = process.env["FLEET_STORM_PROFILE"]
 const session = stormProfile === undefined ? undefined : new inspector.Session()
+let profiling = false
 const startProfile = () => {
-  if (session === undefined) return
+  if (session === undefined || profiling) return
+  profiling = true
   session.connect()
-  session.post("Profiler.enable", () => session.post("Profiler.start"))
+  session.post("Profiler.enable", () =>
+    session.post("Profiler.setSamplingInterval", { interval: 200 }, () => session.post("Profiler.start")))
 }
 const stopProfile = () => {
-  if (session === undefined || stormProfile === undefined) return
+  // The first "stats" ends the storm's profile; later ones find the session gone.
+  if (session === undefined || stormProfile === undefined || !profiling) return
+  profiling = false
   session.post("Profiler.stop", (error, result) => {
     if (error === null) fs.writeFileSync(stormProfile, JSON.stringify(result.profile))
     session.disconnect()
