@@ -169,8 +169,10 @@ const startProfile = () => {
   if (session === undefined || profiling) return
   profiling = true
   session.connect()
-  session.post("Profiler.enable", () =>
-    session.post("Profiler.setSamplingInterval", { interval: 200 }, () => session.post("Profiler.start")))
+  session.post(
+    "Profiler.enable",
+    () => session.post("Profiler.setSamplingInterval", { interval: 200 }, () => session.post("Profiler.start"))
+  )
 }
 const stopProfile = () => {
   // The first "stats" ends the storm's profile; later ones find the session gone.

@@ -87,7 +87,10 @@ export interface Member {
   readonly instance: string | undefined
   readonly metadata: string
   readonly index: number
-  /** Revision at which the member joined (its key's create revision): the join order. */
+  /**
+   * Revision at which the member joined (its key's create revision): the join order. Members that one client added
+   * at the same moment are written in one transaction and share it; among them, the `id` orders.
+   */
   readonly joinRevision: number
 }
 

@@ -3,7 +3,7 @@
  * changes, and a join whose write landed while its answer was lost.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, ExecutionStrategy, Exit, Scope, Stream, TestClock } from "effect"
+import { Duration, Effect, ExecutionStrategy, Exit, Fiber, Scope, Stream, TestClock } from "effect"
 import { Etcd, type EtcdClient, EtcdSeq, type Info, MemoryEtcd } from "../src/index.js"
 import { advance, settle } from "./support/testClock.js"
 
@@ -96,7 +96,9 @@ describe("a busy group", () => {
       const memory = yield* MemoryEtcd
       const a = yield* member(yield* client())
       const others = yield* client()
-      const joined = yield* Effect.forEach(Array.from({ length: 40 }), () => member(others), { concurrency: "unbounded" })
+      const joined = yield* Effect.forEach(Array.from({ length: 40 }), () => member(others), {
+        concurrency: "unbounded"
+      })
       yield* settle
       const keys = yield* memory.read(`${key}/members/`)
       expect(keys.length).toBe(41)
@@ -114,6 +116,30 @@ describe("a busy group", () => {
         Array.from({ length: 40 }, (_, i) => i + 1)
       )
       for (const m of joined) expect(m.seen.at(-1)).toMatch(/\/41$/)
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped("a join interrupted while its key waits for a batch writes nothing; four batches at most are in flight", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const lossy = yield* client()
+      yield* memory.loseAnswers(lossy, 4)
+      // Four joins, one at a time: each one's batch lands but its answer is lost, so it stays in flight for 5 s.
+      const stuck = []
+      for (let i = 0; i < 4; i++) {
+        stuck.push(yield* Effect.fork(member(lossy)))
+        yield* settle
+      }
+      expect((yield* memory.read(`${key}/members/`)).length).toBe(4)
+      // A fifth waits for a free place; interrupted, it leaves at once, and its key is never written.
+      const fifth = yield* Effect.fork(
+        Effect.scoped(EtcdSeq.make({ key, ttl: "10 seconds" }).pipe(Effect.provideService(Etcd, lossy)))
+      )
+      yield* settle
+      yield* Fiber.interrupt(fifth)
+      yield* advance(7_000)
+      for (const joining of stuck) yield* joining.await.pipe(Effect.flatten)
+      yield* settle
+      expect((yield* memory.read(`${key}/members/`)).length).toBe(4)
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
   it.scoped("a malformed viewPacing is refused before any I/O", () =>

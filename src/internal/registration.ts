@@ -10,6 +10,7 @@ import {
   Effect,
   ExecutionStrategy,
   Exit,
+  Fiber,
   Metric,
   Runtime,
   Schedule,
@@ -103,7 +104,7 @@ export const register = (
       const api = shared.api
       // Known once the key is written: nothing reads it before (onView waits for the write).
       let holder: Holder = { id, name, leaseId: lease.id, createRevision: 0 }
-      const visible = yield* Deferred.make<void>()
+      const visible = yield* Deferred.make<void, EtcdUnavailable>()
       let endedWith: Ended | undefined
       let onEnded: ((ended: Ended) => void) | undefined
       const end = (ended: Ended) => {
@@ -225,19 +226,22 @@ export const register = (
       // the wait is bounded by the TTL, not the request timeout: a watch that is slow to attach (its stream reset off a
       // silent etcd member) must not turn a join that worked into a failure and a second put.
       onView(yield* SubscriptionRef.get(watch.view))
-      const seeWithin = Duration.max(settings.ttl, api.requestTimeout)
-      // Past the request timeout the wait says what it waits for: an overloaded process or watch, not etcd's answer.
-      const slow = Effect.flatMap(SubscriptionRef.get(watch.view), (view) =>
-        Effect.logWarning(
-          `registered as ${id} at revision ${written.writtenAt}; the group's view has applied revision ${view.seen} ` +
-            `so far; waiting up to ${Duration.format(seeWithin)} for it to show this member`
-        )).pipe(Effect.delay(api.requestTimeout))
-      yield* Effect.raceFirst(Deferred.await(visible), Effect.zipRight(slow, Effect.never)).pipe(
-        Effect.timeoutFail({
-          duration: seeWithin,
-          onTimeout: () => new EtcdUnavailable({ endpoints: api.endpoints, timeout: seeWithin })
-        })
-      )
+      if (!(yield* Deferred.isDone(visible))) {
+        // Past the request timeout the wait says what it waits for: an overloaded process or watch, not etcd's answer.
+        // One fiber keeps the time, not a race per member: five hundred members of a process join at once.
+        const seeWithin = Duration.max(settings.ttl, api.requestTimeout)
+        const deadline = yield* Effect.gen(function*() {
+          yield* Effect.sleep(api.requestTimeout)
+          const view = yield* SubscriptionRef.get(watch.view)
+          yield* Effect.logWarning(
+            `registered as ${id} at revision ${written.writtenAt}; the group's view has applied revision ${view.seen} ` +
+              `so far; waiting up to ${Duration.format(seeWithin)} for it to show this member`
+          )
+          yield* Effect.sleep(Duration.subtract(seeWithin, api.requestTimeout))
+          yield* Deferred.fail(visible, new EtcdUnavailable({ endpoints: api.endpoints, timeout: seeWithin }))
+        }).pipe(Effect.forkIn(scope))
+        yield* Deferred.await(visible).pipe(Effect.ensuring(Fiber.interrupt(deadline)))
+      }
       return {
         holder,
         scope,
