@@ -226,6 +226,23 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
       expect(String(yield* seq.current)).toMatch(/^0\/1@/)
     }))
 
+  it.scoped("a client of several endpoints connects while the cluster elects a leader, one member down", () =>
+    Effect.gen(function*() {
+      const { endpoints } = yield* EtcdEndpoints
+      const proxy = yield* startGrpcProxy(endpoints[0]!)
+      // A member without a leader fails a linearizable read: the proof's first attempts all fail, on both hosts.
+      let refused = 0
+      yield* proxy.setRule(({ method }) =>
+        method === "/etcdserverpb.KV/Range" && refused++ < 2
+          ? { _tag: "Refuse", code: GrpcCode.Unavailable, message: "etcdserver: no leader" }
+          : forward
+      )
+      const down = `http://127.0.0.1:${yield* closedPort}`
+      const etcd = yield* Etcd.make({ endpoints: [down, proxy.endpoint], connectTimeout: "5 seconds" })
+      const seq = yield* EtcdSeq.make({ key: uniqueGroup("election") }).pipe(Effect.provideService(Etcd, etcd))
+      expect(String(yield* seq.current)).toMatch(/^0\/1@/)
+    }))
+
   it.scoped("a client whose every request etcd refuses (bad credentials) fails with EtcdRequestFailed", () =>
     Effect.gen(function*() {
       const { endpoints } = yield* EtcdEndpoints

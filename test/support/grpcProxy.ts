@@ -20,7 +20,7 @@ export type Rule = (call: { readonly method: string; readonly body: Buffer }) =>
 export const forward: Verdict = { _tag: "Forward" }
 
 /** gRPC status codes the tests use. */
-export const GrpcCode = { PermissionDenied: 7 } as const
+export const GrpcCode = { PermissionDenied: 7, Unavailable: 14 } as const
 
 export interface GrpcProxy {
   readonly endpoint: string

@@ -23,6 +23,7 @@ import {
 } from "etcd3"
 import { EtcdRequestFailed, EtcdUnavailable, InvalidOptions } from "../../EtcdSeqError.js"
 import * as PendingIo from "../pendingIo.js"
+import { backoff } from "../retry.js"
 import * as Api from "./api.js"
 import { attaching, dropStrayResponses, resetWatchStream } from "./watchStream.js"
 
@@ -175,6 +176,12 @@ const prove = (settings: Settings, etcd: Etcd3): Effect.Effect<void, Api.Request
       ),
     catch: classify(settings.endpoints, "connect", settings.connectTimeout)
   }).pipe(
+    // etcd3 tries three hosts picked at random: with one of three members down, all three can be that one. With
+    // several endpoints the proof is tried again within the connect timeout; with one, a refusal is the answer.
+    Effect.retry({
+      schedule: backoff,
+      while: (e) => settings.endpoints.length > 1 && e._tag === "EtcdUnavailable"
+    }),
     Effect.timeoutFail({
       duration: settings.connectTimeout,
       onTimeout: () => new EtcdUnavailable({ endpoints: settings.endpoints, timeout: settings.connectTimeout })
