@@ -112,16 +112,27 @@ export const make = (
     const single = api.endpoints.length === 1
     const pulse = single ? Math.max(100, ttlMillis / 10) : Math.max(50, Math.min(1_000, ttlMillis / 30))
     const maxInFlight = single ? 8 : 16
+    // What the attempts since the last success came to, for the fence's warning: a silent etcd, a starved process
+    // (few sent), or errors.
+    let since = { sent: 0, failed: 0, lastError: "" }
     const attempt = Effect.gen(function*() {
       const sentAt = yield* monotonicMillis
+      since.sent++
       // Not cut at the fence as it stands now: an earlier attempt's answer may move it, and this one's answer still
       // moves it further.
       const outcome = yield* Effect.either(
         api.keepAlive(lease.id, Duration.max(api.requestTimeout, Duration.millis(pulse)))
       )
-      if (outcome._tag === "Left") return yield* Effect.logDebug("lease keepalive failed", outcome.left)
+      if (outcome._tag === "Left") {
+        since.failed++
+        since.lastError = outcome.left.message
+        return yield* Effect.logDebug("lease keepalive failed", outcome.left)
+      }
       if (outcome.right === "gone") yield* Deferred.succeed(rejected, "revoked or expired at etcd")
-      else lastSentOk = Math.max(lastSentOk, sentAt)
+      else if (sentAt > lastSentOk) {
+        lastSentOk = sentAt
+        since = { sent: 0, failed: 0, lastError: "" }
+      }
     })
     const keepalive: Effect.Effect<never> = Effect.gen(function*() {
       let inFlight = 0
@@ -149,7 +160,9 @@ export const make = (
           yield* PendingIo.afterPendingIo
           if (lastSentOk + fenceAfter > (yield* monotonicMillis)) continue
           yield* Effect.logWarning(
-            `self-fencing: no keepalive succeeded for ${now - lastSentOk} ms; stopping before the lease can expire`
+            `self-fencing: no keepalive succeeded for ${now - lastSentOk} ms (${since.sent} sent since, ` +
+              `${since.failed} failed${since.failed > 0 ? `, the last with "${since.lastError}"` : ""}); ` +
+              "stopping before the lease can expire"
           )
           return "no keepalive succeeded within the TTL" as const
         }
