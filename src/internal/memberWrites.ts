@@ -11,7 +11,7 @@
  * tried again after its answer was lost finds the key its earlier try wrote, and makes no second event.
  */
 import { Deferred, Effect, Exit, FiberId, FiberSet, type Scope } from "effect"
-import type * as Api from "./etcd/api.js"
+import * as Api from "./etcd/api.js"
 
 /** A member key's place, as written (or found written by an earlier try). */
 export interface Created {
@@ -86,16 +86,14 @@ export const make = (api: Api.EtcdApi): Effect.Effect<MemberWrites, never, Scope
       }
       const result = exit.value
       batch.forEach((pending, i) => {
-        const found = result.succeeded ? undefined : rangeKv(result.results[i])
-        if (result.succeeded) {
+        // Written now, or found written by an earlier try; the key's place either way.
+        const place = result.succeeded
+          ? { createRevision: result.revision, modRevision: result.revision }
+          : Api.rangeKv(result.results[i])
+        if (place !== undefined) {
           Deferred.unsafeDone(
             pending.done,
-            Exit.succeed({ createRevision: result.revision, modRevision: result.revision })
-          )
-        } else if (found !== undefined) {
-          Deferred.unsafeDone(
-            pending.done,
-            Exit.succeed({ createRevision: found.createRevision, modRevision: found.modRevision })
+            Exit.succeed({ createRevision: place.createRevision, modRevision: place.modRevision })
           )
         } else {
           // Absent: another key of the batch failed the compare (an earlier try of its own landed). Written next time.
@@ -151,6 +149,3 @@ export const make = (api: Api.EtcdApi): Effect.Effect<MemberWrites, never, Scope
         })
     }
   })
-
-const rangeKv = (result: Api.OpResult | undefined): Api.KeyValue | undefined =>
-  result?._tag === "Range" ? result.result.kvs[0] : undefined

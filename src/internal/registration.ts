@@ -149,7 +149,7 @@ export const register = (
               if (state.written !== undefined) state.written = { ...state.written, modRevision: result.revision }
               return true
             }
-            const kv = rangeKv(result.results[0])
+            const kv = Api.rangeKv(result.results[0])
             const decoded = kv === undefined ? undefined : View.decode(prefix, kv)
             if (decoded?._tag !== "Member" || decoded.entry.id !== id) return false
             modRevision = kv!.modRevision
@@ -274,9 +274,6 @@ interface Written {
   readonly writtenAt: number
 }
 
-const rangeKv = (result: Api.OpResult | undefined): Api.KeyValue | undefined =>
-  result?._tag === "Range" ? result.result.kvs[0] : undefined
-
 /**
  * A write of the member's key whose answer did not come may have landed: it is written again (both writes are
  * idempotent for the registration that makes them) with the library's backoff, for up to a TTL after the first
@@ -328,15 +325,15 @@ const writeInstanceKey = (options: {
       })
       if (result.succeeded) {
         // A place parked by a leave: its lease holds nothing more, it goes now rather than with its TTL.
-        const before = rangeKv(result.results[0])
+        const before = Api.rangeKv(result.results[0])
         const parked = before === undefined ? undefined : View.decode(prefix, before)
         if (parked?._tag === "Member" && parked.entry.parked === true) {
           yield* api.revoke(before!.lease).pipe(Effect.ignore, Effect.forkDaemon)
         }
-        const createRevision = rangeKv(result.results[2])?.createRevision ?? result.revision
+        const createRevision = Api.rangeKv(result.results[2])?.createRevision ?? result.revision
         return { createRevision, modRevision: result.revision, writtenAt: result.revision }
       }
-      const kv = rangeKv(result.results[0])
+      const kv = Api.rangeKv(result.results[0])
       const decoded = kv === undefined ? undefined : View.decode(prefix, kv)
       if (decoded?._tag === "Member" && decoded.entry.parked !== true && !options.earlier!.includes(decoded.entry.id)) {
         break

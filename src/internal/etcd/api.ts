@@ -75,6 +75,10 @@ export type OpResult =
   | { readonly _tag: "Delete"; readonly deleted: number }
   | { readonly _tag: "Range"; readonly result: RangeResult }
 
+/** The key-value a transaction's single-key `Range` op found, if any. */
+export const rangeKv = (result: OpResult | undefined): KeyValue | undefined =>
+  result?._tag === "Range" ? result.result.kvs[0] : undefined
+
 export interface Txn {
   readonly compare: ReadonlyArray<Compare>
   readonly success: ReadonlyArray<Op>

@@ -176,7 +176,8 @@ const prove = (settings: Settings, etcd: Etcd3): Effect.Effect<void, Api.Request
       ),
     catch: classify(settings.endpoints, "connect", settings.connectTimeout)
   }).pipe(
-    // etcd3 tries three hosts picked at random: with one of three members down, all three can be that one. With
+    // A cluster electing a leader refuses the (linearizable) read at every member that is up, and one that is down
+    // refuses the connection: every attempt etcd3 makes can fail although the cluster is back in a second. With
     // several endpoints the proof is tried again within the connect timeout; with one, a refusal is the answer.
     Effect.retry({
       schedule: backoff,
