@@ -118,6 +118,31 @@ describe("a busy group", () => {
       for (const m of joined) expect(m.seen.at(-1)).toMatch(/\/41$/)
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
+  it.scoped("members of one client that leave at once are deleted in a few transactions: others see a few changes", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const a = yield* member(yield* client())
+      const others = yield* client()
+      const joined = yield* Effect.forEach(Array.from({ length: 40 }), () => member(others), {
+        concurrency: "unbounded"
+      })
+      yield* settle
+      expect(a.seen.at(-1)).toBe("0/41")
+      const before = yield* memory.revision
+      const seenBefore = a.seen.length
+      // A process shutting down: all its members leave at once. Each leave deletes its member and handover keys.
+      yield* Effect.forEach(joined, (m) => m.leave, { concurrency: "unbounded", discard: true })
+      yield* settle
+      expect((yield* memory.read(`${key}/members/`)).map((kv) => kv.key)).toEqual([
+        `${key}/members/${(yield* a.seq.members)[0]!.id}`
+      ])
+      expect(yield* memory.read(`${key}/handover/`)).toEqual([])
+      // One revision per transaction (80 deletes, at most 128 in one): not one per member.
+      expect((yield* memory.revision) - before).toBeLessThanOrEqual(2)
+      expect(a.seen.length - seenBefore).toBeLessThanOrEqual(2)
+      expect(a.seen.at(-1)).toBe("0/1")
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
   it.scoped("a join interrupted while its key waits for a batch writes nothing; four batches at most are in flight", () =>
     Effect.gen(function*() {
       const memory = yield* MemoryEtcd

@@ -1,16 +1,18 @@
 /**
- * A client's member key creates, written together: the members a client adds at one moment (a process joining five
- * hundred at once, or its members registering again after its lease was lost) go to etcd as a few transactions, not
- * one each. Every process watching the group then reads a few watch responses instead of one per member: a storm of
- * N joins from P processes costs each watcher about P responses, not N, and that per-response work is what a storm
- * spends most of its CPU on. Members written together share a create revision; the view orders them by name.
+ * A client's member key creates and deletes, written together: the members a client adds or removes at one moment (a
+ * process joining five hundred at once, its members registering again after its lease was lost, or leaving as it shuts
+ * down) go to etcd as a few transactions, not one each. Every process watching the group then reads a few watch
+ * responses instead of one per member: a storm of N joins (or leaves) from P processes costs each watcher about P
+ * responses, not N, and that per-response work is what a storm spends most of its CPU on. Members written together
+ * share a create revision; the view orders them by name.
  *
- * A create waits one event-loop turn for others to join it. At most {@link maxInFlight} transactions are in flight;
- * each holds one lease's keys (a lease etcd no longer knows fails only its own members), at most {@link maxKeys} of
- * them and about {@link maxBytes}. Each key is created only if absent, else read in the same transaction: a create
- * tried again after its answer was lost finds the key its earlier try wrote, and makes no second event.
+ * A write waits one event-loop turn for others to join it. At most {@link maxInFlight} transactions of each kind are
+ * in flight. A create batch holds one lease's keys (a lease etcd no longer knows fails only its own members), at most
+ * {@link maxKeys} of them and about {@link maxBytes}. Each key is created only if absent, else read in the same
+ * transaction: a create tried again after its answer was lost finds the key its earlier try wrote, and makes no second
+ * event. A delete batch holds at most {@link maxOps} keys, of any lease.
  */
-import { Deferred, Effect, Exit, FiberId, FiberSet, type Scope } from "effect"
+import { type Cause, Deferred, Effect, Exit, FiberId, FiberSet, type Scope } from "effect"
 import * as Api from "./etcd/api.js"
 
 /** A member key's place, as written (or found written by an earlier try). */
@@ -26,50 +28,68 @@ export interface MemberWrites {
    * lands after its owner's cleanup ran.
    */
   readonly create: (key: string, value: string, lease: string) => Effect.Effect<Created, Api.RequestError>
+  /**
+   * Deletes `keys` (one member's, deleted in one transaction). Fails with the transaction's error. Interrupted, a
+   * delete not sent yet is dropped; one in flight goes on without its waiter (a delete landing late undoes nothing).
+   */
+  readonly remove: (keys: ReadonlyArray<string>) => Effect.Effect<void, Api.RequestError>
 }
 
 /** etcd refuses a transaction of more than `--max-txn-ops` (128 by default) compares or operations per branch. */
-const maxKeys = 64
+const maxOps = 128
+const maxKeys = maxOps / 2
 /** etcd refuses a request over `--max-request-bytes` (1.5 MiB by default); a larger value goes alone. */
 const maxBytes = 512 * 1024
 /** Transactions in flight per client: a slow moment is met by a few requests waiting, not by hundreds. */
 const maxInFlight = 4
 
-interface Pending {
+interface Pending<A> {
+  readonly done: Deferred.Deferred<A, Api.RequestError>
+  sent: boolean
+}
+
+/** A write of any kind, as its queue and pump see it. */
+interface Queued {
+  sent: boolean
+}
+
+interface PendingCreate extends Pending<Created> {
   readonly key: string
   readonly value: string
   readonly lease: string
-  readonly done: Deferred.Deferred<Created, Api.RequestError>
-  sent: boolean
+}
+
+interface PendingDelete extends Pending<void> {
+  readonly keys: ReadonlyArray<string>
+}
+
+/** One kind of write: its queue, and how a batch is taken from it and sent. */
+interface Kind<P extends Queued> {
+  readonly queue: Array<P>
+  readonly take: (queue: Array<P>) => ReadonlyArray<P>
+  readonly send: (batch: ReadonlyArray<P>) => Effect.Effect<unknown, Api.RequestError>
+  /** Whether an interrupted waiter of a batch in flight waits for it. */
+  readonly awaitSent: boolean
+  inFlight: number
+  scheduled: boolean
 }
 
 export const make = (api: Api.EtcdApi): Effect.Effect<MemberWrites, never, Scope.Scope> =>
   Effect.gen(function*() {
     const run = yield* FiberSet.makeRuntime<never, void, never>()
-    const queue: Array<Pending> = []
-    let inFlight = 0
-    let scheduled = false
     let closed = false
-    // Runs before the FiberSet's own finalizer (added first): creates never sent end interrupted, as their waiters.
-    yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
-        closed = true
-        for (const pending of queue.splice(0)) Deferred.unsafeDone(pending.done, Exit.interrupt(FiberId.none))
-      })
-    )
 
-    // --- A batch: the first queued create's lease, as many of its keys as fit ---
-    const takeBatch = (): ReadonlyArray<Pending> => {
+    // --- Creates: the first queued create's lease, as many of its keys as fit ---
+    const takeCreates = (queue: Array<PendingCreate>): ReadonlyArray<PendingCreate> => {
       const lease = queue[0]!.lease
-      const batch: Array<Pending> = []
-      const rest: Array<Pending> = []
+      const batch: Array<PendingCreate> = []
+      const rest: Array<PendingCreate> = []
       let bytes = 0
       for (const pending of queue) {
         const size = pending.key.length + pending.value.length
         const fits = pending.lease === lease && batch.length < maxKeys &&
           (batch.length === 0 || bytes + size <= maxBytes)
         if (fits) {
-          pending.sent = true
           batch.push(pending)
           bytes += size
         } else rest.push(pending)
@@ -77,14 +97,8 @@ export const make = (api: Api.EtcdApi): Effect.Effect<MemberWrites, never, Scope
       queue.splice(0, queue.length, ...rest)
       return batch
     }
-
-    // --- Its transaction: every key created if absent, else read; keys absent on a failed compare go again ---
-    const settle = (batch: ReadonlyArray<Pending>, exit: Exit.Exit<Api.TxnResult, Api.RequestError>) => {
-      if (Exit.isFailure(exit)) {
-        for (const pending of batch) Deferred.unsafeDone(pending.done, Exit.failCause(exit.cause))
-        return
-      }
-      const result = exit.value
+    // Every key created if absent, else read; keys absent on a failed compare go again.
+    const settleCreates = (batch: ReadonlyArray<PendingCreate>, result: Api.TxnResult) =>
       batch.forEach((pending, i) => {
         // Written now, or found written by an earlier try; the key's place either way.
         const place = result.succeeded
@@ -98,54 +112,116 @@ export const make = (api: Api.EtcdApi): Effect.Effect<MemberWrites, never, Scope
         } else {
           // Absent: another key of the batch failed the compare (an earlier try of its own landed). Written next time.
           pending.sent = false
-          queue.unshift(pending)
+          creates.queue.unshift(pending)
+        }
+      })
+    const creates: Kind<PendingCreate> = {
+      queue: [],
+      take: takeCreates,
+      send: (batch) =>
+        api.txn({
+          compare: batch.map(({ key }) => ({ key, target: "create", result: "equal", value: 0 })),
+          success: batch.map(({ key, lease, value }) => ({ _tag: "Put", key, value, lease })),
+          failure: batch.map(({ key }) => ({ _tag: "Range", range: { target: { key } } }))
+        }).pipe(
+          Effect.onExit((exit) =>
+            Effect.sync(() => Exit.isSuccess(exit) ? settleCreates(batch, exit.value) : failAll(batch, exit.cause))
+          )
+        ),
+      awaitSent: true,
+      inFlight: 0,
+      scheduled: false
+    }
+
+    // --- Deletes: as many members' keys as fit in one transaction ---
+    const deletes: Kind<PendingDelete> = {
+      queue: [],
+      take: (queue) => {
+        let ops = 0
+        let n = 0
+        while (n < queue.length && (n === 0 || ops + queue[n]!.keys.length <= maxOps)) ops += queue[n++]!.keys.length
+        return queue.splice(0, n)
+      },
+      send: (batch) =>
+        api.txn({
+          compare: [],
+          success: batch.flatMap(({ keys }) => keys.map((key) => ({ _tag: "Delete" as const, key })))
+        }).pipe(Effect.onExit((exit) =>
+          Effect.sync(() => {
+            if (Exit.isFailure(exit)) return failAll(batch, exit.cause)
+            for (const pending of batch) Deferred.unsafeDone(pending.done, Exit.void)
+          })
+        )),
+      awaitSent: false,
+      inFlight: 0,
+      scheduled: false
+    }
+
+    const failAll = <A>(batch: ReadonlyArray<Pending<A>>, cause: Cause.Cause<Api.RequestError>) => {
+      for (const pending of batch) Deferred.unsafeDone(pending.done, Exit.failCause(cause))
+    }
+
+    // Runs before the FiberSet's own finalizer (added first): writes never sent end interrupted, as their waiters.
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closed = true
+        for (const pending of creates.queue.splice(0)) Deferred.unsafeDone(pending.done, Exit.interrupt(FiberId.none))
+        for (const pending of deletes.queue.splice(0)) Deferred.unsafeDone(pending.done, Exit.interrupt(FiberId.none))
+      })
+    )
+
+    // --- The pump: after one event-loop turn, as many batches as may be in flight ---
+    const pump = <P extends Queued>(kind: Kind<P>): void => {
+      if (kind.scheduled || kind.queue.length === 0 || kind.inFlight >= maxInFlight) return
+      kind.scheduled = true
+      setImmediate(() => {
+        kind.scheduled = false
+        while (!closed && kind.queue.length > 0 && kind.inFlight < maxInFlight) {
+          kind.inFlight++
+          const batch = kind.take(kind.queue)
+          for (const pending of batch) pending.sent = true
+          run(
+            kind.send(batch).pipe(
+              Effect.ignore,
+              Effect.ensuring(Effect.sync(() => {
+                kind.inFlight--
+                pump(kind)
+              }))
+            )
+          )
         }
       })
     }
-    const send = (batch: ReadonlyArray<Pending>) =>
-      api.txn({
-        compare: batch.map(({ key }) => ({ key, target: "create", result: "equal", value: 0 })),
-        success: batch.map(({ key, lease, value }) => ({ _tag: "Put", key, value, lease })),
-        failure: batch.map(({ key }) => ({ _tag: "Range", range: { target: { key } } }))
-      }).pipe(
-        Effect.onExit((exit) => Effect.sync(() => settle(batch, exit))),
-        Effect.ignore,
-        Effect.ensuring(Effect.sync(() => {
-          inFlight--
-          pump()
-        }))
+    const enqueue = <A, P extends Pending<A>>(kind: Kind<P>, pending: P): Effect.Effect<A, Api.RequestError> => {
+      if (closed) return Effect.interrupt
+      kind.queue.push(pending)
+      pump(kind)
+      return Deferred.await(pending.done).pipe(
+        Effect.onInterrupt(() =>
+          pending.sent
+            ? kind.awaitSent ? Effect.ignore(Deferred.await(pending.done)) : Effect.void
+            : Effect.sync(() => {
+              const at = kind.queue.indexOf(pending)
+              if (at >= 0) kind.queue.splice(at, 1)
+            })
+        )
       )
-
-    // --- The pump: after one event-loop turn, as many batches as may be in flight ---
-    const pump = (): void => {
-      if (scheduled || queue.length === 0 || inFlight >= maxInFlight) return
-      scheduled = true
-      setImmediate(() => {
-        scheduled = false
-        while (!closed && queue.length > 0 && inFlight < maxInFlight) {
-          inFlight++
-          run(send(takeBatch()))
-        }
-      })
     }
 
     return {
       create: (key, value, lease) =>
-        Effect.suspend(() => {
-          if (closed) return Effect.interrupt
-          const pending: Pending = { key, value, lease, done: Deferred.unsafeMake(FiberId.none), sent: false }
-          queue.push(pending)
-          pump()
-          return Deferred.await(pending.done).pipe(
-            Effect.onInterrupt(() =>
-              pending.sent
-                ? Effect.ignore(Deferred.await(pending.done))
-                : Effect.sync(() => {
-                  const at = queue.indexOf(pending)
-                  if (at >= 0) queue.splice(at, 1)
-                })
-            )
-          )
-        })
+        Effect.suspend(() =>
+          enqueue<Created, PendingCreate>(creates, {
+            key,
+            value,
+            lease,
+            done: Deferred.unsafeMake(FiberId.none),
+            sent: false
+          })
+        ),
+      remove: (keys) =>
+        Effect.suspend(() =>
+          enqueue<void, PendingDelete>(deletes, { keys, done: Deferred.unsafeMake(FiberId.none), sent: false })
+        )
     }
   })

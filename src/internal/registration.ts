@@ -169,9 +169,9 @@ export const register = (
           deleteWithin: Duration.min(settings.ttl, api.requestTimeout),
           // A lost lease took the keys with it (or will within the TTL).
           gone: () => state.leaseLost,
-          // An instance key is deleted (or parked) only while it is still this registration's: a newer incarnation
-          // may hold it.
-          remove: settings.instance === undefined ? undefined : () => {
+          // With the client's other leaving members, in one transaction (see memberWrites.ts). An instance key is
+          // deleted (or parked) only while it is still this registration's: a newer incarnation may hold it.
+          remove: settings.instance === undefined ? () => shared.memberWrites.remove([memberKey, handoverKey]) : () => {
             const release = settings.keepPlaceOnLeave && deps.leaving()
               ? Effect.flatMap(
                 api.grant(Lease.ttlSeconds(settings.ttl)),

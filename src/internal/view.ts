@@ -201,48 +201,65 @@ export const applyEvents = (
   let seen = view.seen
   let awaitingName = view.awaitingName
   const current = (): Array<Entry> => (members ??= view.members.slice())
+  // A run of deletes (a lease's expiry, a process's members leaving together) is applied in one pass over the
+  // members, not one search and one splice per key: each deleted name with its revision.
+  let deleting: Map<string, number> | undefined
+  const applyDeletes = () => {
+    if (deleting === undefined) return
+    const gone = deleting
+    deleting = undefined
+    const list = members ?? view.members
+    let removed = -1
+    const kept = list.filter((e) => {
+      const at = gone.get(e.name)
+      if (at === undefined) return true
+      removed = Math.max(removed, at)
+      return false
+    })
+    if (removed < 0) return
+    members = kept
+    revision = Math.max(revision, removed)
+  }
   for (const event of events) {
-    if (event._tag === "Put") {
-      seen = Math.max(seen, event.kv.modRevision)
-      if (event.kv.key === membersPrefix + Keys.renameSegment) {
-        revision = event.kv.modRevision
-        awaitingName = false
-        continue
-      }
-      const decoded = decode(membersPrefix, event.kv)
-      if (decoded._tag === "Foreign") {
-        // A member key rewritten into something else (another lease, a foreign value) no longer leaves with its
-        // lease, so it stops counting: its owner sees itself gone and registers anew.
-        const name = Keys.memberOfKey(membersPrefix, event.kv.key)
-        const at = name === undefined ? -1 : (members ?? view.members).findIndex((e) => e.name === name)
-        if (at >= 0) {
-          current().splice(at, 1)
-          revision = event.kv.modRevision
-        }
-        continue
-      }
-      const entry = decoded.entry
-      const list = current()
-      const at = search(list, entry)
-      const existing = list[at]
-      if (existing !== undefined && existing.name === entry.name) {
-        // A rewrite of a member's value keeps its place: the member set is unchanged. So does a new incarnation of
-        // a member with an instance taking its key over: the others see no change.
-        list[at] = entry
-      } else {
-        list.splice(at, 0, entry)
-        revision = event.kv.modRevision
-      }
-    } else {
+    if (event._tag === "Delete") {
       seen = Math.max(seen, event.modRevision)
       const name = Keys.memberOfKey(membersPrefix, event.key)
-      if (name === undefined) continue
-      const at = (members ?? view.members).findIndex((e) => e.name === name)
-      if (at < 0) continue
-      current().splice(at, 1)
-      revision = event.modRevision
+      if (name !== undefined) (deleting ??= new Map()).set(name, event.modRevision)
+      continue
+    }
+    applyDeletes()
+    seen = Math.max(seen, event.kv.modRevision)
+    if (event.kv.key === membersPrefix + Keys.renameSegment) {
+      revision = event.kv.modRevision
+      awaitingName = false
+      continue
+    }
+    const decoded = decode(membersPrefix, event.kv)
+    if (decoded._tag === "Foreign") {
+      // A member key rewritten into something else (another lease, a foreign value) no longer leaves with its
+      // lease, so it stops counting: its owner sees itself gone and registers anew.
+      const name = Keys.memberOfKey(membersPrefix, event.kv.key)
+      const at = name === undefined ? -1 : (members ?? view.members).findIndex((e) => e.name === name)
+      if (at >= 0) {
+        current().splice(at, 1)
+        revision = event.kv.modRevision
+      }
+      continue
+    }
+    const entry = decoded.entry
+    const list = current()
+    const at = search(list, entry)
+    const existing = list[at]
+    if (existing !== undefined && existing.name === entry.name) {
+      // A rewrite of a member's value keeps its place: the member set is unchanged. So does a new incarnation of
+      // a member with an instance taking its key over: the others see no change.
+      list[at] = entry
+    } else {
+      list.splice(at, 0, entry)
+      revision = event.kv.modRevision
     }
   }
+  applyDeletes()
   if (members === undefined && seen === view.seen && revision === view.revision) return view
   return { members: members ?? view.members, revision, seen, awaitingName }
 }
