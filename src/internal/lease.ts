@@ -14,6 +14,8 @@ import { backoff } from "./retry.js"
 
 export type LostReason = "revoked or expired at etcd" | "no keepalive succeeded within the TTL"
 
+const fenced: LostReason = "no keepalive succeeded within the TTL"
+
 export interface LeaseSession {
   /** The lease id as etcd prints it on the wire (int64 decimal). */
   readonly id: string
@@ -61,7 +63,9 @@ export const make = (
   api: EtcdApi,
   ttl: Duration.Duration,
   /** Runs the moment the lease is lost, before anyone waiting on `lost` hears of it. */
-  beforeLost: Effect.Effect<void> = Effect.void
+  beforeLost: Effect.Effect<void> = Effect.void,
+  /** Runs cleanup past the session's scope (the pool's `retryInBackground`): the revoke of a fenced lease. */
+  background?: LeasePool["retryInBackground"]
 ): Effect.Effect<LeaseSession, RequestError, Scope.Scope> =>
   Effect.gen(function*() {
     const lost = yield* Deferred.make<LostReason>()
@@ -75,8 +79,20 @@ export const make = (
       }),
       ({ id }) =>
         Effect.gen(function*() {
-          // A lost lease is gone at etcd, or will be within the TTL: nothing to revoke.
-          if (yield* Deferred.isDone(lost)) return
+          const reason = yield* Deferred.poll(lost)
+          if (reason._tag === "Some") {
+            // Gone at etcd: nothing to revoke. Fenced: etcd may still hold it, and with it the keys of members that
+            // have stopped and registered again under a new lease; the others would count them until it expires.
+            // Revoked in the background (the next registration must not wait on an etcd that was just too slow),
+            // until the TTL has passed, after which it is gone anyway.
+            if ((yield* reason.value) === fenced && background !== undefined) {
+              yield* background(
+                api.revoke(id).pipe(Effect.timeout(Duration.min(ttl, api.requestTimeout))),
+                Effect.sleep(ttl)
+              )
+            }
+            return
+          }
           yield* api.revoke(id).pipe(
             Effect.timeout(Duration.min(ttl, api.requestTimeout)),
             Effect.catchAll((e) => Effect.logWarning("lease revoke failed; it expires after its TTL", e))
@@ -164,7 +180,7 @@ export const make = (
               `${since.failed} failed${since.failed > 0 ? `, the last with "${since.lastError}"` : ""}); ` +
               "stopping before the lease can expire"
           )
-          return "no keepalive succeeded within the TTL" as const
+          return fenced
         }
         // Whole milliseconds, at least one: a sleep shorter than a nanosecond ends at once under the TestClock,
         // which would spin here without reaching the fence.
@@ -261,7 +277,7 @@ export const makePool = (api: EtcdApi): Effect.Effect<LeasePool, never, Scope.Sc
           session: yield* Deferred.make<LeaseSession, RequestError>()
         }
         entries.set(key, entry)
-        yield* make(api, ttl, drop(key, entry)).pipe(
+        yield* make(api, ttl, drop(key, entry), retryInBackground).pipe(
           Scope.extend(entry.scope),
           // A failed grant leaves the pool too, so the next holder tries afresh.
           Effect.tapError(() => drop(key, entry)),
@@ -273,6 +289,15 @@ export const makePool = (api: EtcdApi): Effect.Effect<LeasePool, never, Scope.Sc
         )
         return entry
       })
+
+    const retryInBackground: LeasePool["retryInBackground"] = (effect, until = Effect.never) =>
+      Effect.raceFirst(effect.pipe(Effect.retry(backoff), Effect.ignore), Effect.asVoid(until)).pipe(
+        // Called from finalizers, which run uninterruptibly: a fiber forked there would inherit that, and neither
+        // the race's loser nor the pool's own release could interrupt it.
+        Effect.interruptible,
+        Effect.forkIn(poolScope),
+        Effect.asVoid
+      )
 
     return {
       hold: (ttl) =>
@@ -288,13 +313,6 @@ export const makePool = (api: EtcdApi): Effect.Effect<LeasePool, never, Scope.Sc
           })
         ),
       unique: Effect.sync(() => counter++),
-      retryInBackground: (effect, until = Effect.never) =>
-        Effect.raceFirst(effect.pipe(Effect.retry(backoff), Effect.ignore), Effect.asVoid(until)).pipe(
-          // Called from finalizers, which run uninterruptibly: a fiber forked there would inherit that, and neither
-          // the race's loser nor the pool's own release could interrupt it.
-          Effect.interruptible,
-          Effect.forkIn(poolScope),
-          Effect.asVoid
-        )
+      retryInBackground
     }
   })
