@@ -3,7 +3,7 @@
  * changes, and a join whose write landed while its answer was lost.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, ExecutionStrategy, Exit, Fiber, Scope, Stream, TestClock } from "effect"
+import { Duration, Effect, ExecutionStrategy, Exit, Fiber, Option, Scope, Stream, TestClock } from "effect"
 import { Etcd, type EtcdClient, EtcdSeq, type Info, MemoryEtcd } from "../src/index.js"
 import { advance, settle } from "./support/testClock.js"
 
@@ -164,6 +164,28 @@ describe("a busy group", () => {
       expect((yield* memory.revision) - before).toBeLessThanOrEqual(2)
       expect(a.seen.length - seenBefore).toBeLessThanOrEqual(2)
       expect(a.seen.at(-1)).toBe("0/1")
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped("a leave whose delete waits behind four batches in flight ends within its bound, closed uninterruptibly", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const lossy = yield* client()
+      const members = yield* Effect.forEach(Array.from({ length: 5 }), () => member(lossy))
+      yield* settle
+      yield* memory.loseAnswers(lossy, 5)
+      // Four leaves, one at a time: each one's delete is a batch of its own, whose answer is lost (5 s in flight).
+      for (const m of members.slice(0, 4)) {
+        yield* Effect.fork(m.leave)
+        yield* settle
+      }
+      // The fifth leaves as a layer's scope closes, uninterruptibly: its delete queues behind the four, then its own
+      // answer is lost too. Its bound (the request timeout, 5 s) ends the wait; the delete goes on in the background.
+      const fifth = yield* Effect.fork(Effect.uninterruptible(members[4]!.leave))
+      yield* settle
+      yield* advance(6_000)
+      expect(Option.isSome(yield* Fiber.poll(fifth))).toBe(true)
+      yield* advance(10_000)
+      expect(yield* memory.read(`${key}/members/`)).toEqual([])
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
   it.scoped("a join interrupted while its key waits for a batch writes nothing; four batches at most are in flight", () =>

@@ -2,7 +2,7 @@
  * A lease kept alive, as a scoped resource (etcd's `concurrency.Session`).
  *
  * Acquire grants the lease and forks its keepalive; release stops the keepalive and revokes, bounded by the TTL
- * (past it the lease has expired anyway). `lost` completes when the lease can no longer be trusted: etcd said it is
+ * (past it the lease has expired anyway); a lease the client fenced is revoked in the background instead. `lost` completes when the lease can no longer be trusted: etcd said it is
  * gone, or no keepalive succeeded for a whole TTL, measured from the send time of the last one that did. The
  * lease may outlive that moment at etcd by up to the TTL, never the other way round, so a member that stops at
  * `lost` has stopped before any other member can take its place.
@@ -234,7 +234,8 @@ export interface LeasePool {
   readonly unique: Effect.Effect<number>
   /**
    * Retries `effect` with the library's backoff in the pool's scope, past the caller's life, until it succeeds or
-   * `until` completes: cleanup that must not be dropped (a delete of keys under a lease other members keep alive).
+   * `until` completes: cleanup that must not be dropped (a delete of keys under a lease other members keep alive, the
+   * revoke of a lease the client fenced). It ends when the client closes: a lease left then expires after its TTL.
    */
   readonly retryInBackground: (
     effect: Effect.Effect<unknown, unknown>,

@@ -29,8 +29,10 @@ export interface MemberWrites {
    */
   readonly create: (key: string, value: string, lease: string) => Effect.Effect<Created, Api.RequestError>
   /**
-   * Deletes `keys` (one member's, deleted in one transaction). Fails with the transaction's error. Interrupted, a
-   * delete not sent yet is dropped; one in flight goes on without its waiter (a delete landing late undoes nothing).
+   * Deletes `keys` (one member's, deleted in one transaction). Fails with the transaction's error. Interruptible even
+   * in a finalizer, so that a timeout around it bounds the time queued as well: interrupted, a delete not sent yet is
+   * dropped; one in flight goes on without its waiter (a delete landing late undoes nothing, as the member's keys are
+   * never reused).
    */
   readonly remove: (keys: ReadonlyArray<string>) => Effect.Effect<void, Api.RequestError>
 }
@@ -196,7 +198,10 @@ export const make = (api: Api.EtcdApi): Effect.Effect<MemberWrites, never, Scope
       if (closed) return Effect.interrupt
       kind.queue.push(pending)
       pump(kind)
-      return Deferred.await(pending.done).pipe(
+      // A delete is waited for interruptibly: a leave runs it in a finalizer (uninterruptible), bounded by a timeout
+      // that must be able to end the wait; a create is waited for in the join, which is interruptible anyway.
+      const wait = kind.awaitSent ? Deferred.await(pending.done) : Effect.interruptible(Deferred.await(pending.done))
+      return wait.pipe(
         Effect.onInterrupt(() =>
           pending.sent
             ? kind.awaitSent ? Effect.ignore(Deferred.await(pending.done)) : Effect.void

@@ -202,7 +202,7 @@ export const applyEvents = (
   let awaitingName = view.awaitingName
   const current = (): Array<Entry> => (members ??= view.members.slice())
   // A run of deletes (a lease's expiry, a process's members leaving together) is applied in one pass over the
-  // members, not one search and one splice per key: each deleted name with its revision.
+  // members, not one scan and one splice per key: each deleted name with its revision.
   let deleting: Map<string, number> | undefined
   const applyDeletes = () => {
     if (deleting === undefined) return
