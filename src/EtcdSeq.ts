@@ -105,8 +105,10 @@ export interface EtcdSeqService {
   readonly group: string
   /**
    * The member's Info: the current one first, then every change, never two equal Infos in a row. While the
-   * membership is lost (and being re-registered) it is `Info.invalid`. When the membership ends (its scope
-   * closed) the stream emits `Info.invalid` and completes; it fails only when re-registration gives up.
+   * membership is lost (and being re-registered) it is `Info.invalid`, and so it is while the member's lease cannot
+   * be proved alive in time (its self-fence: work must stop); a keepalive that succeeds then gives the member its
+   * place back, unseen by the others. When the membership ends (its scope closed) the stream emits `Info.invalid`
+   * and completes; it fails only when re-registration gives up.
    */
   readonly changes: Stream.Stream<Info, EtcdSeqError>
   /** The member's Info now. */

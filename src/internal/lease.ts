@@ -2,25 +2,31 @@
  * A lease kept alive, as a scoped resource (etcd's `concurrency.Session`).
  *
  * Acquire grants the lease and forks its keepalive; release stops the keepalive and revokes, bounded by the TTL
- * (past it the lease has expired anyway); a lease the client fenced is revoked in the background instead. `lost` completes when the lease can no longer be trusted: etcd said it is
- * gone, or no keepalive succeeded for a whole TTL, measured from the send time of the last one that did. The
- * lease may outlive that moment at etcd by up to the TTL, never the other way round, so a member that stops at
- * `lost` has stopped before any other member can take its place.
+ * (past it the lease has expired anyway). The lease is fenced while it cannot be proved alive in time: no keepalive
+ * succeeded for the TTL less a margin, measured from the send time of the last one that did. The lease may outlive
+ * that moment at etcd, never the other way round, so a member that stops at the fence has stopped before any other
+ * member can take its place. A fenced lease is not lost: keepalives go on, and one that succeeds in time lifts the
+ * fence (the lease was alive at etcd all along, and its keys with it). `lost` completes only once etcd says it is
+ * gone.
  */
-import { Deferred, Duration, Effect, ExecutionStrategy, Exit, Schedule, Scope } from "effect"
+import { Deferred, Duration, Effect, ExecutionStrategy, Exit, FiberId, Metric, Schedule, Scope } from "effect"
 import type { EtcdApi, RequestError } from "./etcd/api.js"
+import * as Metrics from "./metrics.js"
 import * as PendingIo from "./pendingIo.js"
 import { backoff } from "./retry.js"
 
-export type LostReason = "revoked or expired at etcd" | "no keepalive succeeded within the TTL"
-
-const fenced: LostReason = "no keepalive succeeded within the TTL"
+export type LostReason = "revoked or expired at etcd"
 
 export interface LeaseSession {
   /** The lease id as etcd prints it on the wire (int64 decimal). */
   readonly id: string
-  /** Completes with the reason once the lease is lost. */
+  /** Completes with the reason once the lease is lost: etcd said it is gone. */
   readonly lost: Effect.Effect<LostReason>
+  /**
+   * Calls `listener` with `true` when the lease is fenced (work on it must stop) and with `false` when a keepalive
+   * lifts the fence, for the life of the scope; at once with `true` if it is fenced now. A callback, as `onLost`.
+   */
+  readonly onFence: (listener: (fenced: boolean) => void) => Effect.Effect<void, never, Scope.Scope>
   /**
    * Calls `listener` once, when the lease is lost (at once if it already is), unless the scope closes first. A
    * callback, not a fiber per holder: a thousand members of one lease wait on it for the cost of a set entry.
@@ -63,9 +69,7 @@ export const make = (
   api: EtcdApi,
   ttl: Duration.Duration,
   /** Runs the moment the lease is lost, before anyone waiting on `lost` hears of it. */
-  beforeLost: Effect.Effect<void> = Effect.void,
-  /** Runs cleanup past the session's scope (the pool's `retryInBackground`): the revoke of a fenced lease. */
-  background?: LeasePool["retryInBackground"]
+  beforeLost: Effect.Effect<void> = Effect.void
 ): Effect.Effect<LeaseSession, RequestError, Scope.Scope> =>
   Effect.gen(function*() {
     const lost = yield* Deferred.make<LostReason>()
@@ -79,20 +83,8 @@ export const make = (
       }),
       ({ id }) =>
         Effect.gen(function*() {
-          const reason = yield* Deferred.poll(lost)
-          if (reason._tag === "Some") {
-            // Gone at etcd: nothing to revoke. Fenced: etcd may still hold it, and with it the keys of members that
-            // have stopped and registered again under a new lease; the others would count them until it expires.
-            // Revoked in the background (the next registration must not wait on an etcd that was just too slow),
-            // until the TTL has passed, after which it is gone anyway.
-            if ((yield* reason.value) === fenced && background !== undefined) {
-              yield* background(
-                api.revoke(id).pipe(Effect.timeout(Duration.min(ttl, api.requestTimeout))),
-                Effect.sleep(ttl)
-              )
-            }
-            return
-          }
+          // Gone at etcd: nothing to revoke.
+          if (yield* Deferred.isDone(lost)) return
           yield* api.revoke(id).pipe(
             Effect.timeout(Duration.min(ttl, api.requestTimeout)),
             Effect.catchAll((e) => Effect.logWarning("lease revoke failed; it expires after its TTL", e))
@@ -131,6 +123,17 @@ export const make = (
     // What the attempts since the last success came to, for the fence's warning: a silent etcd, a starved process
     // (few sent), or errors.
     let since = { sent: 0, failed: 0, lastError: "" }
+
+    // --- The fence: raised by the watchdog, lifted by a keepalive that succeeds in time ---
+    let fenced = false
+    let fencedAt = 0
+    const fenceListeners = new Set<(fenced: boolean) => void>()
+    // Completed by every success while fenced: the watchdog waits on it rather than on a timer.
+    let renewed = Deferred.unsafeMake<void>(FiberId.none)
+    const setFenced = (next: boolean) => {
+      fenced = next
+      for (const listener of fenceListeners) listener(next)
+    }
     const attempt = Effect.gen(function*() {
       const sentAt = yield* monotonicMillis
       since.sent++
@@ -148,6 +151,11 @@ export const make = (
       else if (sentAt > lastSentOk) {
         lastSentOk = sentAt
         since = { sent: 0, failed: 0, lastError: "" }
+        if (fenced) {
+          const woken = renewed
+          renewed = Deferred.unsafeMake(FiberId.none)
+          Deferred.unsafeDone(woken, Exit.void)
+        }
       }
     })
     const keepalive: Effect.Effect<never> = Effect.gen(function*() {
@@ -167,20 +175,33 @@ export const make = (
         yield* Effect.sleep(Duration.millis(pulse))
       }
     })
-    const watchdog: Effect.Effect<LostReason> = Effect.gen(function*() {
+    const watchdog: Effect.Effect<never> = Effect.gen(function*() {
       while (true) {
         const now = yield* monotonicMillis
         const fenceAt = lastSentOk + fenceAfter
         if (now >= fenceAt) {
+          if (fenced) {
+            yield* Deferred.await(renewed)
+            continue
+          }
           // After a stall the answer to a keepalive may wait in a socket behind this very timer: read it first.
           yield* PendingIo.afterPendingIo
           if (lastSentOk + fenceAfter > (yield* monotonicMillis)) continue
           yield* Effect.logWarning(
             `self-fencing: no keepalive succeeded for ${now - lastSentOk} ms (${since.sent} sent since, ` +
               `${since.failed} failed${since.failed > 0 ? `, the last with "${since.lastError}"` : ""}); ` +
-              "stopping before the lease can expire"
+              "work stops before the lease can expire, until a keepalive proves it alive"
           )
-          return fenced
+          yield* Metric.increment(Metrics.fences)
+          fencedAt = now
+          setFenced(true)
+          continue
+        }
+        if (fenced) {
+          yield* Effect.logWarning(
+            `a keepalive proved the lease alive after ${now - fencedAt} ms fenced; its members resume in place`
+          )
+          setFenced(false)
         }
         // Whole milliseconds, at least one: a sleep shorter than a nanosecond ends at once under the TestClock,
         // which would spin here without reaching the fence.
@@ -204,6 +225,13 @@ export const make = (
     return {
       id: lease.id,
       lost: Deferred.await(lost),
+      onFence: (listener) =>
+        Effect.flatMap(Effect.scope, (scope) =>
+          Effect.suspend(() => {
+            fenceListeners.add(listener)
+            if (fenced) listener(true)
+            return Scope.addFinalizer(scope, Effect.sync(() => fenceListeners.delete(listener)))
+          })),
       rejected: Effect.asVoid(Deferred.succeed(rejected, "revoked or expired at etcd")),
       onLost: (listener) =>
         Effect.flatMap(Deferred.poll(lost), (done) =>
@@ -234,8 +262,7 @@ export interface LeasePool {
   readonly unique: Effect.Effect<number>
   /**
    * Retries `effect` with the library's backoff in the pool's scope, past the caller's life, until it succeeds or
-   * `until` completes: cleanup that must not be dropped (a delete of keys under a lease other members keep alive, the
-   * revoke of a lease the client fenced). It ends when the client closes: a lease left then expires after its TTL.
+   * `until` completes: cleanup that must not be dropped (a delete of keys under a lease other members keep alive).
    */
   readonly retryInBackground: (
     effect: Effect.Effect<unknown, unknown>,
@@ -278,7 +305,7 @@ export const makePool = (api: EtcdApi): Effect.Effect<LeasePool, never, Scope.Sc
           session: yield* Deferred.make<LeaseSession, RequestError>()
         }
         entries.set(key, entry)
-        yield* make(api, ttl, drop(key, entry), retryInBackground).pipe(
+        yield* make(api, ttl, drop(key, entry)).pipe(
           Scope.extend(entry.scope),
           // A failed grant leaves the pool too, so the next holder tries afresh.
           Effect.tapError(() => drop(key, entry)),

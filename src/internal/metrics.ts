@@ -9,7 +9,11 @@ export const membershipChanges = Metric.counter("etcdseq_membership_changes", {
 })
 
 export const leaseLosses = Metric.counter("etcdseq_lease_losses", {
-  description: "Memberships lost: lease expired or revoked, keepalive failing past the TTL, or key deleted"
+  description: "Memberships lost: lease expired or revoked (etcd said so), or key deleted"
+})
+
+export const fences = Metric.counter("etcdseq_lease_fences", {
+  description: "Self-fences: a client's lease not proved alive in time, its members' work stopped until it is"
 })
 
 export const reregistrations = Metric.counter("etcdseq_reregistrations", {

@@ -19,7 +19,7 @@ import {
 } from "effect"
 import { EtcdUnavailable, InstanceTaken } from "../EtcdSeqError.js"
 import type { EtcdSeqError } from "../EtcdSeqError.js"
-import type { Info } from "../Info.js"
+import { Info } from "../Info.js"
 import type { Holder } from "./assign.js"
 import type { Shared } from "./client.js"
 import * as Api from "./etcd/api.js"
@@ -72,7 +72,7 @@ export interface Deps {
   /** Every registration's scope is a child of this one. */
   readonly parent: Scope.Scope
   /** Told of the member's Info in every view its key is in. Synchronous: it runs for every member on every view. */
-  readonly setInfo: (info: Info, holder: Holder) => void
+  readonly setInfo: (info: Info, holder?: Holder) => void
   /** True once the member leaves (its scope closes), as opposed to a registration lost or taken over. */
   readonly leaving: () => boolean
 }
@@ -119,11 +119,14 @@ export const register = (
       })
 
       // --- The view: the member's Info while its key is its own in it, and the end once it is not ---
+      let fenced = false
+      let latestView: View.View | undefined
       const onView = (view: View.View): void => {
+        latestView = view
         if (state.written === undefined || state.retired) return
         const standing = View.standing(view, { id, name, ...state.written })
         if (standing._tag === "Member") {
-          deps.setInfo(standing.info, holder)
+          if (!fenced) deps.setInfo(standing.info, holder)
           Deferred.unsafeDone(visible, Exit.void)
         } else if (standing._tag !== "Pending") {
           end(standing._tag === "Taken" ? standing : { _tag: "Lost", reason: "its key was deleted" })
@@ -131,6 +134,15 @@ export const register = (
         }
       }
       yield* watch.listen(onView)
+      // While the lease is fenced the member is invalid (its work stops) and keeps its key: a keepalive that lifts the
+      // fence proves the lease, and so the key, alive all along, and the member takes its place back from the view.
+      // The others see nothing of it.
+      yield* lease.onFence((isFenced) => {
+        fenced = isFenced
+        if (state.written === undefined || state.retired) return
+        if (isFenced) deps.setInfo(Info.invalid)
+        else if (latestView !== undefined) onView(latestView)
+      })
 
       // --- Writes to the member key while it is this registration's own (an instance key may become another's) ---
       // Compared on the mod revision the registration last wrote; a compare that fails reads the key once, since a
