@@ -36,9 +36,10 @@ export type Exclusive = "none" | "index" | "group"
 export interface Assignment {
   readonly info: Info
   /**
-   * A number that only grows from one assignment to a later one, usable as a fencing token: a downstream system
-   * that remembers the highest fence it saw can reject writes from an older assignment. In `"index"` mode it is the
-   * create revision of the index lock; otherwise the Info's revision.
+   * A number that never decreases from one assignment to a later one, usable as a fencing token: a downstream
+   * system that remembers the highest fence it saw can reject writes from an older assignment. In `"index"` mode it
+   * is the create revision of the index lock (new for every run); otherwise the Info's revision, which a member that
+   * takes its place back after a self-fence (the same Info) resumes with.
    */
   readonly fence: number
   /** True when `shard` (in `0..totalShards-1`) is one of this member's shares. */

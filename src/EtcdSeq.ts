@@ -141,7 +141,7 @@ export interface EtcdSeqService {
 export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, EtcdSeqService>() {
   /**
    * Joins the group for the life of the scope. When it returns, the member is registered and `current` holds
-   * its valid Info.
+   * its valid Info (unless its client fenced itself meanwhile: see `changes`).
    *
    * Errors: `InvalidOptions` (before any I/O), `EtcdUnavailable`, `EtcdRequestFailed`; later, through `changes`,
    * `InstanceTaken` when a newer member takes this one's `instance` over.
@@ -287,7 +287,7 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    *   before the next starts. While the Info is invalid nothing runs. A burst of changes starts work only for the
    *   latest Info.
    * - If `work` fails, that failure (after its scope closed) is the result. If `work` completes, it is not run again
-   *   until the Info changes.
+   *   until the Info changes (a self-fence and its lift count as a change: invalid, then the Info again).
    * - `exclusive` (default `"none"`): `"index"` holds the etcd lock `<key>/locks/<index>` (bound to the member's
    *   lease, waiting while another holds it) for the life of each run, so no two members run work for one index at
    *   once; `"group"` starts work of a view only after every live member has stopped work of older views, so no two

@@ -5,9 +5,10 @@
  * (past it the lease has expired anyway). The lease is fenced while it cannot be proved alive in time: no keepalive
  * succeeded for the TTL less a margin, measured from the send time of the last one that did. The lease may outlive
  * that moment at etcd, never the other way round, so a member that stops at the fence has stopped before any other
- * member can take its place. A fenced lease is not lost: keepalives go on, and one that succeeds in time lifts the
- * fence (the lease was alive at etcd all along, and its keys with it). `lost` completes only once etcd says it is
- * gone.
+ * member can take its place. A fenced lease is not lost at once: keepalives go on, and one that succeeds in time
+ * lifts the fence (the lease was alive at etcd all along, and its keys with it). `lost` completes when etcd says it
+ * is gone, or when no keepalive lifted the fence within a TTL of it: then the lease is given up, and revoked in the
+ * background (etcd may still hold it, renewed by answers too late to count).
  */
 import { Deferred, Duration, Effect, ExecutionStrategy, Exit, FiberId, Metric, Schedule, Scope } from "effect"
 import type { EtcdApi, RequestError } from "./etcd/api.js"
@@ -15,12 +16,14 @@ import * as Metrics from "./metrics.js"
 import * as PendingIo from "./pendingIo.js"
 import { backoff } from "./retry.js"
 
-export type LostReason = "revoked or expired at etcd"
+export type LostReason = "revoked or expired at etcd" | "not proved alive within a TTL of its fence"
+
+const gaveUp: LostReason = "not proved alive within a TTL of its fence"
 
 export interface LeaseSession {
   /** The lease id as etcd prints it on the wire (int64 decimal). */
   readonly id: string
-  /** Completes with the reason once the lease is lost: etcd said it is gone. */
+  /** Completes with the reason once the lease is lost: etcd said it is gone, or the fence lasted a TTL. */
   readonly lost: Effect.Effect<LostReason>
   /**
    * Calls `listener` with `true` when the lease is fenced (work on it must stop) and with `false` when a keepalive
@@ -68,8 +71,13 @@ export const ttlSeconds = (ttl: Duration.Duration): number => Math.max(1, Math.c
 export const make = (
   api: EtcdApi,
   ttl: Duration.Duration,
-  /** Runs the moment the lease is lost, before anyone waiting on `lost` hears of it. */
-  beforeLost: Effect.Effect<void> = Effect.void
+  /**
+   * Runs the moment the lease is fenced or lost, before anyone hears of it: the pool drops it, so members that join
+   * from then on get a lease of their own (one fenced would keep them invalid).
+   */
+  beforeLost: Effect.Effect<void> = Effect.void,
+  /** Runs cleanup past the session's scope (the pool's `retryInBackground`): the revoke of a lease given up. */
+  background?: LeasePool["retryInBackground"]
 ): Effect.Effect<LeaseSession, RequestError, Scope.Scope> =>
   Effect.gen(function*() {
     const lost = yield* Deferred.make<LostReason>()
@@ -83,8 +91,19 @@ export const make = (
       }),
       ({ id }) =>
         Effect.gen(function*() {
-          // Gone at etcd: nothing to revoke.
-          if (yield* Deferred.isDone(lost)) return
+          const reason = yield* Deferred.poll(lost)
+          if (reason._tag === "Some") {
+            // Gone at etcd: nothing to revoke. Given up: etcd may still hold it, with the keys of members that
+            // stopped and registered again under a new lease; revoked in the background (a registration must not
+            // wait on an etcd that was too slow), until a TTL has passed, after which it is gone anyway.
+            if ((yield* reason.value) === gaveUp && background !== undefined) {
+              yield* background(
+                api.revoke(id).pipe(Effect.timeout(Duration.min(ttl, api.requestTimeout))),
+                Effect.sleep(ttl)
+              )
+            }
+            return
+          }
           yield* api.revoke(id).pipe(
             Effect.timeout(Duration.min(ttl, api.requestTimeout)),
             Effect.catchAll((e) => Effect.logWarning("lease revoke failed; it expires after its TTL", e))
@@ -100,8 +119,8 @@ export const make = (
     let lastSentOk = lease.grantedAt
     const ttlMillis = Duration.toMillis(ttl)
     const intervalMillis = Math.max(50, ttlMillis / 3)
-    // Self-fencing: the lease counts as lost a margin before it could expire at etcd (whose clock starts no
-    // earlier than our send), so work stopped on `lost` has stopped before anyone else can take over.
+    // Self-fencing: the lease is fenced a margin before it could expire at etcd (whose clock starts no earlier than
+    // our send), so work stopped at the fence has stopped before anyone else can take over.
     const fenceAfter = ttlMillis - Duration.toMillis(fencingMargin(ttl))
 
     // --- Renewal ---
@@ -175,33 +194,46 @@ export const make = (
         yield* Effect.sleep(Duration.millis(pulse))
       }
     })
-    const watchdog: Effect.Effect<never> = Effect.gen(function*() {
+    // A fence is lifted only with some time left before the next: one lifted just before it would stop the work it
+    // restarted almost at once.
+    const liftSlack = Math.max(pulse, fenceAfter / 8)
+    const watchdog: Effect.Effect<LostReason> = Effect.gen(function*() {
       while (true) {
         const now = yield* monotonicMillis
         const fenceAt = lastSentOk + fenceAfter
-        if (now >= fenceAt) {
-          if (fenced) {
-            yield* Deferred.await(renewed)
+        if (fenced) {
+          if (fenceAt - now >= liftSlack) {
+            setFenced(false)
+            yield* Effect.logWarning(
+              `a keepalive proved the lease alive after ${now - fencedAt} ms fenced; its members resume in place`
+            )
             continue
           }
+          // Not lifted within a TTL: given up (see `make`'s release), its members register again.
+          const giveUpAt = fencedAt + ttlMillis
+          if (now >= giveUpAt) {
+            yield* Effect.logWarning(`no keepalive lifted the fence within ${ttlMillis} ms; giving the lease up`)
+            return gaveUp
+          }
+          yield* Effect.raceFirst(Deferred.await(renewed), Effect.sleep(Duration.millis(Math.ceil(giveUpAt - now))))
+          continue
+        }
+        if (now >= fenceAt) {
           // After a stall the answer to a keepalive may wait in a socket behind this very timer: read it first.
           yield* PendingIo.afterPendingIo
-          if (lastSentOk + fenceAfter > (yield* monotonicMillis)) continue
+          const checkedAt = yield* monotonicMillis
+          if (lastSentOk + fenceAfter > checkedAt) continue
+          // At once after the check: an answer landing in between must not raise a fence only to lift it.
+          fencedAt = checkedAt
+          setFenced(true)
+          yield* beforeLost
           yield* Effect.logWarning(
-            `self-fencing: no keepalive succeeded for ${now - lastSentOk} ms (${since.sent} sent since, ` +
+            `self-fencing: no keepalive succeeded for ${checkedAt - lastSentOk} ms (${since.sent} sent since, ` +
               `${since.failed} failed${since.failed > 0 ? `, the last with "${since.lastError}"` : ""}); ` +
               "work stops before the lease can expire, until a keepalive proves it alive"
           )
           yield* Metric.increment(Metrics.fences)
-          fencedAt = now
-          setFenced(true)
           continue
-        }
-        if (fenced) {
-          yield* Effect.logWarning(
-            `a keepalive proved the lease alive after ${now - fencedAt} ms fenced; its members resume in place`
-          )
-          setFenced(false)
         }
         // Whole milliseconds, at least one: a sleep shorter than a nanosecond ends at once under the TestClock,
         // which would spin here without reaching the fence.
@@ -305,7 +337,7 @@ export const makePool = (api: EtcdApi): Effect.Effect<LeasePool, never, Scope.Sc
           session: yield* Deferred.make<LeaseSession, RequestError>()
         }
         entries.set(key, entry)
-        yield* make(api, ttl, drop(key, entry)).pipe(
+        yield* make(api, ttl, drop(key, entry), retryInBackground).pipe(
           Scope.extend(entry.scope),
           // A failed grant leaves the pool too, so the next holder tries afresh.
           Effect.tapError(() => drop(key, entry)),

@@ -2,7 +2,7 @@
  * The lease session against the in-memory etcd under the TestClock: renewal when etcd answers late.
  */
 import { expect, it } from "@effect/vitest"
-import { Duration, Effect } from "effect"
+import { Duration, Effect, Exit, Fiber, Option } from "effect"
 import { EtcdUnavailable, MemoryEtcd } from "../../src/index.js"
 import type * as Api from "../../src/internal/etcd/api.js"
 import * as Memory from "../../src/internal/etcd/memory.js"
@@ -33,5 +33,29 @@ it.scoped("an etcd that answers keepalives 2.6 s late, within the TTL (6 s), kee
     yield* advance(30_000)
     expect(fences).toEqual([])
     // The lease lives at etcd too.
+    expect(server.leases().map((l) => l.id)).toContain(session.id)
+  }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+it.scoped("an etcd that renews the lease but always answers too late to lift the fence: given up a TTL after it", () =>
+  Effect.gen(function*() {
+    const server = Memory.serverOf(yield* MemoryEtcd)
+    const api = server.api(server.connect(), Duration.seconds(5))
+    // TTL 6 s: the fence 4.8 s after the last keepalive sent that succeeded, lifted only with 0.6 s to spare. Every
+    // answer comes 4.5 s after etcd renewed the lease: each moves the fence, never far enough to lift it.
+    const late: Api.EtcdApi = {
+      ...api,
+      keepAlive: (lease, within) =>
+        Effect.flatMap(api.keepAlive(lease, within), (answer) => Effect.as(Effect.sleep("4500 millis"), answer))
+    }
+    const session = yield* Lease.make(late, Duration.seconds(6))
+    const fences: Array<boolean> = []
+    yield* session.onFence((isFenced) => void fences.push(isFenced))
+    const lost = yield* Effect.fork(session.lost)
+    yield* advance(10_000)
+    expect(fences).toEqual([true])
+    expect(Option.isNone(yield* Fiber.poll(lost))).toBe(true)
+    // A TTL after the fence (at 4.8 s): given up, though etcd still holds it.
+    yield* advance(2_000)
+    expect(yield* Fiber.poll(lost)).toEqual(Option.some(Exit.succeed("not proved alive within a TTL of its fence")))
     expect(server.leases().map((l) => l.id)).toContain(session.id)
   }).pipe(Effect.provide(MemoryEtcd.layer)))
