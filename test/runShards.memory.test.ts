@@ -109,6 +109,36 @@ describe("runShards over MemoryEtcd", () => {
       expect(shardOverlaps(checker.runs)).toEqual([])
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
+  it.scoped("a member registered again under a new lease declares its number of shards again in its new record", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const checker = makeShardChecker()
+      yield* member("g/redeclare", 8, checker, "a")
+      yield* settle
+      const declared = (kvs: ReadonlyArray<{ readonly value: string }>) => kvs.map((kv) => JSON.parse(kv.value).shards)
+      expect(declared(yield* memory.read("g/redeclare/members/"))).toEqual([8])
+      // Its lease revoked from outside: it goes invalid, then registers again with a new key.
+      const [lease] = yield* memory.leases
+      yield* memory.revoke(lease!.id)
+      yield* advance(2_000)
+      const records = yield* memory.read("g/redeclare/members/")
+      expect(records.map((kv) => kv.lease)).not.toContain(lease!.id)
+      expect(declared(records)).toEqual([8])
+      // So a member asking for another number is still refused.
+      const other = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(Etcd.layerMemory, other)
+      const seq = yield* EtcdSeq.make({ key: "g/redeclare", ttl: "3 seconds" }).pipe(
+        Effect.provide(context),
+        Scope.extend(other)
+      )
+      const refused = yield* EtcdSeq.runShards({ shards: 4 }, () => Effect.never).pipe(
+        Effect.provideService(EtcdSeq, seq),
+        Effect.flip
+      )
+      expect(refused).toMatchObject({ _tag: "ShardCountMismatch", shards: 8, requested: 4 })
+      yield* Scope.close(other, Exit.void)
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
   it.scoped("a member asking for another number of shards is refused, naming both, before it runs anything", () =>
     Effect.gen(function*() {
       const checker = makeShardChecker()

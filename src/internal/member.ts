@@ -70,8 +70,18 @@ export const make = (
     const registrations = yield* Scope.fork(memberScope, ExecutionStrategy.sequential)
     let latest: Registration.Registration | undefined
     let leaving = false
+    // The number of shards the member declared (runShards): a registration made later writes it in its record too.
+    let declaredShards: number | undefined
     yield* Registration.keepRegistered(
-      { shared, settings, watch, parent: registrations, setInfo: unsafeSetInfo, leaving: () => leaving },
+      {
+        shared,
+        settings,
+        watch,
+        parent: registrations,
+        setInfo: unsafeSetInfo,
+        leaving: () => leaving,
+        shards: () => declaredShards
+      },
       memberScope,
       {
         registered: (registration) => {
@@ -151,7 +161,10 @@ export const make = (
       runner: yield* Effect.makeSemaphore(1),
       // Only while the holder's registration is the latest and its key still its own: a stale one writes nothing.
       declareShards: (holder, shards) =>
-        latest === undefined || latest.holder !== holder ? Effect.void : Effect.asVoid(latest.rewrite(shards))
+        Effect.suspend(() => {
+          declaredShards = shards
+          return latest === undefined || latest.holder !== holder ? Effect.void : Effect.asVoid(latest.rewrite(shards))
+        })
     })
     return service
   }).pipe(Effect.annotateLogs({ group: settings.key }))

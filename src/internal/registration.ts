@@ -75,6 +75,8 @@ export interface Deps {
   readonly setInfo: (info: Info, holder?: Holder) => void
   /** True once the member leaves (its scope closes), as opposed to a registration lost or taken over. */
   readonly leaving: () => boolean
+  /** The number of shards the member declared (runShards), written in the record of every registration made later. */
+  readonly shards: () => number | undefined
 }
 
 /**
@@ -171,7 +173,7 @@ export const register = (
 
       // --- The key: its delete registered first; a leave deletes it with the member's handover key ---
       const instanceId = settings.instance === undefined ? undefined : id
-      const record = View.encodeValue(settings.metadata, { id: instanceId })
+      const record = View.encodeValue(settings.metadata, { id: instanceId, shards: deps.shards() })
       const written = yield* OwnedKeys.hold(
         {
           api,

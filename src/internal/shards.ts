@@ -218,11 +218,8 @@ const runLoop = <E, R>(
           continue
         }
         if (owner !== current) {
-          // A new registration (after a lost one): its record declares the count again, in the background.
+          // A new registration (after a lost one) wrote the declared count in its record (member.ts).
           yield* stopAll
-          if (current !== undefined) {
-            yield* Effect.forkScoped(Effect.ignore(Effect.retry(declare(owner, shards), backoff)))
-          }
           current = owner
         }
         const mine = new Set(planOf(yield* SubscriptionRef.get(view), shards).get(owner.name))
