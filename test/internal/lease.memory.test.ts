@@ -59,3 +59,31 @@ it.scoped("an etcd that renews the lease but always answers too late to lift the
     expect(yield* Fiber.poll(lost)).toEqual(Option.some(Exit.succeed("not proved alive within a TTL of its fence")))
     expect(server.leases().map((l) => l.id)).toContain(session.id)
   }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+it.scoped("a fenced lease leaves the client's pool: a member joining meanwhile gets a lease of its own", () =>
+  Effect.gen(function*() {
+    const server = Memory.serverOf(yield* MemoryEtcd)
+    const api = server.api(server.connect(), Duration.seconds(5))
+    // Keepalives of the first lease fail; every other request goes through.
+    const silenced = { id: "" }
+    const pool = yield* Lease.makePool({
+      ...api,
+      keepAlive: (lease, within) =>
+        lease === silenced.id
+          ? Effect.fail(new EtcdUnavailable({ endpoints: api.endpoints, timeout: within }))
+          : api.keepAlive(lease, within)
+    })
+    const first = yield* pool.hold(Duration.seconds(6))
+    silenced.id = first.id
+    const fences: Array<boolean> = []
+    yield* first.onFence((isFenced) => void fences.push(isFenced))
+    expect((yield* pool.hold(Duration.seconds(6))).id).toBe(first.id)
+    // The fence, 4.8 s after the grant.
+    yield* advance(5_000)
+    expect(fences).toEqual([true])
+    const second = yield* pool.hold(Duration.seconds(6))
+    expect(second.id).not.toBe(first.id)
+    // The new one is kept alive; the fenced one is given up a TTL after its fence, as etcd expires it.
+    yield* advance(10_000)
+    expect(server.leases().map((l) => l.id)).toEqual([second.id])
+  }).pipe(Effect.provide(MemoryEtcd.layer)))
