@@ -25,6 +25,10 @@ const member = (client: EtcdClient) =>
     return { seq, seen, leave: Scope.close(scope, Exit.void) }
   })
 
+/** `n` members on `client` joining at the same moment, as a process starting them together does. */
+const joinAtOnce = (client: EtcdClient, n: number) =>
+  Effect.forEach(Array.from({ length: n }), () => member(client), { concurrency: "unbounded" })
+
 /** One more client of the test's MemoryEtcd, for the life of the test. */
 const client = (viewPacing?: { readonly initial: Duration.DurationInput; readonly max: Duration.DurationInput }) =>
   Etcd.makeMemory(viewPacing === undefined ? {} : { viewPacing })
@@ -120,9 +124,7 @@ describe("a busy group", () => {
       const memory = yield* MemoryEtcd
       const a = yield* member(yield* client())
       const others = yield* client()
-      const joined = yield* Effect.forEach(Array.from({ length: 40 }), () => member(others), {
-        concurrency: "unbounded"
-      })
+      const joined = yield* joinAtOnce(others, 40)
       yield* settle
       const keys = yield* memory.read(`${key}/members/`)
       expect(keys.length).toBe(41)
@@ -147,9 +149,7 @@ describe("a busy group", () => {
       const memory = yield* MemoryEtcd
       const a = yield* member(yield* client())
       const others = yield* client()
-      const joined = yield* Effect.forEach(Array.from({ length: 40 }), () => member(others), {
-        concurrency: "unbounded"
-      })
+      const joined = yield* joinAtOnce(others, 40)
       yield* settle
       expect(a.seen.at(-1)).toBe("0/41")
       const before = yield* memory.revision

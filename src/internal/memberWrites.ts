@@ -45,14 +45,13 @@ const maxBytes = 512 * 1024
 /** Transactions in flight per client: a slow moment is met by a few requests waiting, not by hundreds. */
 const maxInFlight = 4
 
-interface Pending<A> {
-  readonly done: Deferred.Deferred<A, Api.RequestError>
-  sent: boolean
-}
-
 /** A write of any kind, as its queue and pump see it. */
 interface Queued {
   sent: boolean
+}
+
+interface Pending<A> extends Queued {
+  readonly done: Deferred.Deferred<A, Api.RequestError>
 }
 
 interface PendingCreate extends Pending<Created> {

@@ -9,27 +9,36 @@ import * as Memory from "../../src/internal/etcd/memory.js"
 import * as Lease from "../../src/internal/lease.js"
 import { advance } from "../support/testClock.js"
 
-it.scoped("an etcd that answers keepalives 2.6 s late, within the TTL (6 s), keeps the lease", () =>
+/**
+ * A lease session of TTL 6 s over the in-memory etcd, each keepalive passed through `late` (given etcd's own), and
+ * the fences it raised and lifted.
+ */
+const lateSession = (
+  late: (api: Api.EtcdApi) => Api.EtcdApi["keepAlive"]
+) =>
   Effect.gen(function*() {
     const server = Memory.serverOf(yield* MemoryEtcd)
     const api = server.api(server.connect(), Duration.seconds(5))
+    const session = yield* Lease.make({ ...api, keepAlive: late(api) }, Duration.seconds(6))
+    const fences: Array<boolean> = []
+    yield* session.onFence((isFenced) => void fences.push(isFenced))
+    return { server, session, fences }
+  })
+
+it.scoped("an etcd that answers keepalives 2.6 s late, within the TTL (6 s), keeps the lease", () =>
+  Effect.gen(function*() {
     // Each keepalive renews the lease when it reaches etcd; its answer comes 2.6 s later. One attempt at a time
     // (due every 2 s, the fence 4.8 s after the last one sent that succeeded) fences: the next one goes out only after
     // that answer and is answered past the fence.
-    const late: Api.EtcdApi = {
-      ...api,
-      keepAlive: (lease, within) =>
-        Effect.flatMap(api.keepAlive(lease, within), (answer) =>
-          Duration.lessThan(within, Duration.millis(2_600))
-            ? Effect.zipRight(
-              Effect.sleep(within),
-              Effect.fail(new EtcdUnavailable({ endpoints: api.endpoints, timeout: within }))
-            )
-            : Effect.as(Effect.sleep("2600 millis"), answer))
-    }
-    const session = yield* Lease.make(late, Duration.seconds(6))
-    const fences: Array<boolean> = []
-    yield* session.onFence((isFenced) => void fences.push(isFenced))
+    const { fences, server, session } = yield* lateSession((api) => (lease, within) =>
+      Effect.flatMap(api.keepAlive(lease, within), (answer) =>
+        Duration.lessThan(within, Duration.millis(2_600))
+          ? Effect.zipRight(
+            Effect.sleep(within),
+            Effect.fail(new EtcdUnavailable({ endpoints: api.endpoints, timeout: within }))
+          )
+          : Effect.as(Effect.sleep("2600 millis"), answer))
+    )
     yield* advance(30_000)
     expect(fences).toEqual([])
     // The lease lives at etcd too.
@@ -38,18 +47,11 @@ it.scoped("an etcd that answers keepalives 2.6 s late, within the TTL (6 s), kee
 
 it.scoped("an etcd that renews the lease but always answers too late to lift the fence: given up a TTL after it", () =>
   Effect.gen(function*() {
-    const server = Memory.serverOf(yield* MemoryEtcd)
-    const api = server.api(server.connect(), Duration.seconds(5))
     // TTL 6 s: the fence 4.8 s after the last keepalive sent that succeeded, lifted only with 0.6 s to spare. Every
     // answer comes 4.5 s after etcd renewed the lease: each moves the fence, never far enough to lift it.
-    const late: Api.EtcdApi = {
-      ...api,
-      keepAlive: (lease, within) =>
-        Effect.flatMap(api.keepAlive(lease, within), (answer) => Effect.as(Effect.sleep("4500 millis"), answer))
-    }
-    const session = yield* Lease.make(late, Duration.seconds(6))
-    const fences: Array<boolean> = []
-    yield* session.onFence((isFenced) => void fences.push(isFenced))
+    const { fences, server, session } = yield* lateSession((api) => (lease, within) =>
+      Effect.flatMap(api.keepAlive(lease, within), (answer) => Effect.as(Effect.sleep("4500 millis"), answer))
+    )
     const lost = yield* Effect.fork(session.lost)
     yield* advance(10_000)
     expect(fences).toEqual([true])
