@@ -6,7 +6,8 @@ import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqOptions } from "../src/index.js
 import { watchStream } from "../src/internal/prefixCache.js"
 import { EtcdEndpoints } from "./support/etcd.js"
 import { forward, GrpcCode, startGrpcProxy } from "./support/grpcProxy.js"
-import { client, sharedOf, throwsOnUse, uniqueGroup } from "./support/members.js"
+import { client, record, sharedOf, strip, throwsOnUse, uniqueGroup } from "./support/members.js"
+import { startProxy } from "./support/proxy.js"
 
 /** A loopback port that nothing listens on (bound, then released). */
 const closedPort = Effect.async<number>((resume) => {
@@ -254,6 +255,38 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
       }))
       const exit = yield* Effect.exit(Etcd.make({ endpoints: [proxy.endpoint], connectTimeout: "3 seconds" }))
       expect(failureTag(exit)).toBe("EtcdRequestFailed")
+    }))
+})
+
+layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })("a starved process", (it) => {
+  it.scoped("an event loop stalled 1.5 s at a time keeps its connection, and its member its Info", () =>
+    Effect.gen(function*() {
+      const { endpoints } = yield* EtcdEndpoints
+      const proxy = yield* startProxy(endpoints[0]!)
+      const etcd = yield* Etcd.make({ endpoints: [proxy.endpoint] })
+      const seq = yield* EtcdSeq.make({ key: uniqueGroup("starved"), ttl: "10 seconds" }).pipe(
+        Effect.provideService(Etcd, etcd)
+      )
+      const infos = yield* record(seq)
+      yield* infos.atLeast(1)
+      // Starved: every turn of the event loop runs 1.5 s of other work first, for 12 s. gRPC pings every 5 s and
+      // judges the answer on a timer, which comes due while the answer waits in the socket behind the next stall.
+      yield* Effect.async<void>((resume) => {
+        const until = performance.now() + 12_000
+        const stall = () => {
+          const end = Math.min(until, performance.now() + 1_500)
+          while (performance.now() < end) {
+            // busy: the event loop is stalled
+          }
+          if (performance.now() >= until) resume(Effect.void)
+          else setTimeout(stall, 0)
+        }
+        setTimeout(stall, 0)
+      })
+      // A read after the stalls: over the same connection, or over a new one if the ping closed it.
+      yield* seq.members
+      expect(yield* proxy.connections).toBe(1)
+      expect(strip(yield* infos.infos)).toEqual(["0/1"])
     }))
 })
 

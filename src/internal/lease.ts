@@ -118,22 +118,24 @@ export const make = (
 
     let lastSentOk = lease.grantedAt
     const ttlMillis = Duration.toMillis(ttl)
-    const intervalMillis = Math.max(50, ttlMillis / 3)
+    const intervalMillis = Math.max(50, ttlMillis / 6)
     // Self-fencing: the lease is fenced a margin before it could expire at etcd (whose clock starts no earlier than
     // our send), so work stopped at the fence has stopped before anyone else can take over.
     const fenceAfter = ttlMillis - Duration.toMillis(fencingMargin(ttl))
 
     // --- Renewal ---
-    // A keepalive is due an interval (TTL/3, as etcd's own clients send them) after the send time of the last one
-    // that succeeded (the grant's at first), not after its answer. While none has succeeded since, another starts
-    // every `pulse` without waiting for those in flight (at most `maxInFlight`), and every answer moves `lastSentOk`
-    // to its own attempt's send time:
+    // A keepalive is due an interval after the send time of the last one that succeeded (the grant's at first), not
+    // after its answer: TTL/6, not etcd's own TTL/3, so an answer has the fence less the interval (6.3 s at TTL 10 s,
+    // not 4.7 s) to come back. A process starved of CPU sends late and reads late: a hundred on two cores in a join
+    // storm fenced themselves at TTL/3 with their leases alive at etcd. While none has succeeded since, another
+    // starts every `pulse` without waiting for those in flight (at most `maxInFlight`), and every answer moves
+    // `lastSentOk` to its own attempt's send time:
     // - etcd3 sends each attempt to a host it picks anew, so a host that accepts requests but never answers (a
-    //   paused or partitioned etcd member) costs one attempt: with about 14 in the window before the fence, all
-    //   landing on one silent member of three is a chance of 1 in 3^14. During a leader election the attempts wait
+    //   paused or partitioned etcd member) costs one attempt: with about 19 in the window before the fence, all
+    //   landing on one silent member of three is a chance of 1 in 3^19. During a leader election the attempts wait
     //   at followers and answer once a leader is elected.
     // - An etcd that answers late but answers keeps the lease: one attempt at a time would stand answers only within
-    //   the fence minus the interval (4.7 s at TTL 10 s), and a join storm on a starved machine made etcd that slow.
+    //   the fence minus the interval, and a join storm on a starved machine made etcd that slow.
     // With a single endpoint every attempt reaches the same host, so attempts start less often: under load they
     // would multiply the very requests that are slow.
     const single = api.endpoints.length === 1
@@ -279,7 +281,7 @@ export const make = (
 /**
  * The leases of one client: one per TTL, shared by every member that uses the client with that TTL. A member is a
  * key under the lease, so a process of a thousand members grants one lease, not a thousand (etcd grants a few
- * hundred per second), and renews it with one keepalive every TTL/3. Members of one process live and die together
+ * hundred per second), and renews it with one keepalive every TTL/6. Members of one process live and die together
  * anyway: they share the connection the lease is renewed over.
  */
 export interface LeasePool {

@@ -28,8 +28,8 @@ const lateSession = (
 it.scoped("an etcd that answers keepalives 2.6 s late, within the TTL (6 s), keeps the lease", () =>
   Effect.gen(function*() {
     // Each keepalive renews the lease when it reaches etcd; its answer comes 2.6 s later. One attempt at a time
-    // (due every 2 s, the fence 4.8 s after the last one sent that succeeded) fences: the next one goes out only after
-    // that answer and is answered past the fence.
+    // (due every second, the fence 4.8 s after the last one sent that succeeded) fences: the next one goes out only
+    // after that answer and is answered past the fence.
     const { fences, server, session } = yield* lateSession((api) => (lease, within) =>
       Effect.flatMap(api.keepAlive(lease, within), (answer) =>
         Duration.lessThan(within, Duration.millis(2_600))
@@ -43,6 +43,19 @@ it.scoped("an etcd that answers keepalives 2.6 s late, within the TTL (6 s), kee
     expect(fences).toEqual([])
     // The lease lives at etcd too.
     expect(server.leases().map((l) => l.id)).toContain(session.id)
+  }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+it.scoped("keepalives answered 3.2 s late (TTL 6 s) never fence: the first goes out at TTL/6", () =>
+  Effect.gen(function*() {
+    // The fence is 4.8 s after the last keepalive sent that succeeded, the grant at first. A keepalive due at TTL/3
+    // (2 s) would be answered at 5.2 s, past it; one due at TTL/6 (1 s) is answered at 4.2 s.
+    const { fences, session } = yield* lateSession((api) => (lease, within) =>
+      Effect.flatMap(api.keepAlive(lease, within), (answer) => Effect.as(Effect.sleep("3200 millis"), answer))
+    )
+    const lost = yield* Effect.fork(session.lost)
+    yield* advance(30_000)
+    expect(fences).toEqual([])
+    expect(Option.isNone(yield* Fiber.poll(lost))).toBe(true)
   }).pipe(Effect.provide(MemoryEtcd.layer)))
 
 it.scoped("an etcd that renews the lease but always answers too late to lift the fence: given up a TTL after it", () =>

@@ -37,7 +37,7 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
       const { clock, step } = steppableClock()
       const ttl = Duration.seconds(2)
       const session = yield* Lease.make(sharedOf(connection).api, ttl).pipe(Effect.withClock(clock))
-      // A keepalive goes through first (every TTL/3).
+      // A keepalive goes through first (every TTL/6).
       yield* Effect.sleep("800 millis")
       yield* proxy.pause
       const cutAt = performance.now()
@@ -54,12 +54,12 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
       const { endpoints } = yield* EtcdEndpoints
       const proxy = yield* startProxy(endpoints[0]!)
       const connection = yield* Etcd.make({ endpoints: [proxy.endpoint], requestTimeout: "5 seconds" })
-      // TTL 2 s: a keepalive every 667 ms, the fence 1.6 s after the last one sent that succeeded.
+      // TTL 2 s: a keepalive every 333 ms, the fence 1.6 s after the last one sent that succeeded.
       const session = yield* Lease.make(sharedOf(connection).api, Duration.seconds(2))
       const grantedAt = performance.now()
       const fences: Array<boolean> = []
       yield* session.onFence((isFenced) => void fences.push(isFenced))
-      // etcd's answer to the first keepalive (sent at 667 ms) waits in the proxy...
+      // etcd's answers to the keepalives (the first sent at 333 ms) wait in the proxy...
       yield* proxy.holdDown
       yield* Effect.sleep("1 second")
       // ...then reaches the process, which stalls right away until past the fence (a starved process, a long GC).

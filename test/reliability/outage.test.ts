@@ -26,8 +26,8 @@ describe("a whole etcd cluster out", () => {
     "an outage shorter than the renewal window (all nodes paused 2.5 s, TTL 6 s) costs no member its Info",
     () =>
       Effect.gen(function*() {
-        // A member renews every TTL/3 and fences itself 0.8 TTL after the send of its last answered renewal: an
-        // outage up to 0.8 - 1/3 of the TTL (2.8 s of 6 s) is always ridden out, whatever its phase.
+        // A member renews every TTL/6 and fences itself 0.8 TTL after the send of its last answered renewal: an
+        // outage up to 0.8 - 1/6 of the TTL (3.8 s of 6 s) is always ridden out, whatever its phase.
         const ttl = Duration.seconds(6)
         const pids: Array<number | undefined> = []
         yield* Effect.scoped(Effect.gen(function*() {

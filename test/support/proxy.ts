@@ -8,6 +8,7 @@
  * - `resume`: back to forwarding (connections blocked upward are closed first: their streams lost bytes);
  * - `holdDown`, then `releaseDown(then)`: etcd's answers are held, then written to the clients at once, and `then`
  *   runs right after, in the same turn (a stall of the process while the answers wait in its sockets).
+ * `connections` counts the connections accepted so far: a client that closed its connection and opened another shows.
  */
 import { Effect, type Scope } from "effect"
 import * as net from "node:net"
@@ -20,6 +21,7 @@ export interface Proxy {
   readonly resume: Effect.Effect<void>
   readonly holdDown: Effect.Effect<void>
   readonly releaseDown: (then: () => void) => Effect.Effect<void>
+  readonly connections: Effect.Effect<number>
 }
 
 type Mode = "open" | "paused" | "blockUp" | "cut" | "holdDown"
@@ -34,6 +36,7 @@ export const startProxy = (target: string): Effect.Effect<Proxy, never, Scope.Sc
     const url = new URL(target)
     const pairs = new Set<Pair>()
     let mode: Mode = "open"
+    let accepted = 0
     const held: Array<{ readonly client: net.Socket; readonly data: Buffer }> = []
     const destroy = (pair: Pair) => {
       pairs.delete(pair)
@@ -43,6 +46,7 @@ export const startProxy = (target: string): Effect.Effect<Proxy, never, Scope.Sc
     const { port } = yield* Effect.acquireRelease(
       Effect.async<{ server: net.Server; port: number }>((resume) => {
         const server = net.createServer((client) => {
+          accepted++
           if (mode === "cut") {
             client.destroy()
             return
@@ -104,6 +108,7 @@ export const startProxy = (target: string): Effect.Effect<Proxy, never, Scope.Sc
           for (const { client, data } of held.splice(0)) client.write(data)
           then()
         }),
+      connections: Effect.sync(() => accepted),
       resume: Effect.sync(() => {
         // A stream whose upward bytes were dropped is corrupt (HTTP/2 frames lost mid-way): it must start afresh.
         if (mode === "blockUp") { for (const pair of pairs) destroy(pair) }
