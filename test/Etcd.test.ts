@@ -6,7 +6,7 @@ import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqOptions } from "../src/index.js
 import { watchStream } from "../src/internal/prefixCache.js"
 import { EtcdEndpoints } from "./support/etcd.js"
 import { forward, GrpcCode, startGrpcProxy } from "./support/grpcProxy.js"
-import { client, record, sharedOf, strip, throwsOnUse, uniqueGroup } from "./support/members.js"
+import { client, ic, record, sharedOf, strip, throwsOnUse, uniqueGroup } from "./support/members.js"
 import { startProxy } from "./support/proxy.js"
 
 /** A loopback port that nothing listens on (bound, then released). */
@@ -258,7 +258,41 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
     }))
 })
 
-layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })("a starved process", (it) => {
+layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })("the client's connection", (it) => {
+  it.scoped("keepalives given up past their timeout leave the client's connection open", () =>
+    Effect.gen(function*() {
+      const { endpoints } = yield* EtcdEndpoints
+      const proxy = yield* startProxy(endpoints[0]!)
+      const etcd = yield* Etcd.make({ endpoints: [proxy.endpoint], requestTimeout: "1 second" })
+      const seq = yield* EtcdSeq.make({ key: uniqueGroup("abandoned"), ttl: "10 seconds" }).pipe(
+        Effect.provideService(Etcd, etcd)
+      )
+      const infos = yield* record(seq)
+      yield* infos.atLeast(1)
+      // etcd's answers are held for 4 s (time must pass): the keepalive due 1.7 s after the grant, and those started
+      // every second after it, time out and are given up.
+      yield* proxy.holdDown
+      yield* Effect.sleep("4 seconds")
+      yield* proxy.releaseDown(() => {})
+      // A read after: over the same connection, or over a new one if giving a keepalive up closed it.
+      yield* seq.members
+      expect(yield* proxy.connections).toBe(1)
+      expect(strip(yield* infos.infos)).toEqual(["0/1"])
+    }))
+
+  it.scoped("the last member of a client leaving leaves the client's connection open", () =>
+    Effect.gen(function*() {
+      const { endpoints } = yield* EtcdEndpoints
+      const proxy = yield* startProxy(endpoints[0]!)
+      const etcd = yield* Etcd.make({ endpoints: [proxy.endpoint] })
+      const group = uniqueGroup("last")
+      // Its leave ends the client's last watch, and etcd3 then cancels the client's watch stream.
+      yield* Effect.scoped(EtcdSeq.make({ key: group }).pipe(Effect.provideService(Etcd, etcd)))
+      const next = yield* EtcdSeq.make({ key: group }).pipe(Effect.provideService(Etcd, etcd))
+      expect(ic(yield* next.current)).toBe("0/1")
+      expect(yield* proxy.connections).toBe(1)
+    }))
+
   it.scoped("an event loop stalled 1.5 s at a time keeps its connection, and its member its Info", () =>
     Effect.gen(function*() {
       const { endpoints } = yield* EtcdEndpoints

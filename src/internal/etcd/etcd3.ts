@@ -25,7 +25,7 @@ import { EtcdRequestFailed, EtcdUnavailable, InvalidOptions } from "../../EtcdSe
 import * as PendingIo from "../pendingIo.js"
 import { backoff } from "../retry.js"
 import * as Api from "./api.js"
-import { attaching, dropStrayResponses, resetWatchStream } from "./watchStream.js"
+import { attaching, dropStrayResponses, endBeforeDestroy, resetWatchStream } from "./watchStream.js"
 
 /** Client options, validated by `Etcd.make`. */
 export interface Settings {
@@ -159,7 +159,12 @@ const client = (settings: Settings): Effect.Effect<Etcd3, InvalidOptions, Scope.
       // Whatever etcd3 or gRPC still refuses of the options is an option error, not a defect.
       catch: (cause) =>
         new InvalidOptions({ field: "options", reason: cause instanceof Error ? cause.message : String(cause) })
-    }).pipe(Effect.tap((etcd) => Effect.sync(() => dropStrayResponses(etcd)))),
+    }).pipe(Effect.tap((etcd) =>
+      Effect.sync(() => {
+        dropStrayResponses(etcd)
+        endBeforeDestroy(etcd)
+      })
+    )),
     (etcd) => Effect.sync(() => etcd.close())
   )
 }
@@ -330,6 +335,17 @@ export const make = (
     return { api, client: etcd }
   })
 
+/**
+ * Ends a stream of etcd3's that the library gives up on (a keepalive past its deadline, or no longer wanted). etcd3
+ * takes an error on a stream still open for writing for a failure of its host (`markFailed` in lib/rpc.js): it closes
+ * every gRPC client of that host, and with them the connection that the client's watch, its other keepalives and its
+ * requests share. A cancel is such an error, so the stream is ended for writing first.
+ */
+const abandon = (stream: { end: () => void; cancel: () => void }): void => {
+  stream.end()
+  stream.cancel()
+}
+
 /** One keepalive on a stream of its own (as etcd3's `keepaliveOnce`), answered within `within`. */
 const keepAlive = (
   etcd: Etcd3,
@@ -346,13 +362,13 @@ const keepAlive = (
       PendingIo.unsafeAfterPendingIo(() => {
         if (done) return
         done = true
-        stream?.cancel()
+        if (stream !== undefined) abandon(stream)
         resume(Effect.fail(new EtcdUnavailable({ endpoints: settings.endpoints, timeout: within })))
       }), Duration.toMillis(within))
     etcd.leaseClient.leaseKeepAlive({ deadline: new Date(Date.now() + 2 * Duration.toMillis(within)) }).then(
       (opened) => {
         stream = opened
-        if (done) return opened.cancel()
+        if (done) return abandon(opened)
         opened.on("data", (response) => {
           if (done) return
           done = true
@@ -380,7 +396,7 @@ const keepAlive = (
       clearTimeout(timer)
       if (done) return
       done = true
-      stream?.cancel()
+      if (stream !== undefined) abandon(stream)
     })
   }).pipe(Effect.withSpan("etcd.lease.keepalive", { kind: "client", captureStackTrace: false }))
 

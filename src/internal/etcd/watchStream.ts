@@ -13,13 +13,15 @@ interface EtcdInternals {
     /** 0 idle, 1 connecting, 2 connected. */
     readonly state?: number
     /** The gRPC watch stream, while connected. */
-    readonly stream?: { readonly cancel?: () => void }
+    readonly stream?: { readonly cancel?: () => void; readonly end?: () => void }
     /** The `AttachQueue` of the stream: watchers whose create request is in flight (the first) or not sent yet. */
     readonly queue?: { readonly queue?: ReadonlyArray<unknown> }
     /** The watchers etcd3 knows, each with the id etcd gave it (`null` until attached). */
     readonly watchers?: ReadonlyArray<{ readonly id?: unknown }>
     /** Dispatches a response of the stream to its watcher; throws when it knows no watcher of that id. */
     handleResponse?: (response: { readonly watch_id?: unknown }) => void
+    /** Cancels the stream once its last watcher is gone. */
+    destroyStream?: () => void
   }
   readonly pool?: { readonly authenticator?: { readonly invalidateMetadata?: () => void } }
 }
@@ -59,6 +61,9 @@ export const resetWatchStream = (client: Etcd3): boolean => {
   if (manager?.state !== connectedState || stream === undefined || resetStreams.has(stream)) return false
   resetStreams.add(stream)
   internals.pool?.authenticator?.invalidateMetadata?.()
+  // Ended for writing first: etcd3 takes a cancel of a stream still open for writing for a failure of its host, and
+  // closes the connection that the client's keepalives and requests share (see `abandon` in etcd3.ts).
+  stream.end?.()
   stream.cancel?.()
   return true
 }
@@ -92,6 +97,23 @@ export const dropStrayResponses = (client: Etcd3): boolean => {
     const watchers = manager.watchers ?? []
     if (!watchers.some((w) => w.id === response.watch_id)) return
     handle.call(manager, response)
+  }
+  return true
+}
+
+/**
+ * Ends the client's watch stream for writing before etcd3 cancels it when its last watcher goes (a process's last
+ * member leaving), as `resetWatchStream` does: etcd3 would take the cancel for a failure of the host and close the
+ * connection that the client's requests share, the deletes of that very leave among them. Returns whether the guard
+ * is in place (not when etcd3's internals are not as expected).
+ */
+export const endBeforeDestroy = (client: Etcd3): boolean => {
+  const manager = (client as unknown as EtcdInternals).watchManager
+  const destroy = manager?.destroyStream
+  if (manager === undefined || typeof destroy !== "function") return false
+  manager.destroyStream = function() {
+    manager.stream?.end?.()
+    destroy.call(manager)
   }
   return true
 }
