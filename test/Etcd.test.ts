@@ -274,10 +274,25 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
       yield* proxy.holdDown
       yield* Effect.sleep("4 seconds")
       yield* proxy.releaseDown(() => {})
-      // A read after: over the same connection, or over a new one if giving a keepalive up closed it.
-      yield* seq.members
+      // A request after: over the same connection, or over a new one if giving a keepalive up closed it.
+      yield* Effect.promise(() => etcd.client.get("any").string())
       expect(yield* proxy.connections).toBe(1)
       expect(strip(yield* infos.infos)).toEqual(["0/1"])
+    }))
+
+  it.scoped("requests past their deadline leave the client's connection open", () =>
+    Effect.gen(function*() {
+      const { endpoints } = yield* EtcdEndpoints
+      const proxy = yield* startProxy(endpoints[0]!)
+      const etcd = yield* Etcd.make({ endpoints: [proxy.endpoint], requestTimeout: "1 second" })
+      const read = Effect.tryPromise(() => etcd.client.get("any").string())
+      // etcd's answers are held past the deadlines of a read's three attempts (time must pass)...
+      yield* proxy.holdDown
+      expect((yield* Effect.either(read))._tag).toBe("Left")
+      yield* proxy.releaseDown(() => {})
+      // ...and the next read goes over the same connection.
+      yield* read
+      expect(yield* proxy.connections).toBe(1)
     }))
 
   it.scoped("the last member of a client leaving leaves the client's connection open", () =>
@@ -317,8 +332,8 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
         }
         setTimeout(stall, 0)
       })
-      // A read after the stalls: over the same connection, or over a new one if the ping closed it.
-      yield* seq.members
+      // A request after the stalls: over the same connection, or over a new one if the ping closed it.
+      yield* Effect.promise(() => etcd.client.get("any").string())
       expect(yield* proxy.connections).toBe(1)
       expect(strip(yield* infos.infos)).toEqual(["0/1"])
     }))

@@ -25,7 +25,7 @@ import { EtcdRequestFailed, EtcdUnavailable, InvalidOptions } from "../../EtcdSe
 import * as PendingIo from "../pendingIo.js"
 import { backoff } from "../retry.js"
 import * as Api from "./api.js"
-import { attaching, dropStrayResponses, endBeforeDestroy, resetWatchStream } from "./watchStream.js"
+import { attaching, dropStrayResponses, keepConnections, resetWatchStream } from "./watchStream.js"
 
 /** Client options, validated by `Etcd.make`. */
 export interface Settings {
@@ -162,7 +162,7 @@ const client = (settings: Settings): Effect.Effect<Etcd3, InvalidOptions, Scope.
     }).pipe(Effect.tap((etcd) =>
       Effect.sync(() => {
         dropStrayResponses(etcd)
-        endBeforeDestroy(etcd)
+        keepConnections(etcd)
       })
     )),
     (etcd) => Effect.sync(() => etcd.close())
@@ -337,9 +337,10 @@ export const make = (
 
 /**
  * Ends a stream of etcd3's that the library gives up on (a keepalive past its deadline, or no longer wanted). etcd3
- * takes an error on a stream still open for writing for a failure of its host (`markFailed` in lib/rpc.js): it closes
- * every gRPC client of that host, and with them the connection that the client's watch, its other keepalives and its
- * requests share. A cancel is such an error, so the stream is ended for writing first.
+ * takes an error on a stream still open for writing for a failure of its host (`markFailed` in lib/rpc.js): it would
+ * close the host's connection (see `keepConnections`) and count a strike against the host in its circuit breaker. A
+ * cancel is such an error, so the stream is ended for writing first: giving up is the library's choice, not a sign of
+ * a failing host.
  */
 const abandon = (stream: { end: () => void; cancel: () => void }): void => {
   stream.end()

@@ -1,6 +1,7 @@
 /**
- * etcd3's shared watch stream, and how to start it over when etcd3 cannot: the one place that reaches into etcd3's
- * internals (1.1.2), each checked before use, so that a change there makes the recovery a no-op, not a crash.
+ * etcd3's shared watch stream, how to start it over when etcd3 cannot, and its hosts' connections: the one place that
+ * reaches into etcd3's internals (1.1.2), each checked before use, so that a change there makes the adjustment a
+ * no-op, not a crash.
  */
 import type { Etcd3 } from "etcd3"
 
@@ -20,10 +21,18 @@ interface EtcdInternals {
     readonly watchers?: ReadonlyArray<{ readonly id?: unknown }>
     /** Dispatches a response of the stream to its watcher; throws when it knows no watcher of that id. */
     handleResponse?: (response: { readonly watch_id?: unknown }) => void
-    /** Cancels the stream once its last watcher is gone. */
-    destroyStream?: () => void
   }
-  readonly pool?: { readonly authenticator?: { readonly invalidateMetadata?: () => void } }
+  readonly pool?: {
+    readonly authenticator?: { readonly invalidateMetadata?: () => void }
+    /** One per endpoint, each holding the gRPC clients of its connection. */
+    readonly hosts?: ReadonlyArray<Host>
+  }
+}
+
+/** etcd3's `Host`: `close` closes its gRPC clients (through `resetAllServices`) for good. */
+interface Host {
+  resetAllServices?: () => void
+  close?: () => void
 }
 
 const connectedState = 2
@@ -61,8 +70,8 @@ export const resetWatchStream = (client: Etcd3): boolean => {
   if (manager?.state !== connectedState || stream === undefined || resetStreams.has(stream)) return false
   resetStreams.add(stream)
   internals.pool?.authenticator?.invalidateMetadata?.()
-  // Ended for writing first: etcd3 takes a cancel of a stream still open for writing for a failure of its host, and
-  // closes the connection that the client's keepalives and requests share (see `abandon` in etcd3.ts).
+  // Ended for writing first: etcd3 takes a cancel of a stream still open for writing for a failure of its host (see
+  // `abandon` in etcd3.ts).
   stream.end?.()
   stream.cancel?.()
   return true
@@ -102,18 +111,26 @@ export const dropStrayResponses = (client: Etcd3): boolean => {
 }
 
 /**
- * Ends the client's watch stream for writing before etcd3 cancels it when its last watcher goes (a process's last
- * member leaving), as `resetWatchStream` does: etcd3 would take the cancel for a failure of the host and close the
- * connection that the client's requests share, the deletes of that very leave among them. Returns whether the guard
- * is in place (not when etcd3's internals are not as expected).
+ * Keeps a host's connection open when one of its calls fails. etcd3 closes every gRPC client of a host when a call to
+ * it fails with an error it counts as recoverable (`resetAllServices`, from `withConnection` and `markFailed`): a
+ * deadline exceeded, a cancel, an unavailable host. That closes the connection the client's watch, its keepalives and
+ * its other requests share, and under load one slow request cost every request in flight on the client, which made
+ * more slow requests: in a 100 x 10 fleet run, processes whose keepalives were slow lost their connection, then
+ * their watch, and fenced. gRPC reconnects a connection that failed by itself, and its pings close one that went
+ * silent. Closing the client still closes them. Returns whether the guard is in place.
  */
-export const endBeforeDestroy = (client: Etcd3): boolean => {
-  const manager = (client as unknown as EtcdInternals).watchManager
-  const destroy = manager?.destroyStream
-  if (manager === undefined || typeof destroy !== "function") return false
-  manager.destroyStream = function() {
-    manager.stream?.end?.()
-    destroy.call(manager)
+export const keepConnections = (client: Etcd3): boolean => {
+  const hosts = (client as unknown as EtcdInternals).pool?.hosts
+  const adjustable = (h: Host) => typeof h.resetAllServices === "function" && typeof h.close === "function"
+  if (hosts === undefined || !hosts.every(adjustable)) return false
+  for (const host of hosts) {
+    const reset = host.resetAllServices!
+    const close = host.close!
+    host.resetAllServices = () => {}
+    host.close = () => {
+      host.resetAllServices = reset
+      close.call(host)
+    }
   }
   return true
 }
