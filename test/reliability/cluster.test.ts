@@ -77,7 +77,7 @@ describe("a 3-node etcd cluster losing a node", () => {
   )
 
   it.live(
-    "minority partition: a follower paused for six TTLs costs no member its Info; a join meanwhile reaches all",
+    "minority partition: a follower paused for 26 s (TTL 3 s) costs no member its Info; a join meanwhile reaches all",
     () =>
       Effect.gen(function*() {
         const pids: Array<number | undefined> = []
