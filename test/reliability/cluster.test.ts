@@ -32,7 +32,7 @@ describe("a 3-node etcd cluster losing a node", () => {
         // A member fences itself 0.8 TTL after its last renewal was sent, and no renewal is answered while the
         // cluster has no leader: with etcd's default election timeout (1 s, randomized up to 2 s) the election alone
         // takes 1-2.5 s here. The TTL must cover the keepalive interval (TTL/6) plus that: 6 s does, 3 s does not
-        // (with 3 s, members fence themselves in about half of the runs; see the report).
+        // (with 3 s, members fenced themselves in about half of the runs, with keepalives every TTL/3; see the report).
         const ttl = Duration.seconds(6)
         const pids: Array<number | undefined> = []
         yield* Effect.scoped(Effect.gen(function*() {

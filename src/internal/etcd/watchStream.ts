@@ -6,8 +6,8 @@
 import type { Etcd3 } from "etcd3"
 
 /**
- * The parts of etcd3 1.1.2's `WatchManager` (lib/watch.js) and `ConnectionPool` (lib/connection-pool.js) that
- * {@link resetWatchStream} uses. None is public: each is checked before use, and missing ones make the reset a no-op.
+ * The parts of etcd3 1.1.2's `WatchManager` (lib/watch.js) and `ConnectionPool` (lib/connection-pool.js) that this
+ * file uses. None is public: each is checked before use, and missing ones make the adjustment that needs them a no-op.
  */
 interface EtcdInternals {
   readonly watchManager?: {
@@ -29,11 +29,19 @@ interface EtcdInternals {
   }
 }
 
-/** etcd3's `Host`: `close` closes its gRPC clients (through `resetAllServices`) for good. */
+/** etcd3's `Host`: its gRPC clients, one per service, all on one channel's connection. */
 interface Host {
+  readonly cachedServices?: Record<
+    string,
+    { readonly getChannel?: () => { getConnectivityState: (connect: boolean) => number } } | undefined
+  >
   resetAllServices?: () => void
+  /** Closes its gRPC clients for good, through `resetAllServices`. */
   close?: () => void
 }
+
+/** grpc-js's `connectivityState.READY`. */
+const ready = 2
 
 const connectedState = 2
 
@@ -110,23 +118,36 @@ export const dropStrayResponses = (client: Etcd3): boolean => {
   return true
 }
 
+/** Host lists already adjusted: adjusted twice, `close` would restore the adjusted reset. */
+const adjusted = new WeakSet<object>()
+
 /**
- * Keeps a host's connection open when one of its calls fails. etcd3 closes every gRPC client of a host when a call to
- * it fails with an error it counts as recoverable (`resetAllServices`, from `withConnection` and `markFailed`): a
- * deadline exceeded, a cancel, an unavailable host. That closes the connection the client's watch, its keepalives and
- * its other requests share, and under load one slow request cost every request in flight on the client, which made
- * more slow requests: in a 100 x 10 fleet run, processes whose keepalives were slow lost their connection, then
- * their watch, and fenced. gRPC reconnects a connection that failed by itself, and its pings close one that went
- * silent. Closing the client still closes them. Returns whether the guard is in place.
+ * Keeps a host's connection open when one of its calls fails while the connection is up. etcd3 closes every gRPC
+ * client of a host when a call to it fails with an error it counts as recoverable (`resetAllServices`, from
+ * `withConnection` and `markFailed`): a deadline exceeded, a cancel. That closes the connection the client's watch,
+ * its keepalives and its other requests share, and under load one slow request cost every request in flight on the
+ * client, which made more slow requests: in a 100 x 10 fleet run, processes whose keepalives were slow lost their
+ * connection, then their watch, and fenced. A connection that is not up (connecting, failed, idle) is still reset as
+ * etcd3 does: grpc-js has no timeout on a connection attempt (one to a proxy whose backend is gone hangs), and a new
+ * channel reconnects at once, not after its backoff. Returns whether the guard is in place.
  */
 export const keepConnections = (client: Etcd3): boolean => {
   const hosts = (client as unknown as EtcdInternals).pool?.hosts
-  const adjustable = (h: Host) => typeof h.resetAllServices === "function" && typeof h.close === "function"
-  if (hosts === undefined || !hosts.every(adjustable)) return false
+  if (hosts === undefined || adjusted.has(hosts)) return false
+  const adjustable = (h: Host) =>
+    typeof h.resetAllServices === "function" && typeof h.close === "function" && typeof h.cachedServices === "object"
+  if (!hosts.every(adjustable)) return false
+  adjusted.add(hosts)
   for (const host of hosts) {
     const reset = host.resetAllServices!
+    host.resetAllServices = () => {
+      const services = Object.values(host.cachedServices ?? {})
+      const up = services.length > 0 &&
+        services.every((service) => service?.getChannel?.().getConnectivityState(false) === ready)
+      if (!up) reset.call(host)
+    }
     const close = host.close!
-    host.resetAllServices = () => {}
+    // Closing the client closes every connection, up or not.
     host.close = () => {
       host.resetAllServices = reset
       close.call(host)
