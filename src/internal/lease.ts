@@ -141,6 +141,17 @@ export const make = (
     const single = api.endpoints.length === 1
     const pulse = single ? Math.max(100, ttlMillis / 10) : Math.max(50, Math.min(1_000, ttlMillis / 30))
     const maxInFlight = single ? 8 : 16
+    // An answer counts while it can still keep the fence away: the first attempt after a success has the fence less
+    // the interval (6.3 s at TTL 10 s), longer than the request timeout (5 s by default), and an answer a starved
+    // process reads after 5.5 s would otherwise be thrown away. No longer than the attempts in flight cover, so
+    // attempts stuck on a silent host do not use up the slots.
+    const attemptWithin = Duration.millis(
+      Math.max(
+        Duration.toMillis(api.requestTimeout),
+        pulse,
+        Math.min(fenceAfter - intervalMillis, maxInFlight * pulse)
+      )
+    )
     // What the attempts since the last success came to, for the fence's warning: a silent etcd, a starved process
     // (few sent), or errors.
     let since = { sent: 0, failed: 0, lastError: "" }
@@ -160,9 +171,7 @@ export const make = (
       since.sent++
       // Not cut at the fence as it stands now: an earlier attempt's answer may move it, and this one's answer still
       // moves it further.
-      const outcome = yield* Effect.either(
-        api.keepAlive(lease.id, Duration.max(api.requestTimeout, Duration.millis(pulse)))
-      )
+      const outcome = yield* Effect.either(api.keepAlive(lease.id, attemptWithin))
       if (outcome._tag === "Left") {
         since.failed++
         since.lastError = outcome.left.message

@@ -10,16 +10,17 @@ import * as Lease from "../../src/internal/lease.js"
 import { advance } from "../support/testClock.js"
 
 /**
- * A lease session of TTL 6 s over the in-memory etcd, each keepalive passed through `late` (given etcd's own), and
+ * A lease session (TTL 6 s unless given) over the in-memory etcd, each keepalive passed through `late` (given etcd's own), and
  * the fences it raised and lifted.
  */
 const lateSession = (
-  late: (api: Api.EtcdApi) => Api.EtcdApi["keepAlive"]
+  late: (api: Api.EtcdApi) => Api.EtcdApi["keepAlive"],
+  ttl: Duration.Duration = Duration.seconds(6)
 ) =>
   Effect.gen(function*() {
     const server = Memory.serverOf(yield* MemoryEtcd)
     const api = server.api(server.connect(), Duration.seconds(5))
-    const session = yield* Lease.make({ ...api, keepAlive: late(api) }, Duration.seconds(6))
+    const session = yield* Lease.make({ ...api, keepAlive: late(api) }, ttl)
     const fences: Array<boolean> = []
     yield* session.onFence((isFenced) => void fences.push(isFenced))
     return { server, session, fences }
@@ -56,6 +57,25 @@ it.scoped("keepalives answered 3.2 s late (TTL 6 s) never fence: the first goes 
     yield* advance(30_000)
     expect(fences).toEqual([])
     expect(Option.isNone(yield* Fiber.poll(lost))).toBe(true)
+  }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+it.scoped("keepalives answered 5.5 s late (TTL 10 s, request timeout 5 s) never fence: an answer counts while it can", () =>
+  Effect.gen(function*() {
+    // The fence is 8 s after the last keepalive sent that succeeded, and the first attempt after a success goes 1.7 s
+    // after it: its answer still keeps the fence away 6.3 s later. Cut at the request timeout, none would ever count.
+    const { fences, server, session } = yield* lateSession(
+      (api) => (lease, within) =>
+        Effect.flatMap(api.keepAlive(lease, within), (answer) => Effect.as(Effect.sleep("5500 millis"), answer)).pipe(
+          Effect.timeoutFail({
+            duration: within,
+            onTimeout: () => new EtcdUnavailable({ endpoints: api.endpoints, timeout: within })
+          })
+        ),
+      Duration.seconds(10)
+    )
+    yield* advance(40_000)
+    expect(fences).toEqual([])
+    expect(server.leases().map((l) => l.id)).toContain(session.id)
   }).pipe(Effect.provide(MemoryEtcd.layer)))
 
 it.scoped("an etcd that renews the lease but always answers too late to lift the fence: given up a TTL after it", () =>
