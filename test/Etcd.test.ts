@@ -6,8 +6,7 @@ import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqOptions } from "../src/index.js
 import { watchStream } from "../src/internal/prefixCache.js"
 import { EtcdEndpoints } from "./support/etcd.js"
 import { forward, GrpcCode, startGrpcProxy } from "./support/grpcProxy.js"
-import { client, ic, record, sharedOf, strip, throwsOnUse, uniqueGroup } from "./support/members.js"
-import { startProxy } from "./support/proxy.js"
+import { client, clientBehindProxy, ic, record, sharedOf, strip, throwsOnUse, uniqueGroup } from "./support/members.js"
 
 /** A loopback port that nothing listens on (bound, then released). */
 const closedPort = Effect.async<number>((resume) => {
@@ -258,17 +257,22 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
     }))
 })
 
+/** A member of a new group (TTL 10 s) on `etcd`, once it holds its first Info, and the Infos it records. */
+const recordedMember = (etcd: EtcdClient, name: string) =>
+  Effect.gen(function*() {
+    const seq = yield* EtcdSeq.make({ key: uniqueGroup(name), ttl: "10 seconds" }).pipe(
+      Effect.provideService(Etcd, etcd)
+    )
+    const infos = yield* record(seq)
+    yield* infos.atLeast(1)
+    return infos
+  })
+
 layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })("the client's connection", (it) => {
   it.scoped("keepalives given up past their timeout leave the client's connection open", () =>
     Effect.gen(function*() {
-      const { endpoints } = yield* EtcdEndpoints
-      const proxy = yield* startProxy(endpoints[0]!)
-      const etcd = yield* Etcd.make({ endpoints: [proxy.endpoint], requestTimeout: "1 second" })
-      const seq = yield* EtcdSeq.make({ key: uniqueGroup("abandoned"), ttl: "10 seconds" }).pipe(
-        Effect.provideService(Etcd, etcd)
-      )
-      const infos = yield* record(seq)
-      yield* infos.atLeast(1)
+      const { etcd, proxy } = yield* clientBehindProxy({ requestTimeout: "1 second" })
+      const infos = yield* recordedMember(etcd, "abandoned")
       // etcd's answers are held for 4 s (time must pass): the keepalive due 1.7 s after the grant, and those started
       // every second after it, time out and are given up.
       yield* proxy.holdDown
@@ -282,9 +286,7 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
 
   it.scoped("requests past their deadline leave the client's connection open", () =>
     Effect.gen(function*() {
-      const { endpoints } = yield* EtcdEndpoints
-      const proxy = yield* startProxy(endpoints[0]!)
-      const etcd = yield* Etcd.make({ endpoints: [proxy.endpoint], requestTimeout: "1 second" })
+      const { etcd, proxy } = yield* clientBehindProxy({ requestTimeout: "1 second" })
       const read = Effect.tryPromise(() => etcd.client.get("any").string())
       // etcd's answers are held past the deadlines of a read's three attempts (time must pass)...
       yield* proxy.holdDown
@@ -297,9 +299,7 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
 
   it.scoped("the last member of a client leaving leaves the client's connection open", () =>
     Effect.gen(function*() {
-      const { endpoints } = yield* EtcdEndpoints
-      const proxy = yield* startProxy(endpoints[0]!)
-      const etcd = yield* Etcd.make({ endpoints: [proxy.endpoint] })
+      const { etcd, proxy } = yield* clientBehindProxy()
       const group = uniqueGroup("last")
       // Its leave ends the client's last watch, and etcd3 then cancels the client's watch stream.
       yield* Effect.scoped(EtcdSeq.make({ key: group }).pipe(Effect.provideService(Etcd, etcd)))
@@ -310,14 +310,8 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
 
   it.scoped("an event loop stalled 1.5 s at a time keeps its connection, and its member its Info", () =>
     Effect.gen(function*() {
-      const { endpoints } = yield* EtcdEndpoints
-      const proxy = yield* startProxy(endpoints[0]!)
-      const etcd = yield* Etcd.make({ endpoints: [proxy.endpoint] })
-      const seq = yield* EtcdSeq.make({ key: uniqueGroup("starved"), ttl: "10 seconds" }).pipe(
-        Effect.provideService(Etcd, etcd)
-      )
-      const infos = yield* record(seq)
-      yield* infos.atLeast(1)
+      const { etcd, proxy } = yield* clientBehindProxy()
+      const infos = yield* recordedMember(etcd, "starved")
       // Starved: every turn of the event loop runs 1.5 s of other work first, for 12 s. gRPC pings every 5 s and
       // judges the answer on a timer, which comes due while the answer waits in the socket behind the next stall.
       yield* Effect.async<void>((resume) => {

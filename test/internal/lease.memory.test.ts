@@ -26,6 +26,11 @@ const lateSession = (
     return { server, session, fences }
   })
 
+/** Keepalives that renew the lease when they reach etcd, and whose answers come `late` after. */
+const answeredAfter =
+  (late: Duration.DurationInput) => (api: Api.EtcdApi): Api.EtcdApi["keepAlive"] => (lease, within) =>
+    Effect.flatMap(api.keepAlive(lease, within), (answer) => Effect.as(Effect.sleep(late), answer))
+
 it.scoped("an etcd that answers keepalives 2.6 s late, within the TTL (6 s), keeps the lease", () =>
   Effect.gen(function*() {
     // Each keepalive renews the lease when it reaches etcd; its answer comes 2.6 s later. One attempt at a time
@@ -50,9 +55,7 @@ it.scoped("keepalives answered 3.2 s late (TTL 6 s) never fence: the first goes 
   Effect.gen(function*() {
     // The fence is 4.8 s after the last keepalive sent that succeeded, the grant at first. A keepalive due at TTL/3
     // (2 s) would be answered at 5.2 s, past it; one due at TTL/6 (1 s) is answered at 4.2 s.
-    const { fences, session } = yield* lateSession((api) => (lease, within) =>
-      Effect.flatMap(api.keepAlive(lease, within), (answer) => Effect.as(Effect.sleep("3200 millis"), answer))
-    )
+    const { fences, session } = yield* lateSession(answeredAfter("3200 millis"))
     const lost = yield* Effect.fork(session.lost)
     yield* advance(30_000)
     expect(fences).toEqual([])
@@ -65,7 +68,7 @@ it.scoped("keepalives answered 5.5 s late (TTL 10 s, request timeout 5 s) never 
     // after it: its answer still keeps the fence away 6.3 s later. Cut at the request timeout, none would ever count.
     const { fences, server, session } = yield* lateSession(
       (api) => (lease, within) =>
-        Effect.flatMap(api.keepAlive(lease, within), (answer) => Effect.as(Effect.sleep("5500 millis"), answer)).pipe(
+        answeredAfter("5500 millis")(api)(lease, within).pipe(
           Effect.timeoutFail({
             duration: within,
             onTimeout: () => new EtcdUnavailable({ endpoints: api.endpoints, timeout: within })
@@ -82,9 +85,7 @@ it.scoped("an etcd that renews the lease but always answers too late to lift the
   Effect.gen(function*() {
     // TTL 6 s: the fence 4.8 s after the last keepalive sent that succeeded, lifted only with 0.6 s to spare. Every
     // answer comes 4.5 s after etcd renewed the lease: each moves the fence, never far enough to lift it.
-    const { fences, server, session } = yield* lateSession((api) => (lease, within) =>
-      Effect.flatMap(api.keepAlive(lease, within), (answer) => Effect.as(Effect.sleep("4500 millis"), answer))
-    )
+    const { fences, server, session } = yield* lateSession(answeredAfter("4500 millis"))
     const lost = yield* Effect.fork(session.lost)
     yield* advance(10_000)
     expect(fences).toEqual([true])

@@ -4,11 +4,9 @@
 import { expect, layer } from "@effect/vitest"
 import { Clock, Deferred, Duration, Effect, Exit } from "effect"
 import { performance } from "node:perf_hooks"
-import { Etcd } from "../../src/index.js"
 import * as Lease from "../../src/internal/lease.js"
 import { EtcdEndpoints } from "../support/etcd.js"
-import { sharedOf } from "../support/members.js"
-import { startProxy } from "../support/proxy.js"
+import { clientBehindProxy, sharedOf } from "../support/members.js"
 
 /**
  * The live clock, except that its wall-clock reading can be stepped (as NTP or an operator steps a host's clock);
@@ -31,9 +29,7 @@ const steppableClock = () => {
 layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })("lease session", (it) => {
   it.scoped("a wall clock stepped back while etcd is out of reach does not delay the self-fence", () =>
     Effect.gen(function*() {
-      const { endpoints } = yield* EtcdEndpoints
-      const proxy = yield* startProxy(endpoints[0]!)
-      const connection = yield* Etcd.make({ endpoints: [proxy.endpoint], requestTimeout: "1 second" })
+      const { etcd: connection, proxy } = yield* clientBehindProxy({ requestTimeout: "1 second" })
       const { clock, step } = steppableClock()
       const ttl = Duration.seconds(2)
       const session = yield* Lease.make(sharedOf(connection).api, ttl).pipe(Effect.withClock(clock))
@@ -51,9 +47,7 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
     }))
   it.scoped("a keepalive answered in time but read after a stall past the fence keeps the lease", () =>
     Effect.gen(function*() {
-      const { endpoints } = yield* EtcdEndpoints
-      const proxy = yield* startProxy(endpoints[0]!)
-      const connection = yield* Etcd.make({ endpoints: [proxy.endpoint], requestTimeout: "5 seconds" })
+      const { etcd: connection, proxy } = yield* clientBehindProxy({ requestTimeout: "5 seconds" })
       // TTL 2 s: a keepalive every 333 ms, the fence 1.6 s after the last one sent that succeeded.
       const session = yield* Lease.make(sharedOf(connection).api, Duration.seconds(2))
       const grantedAt = performance.now()

@@ -4,11 +4,12 @@
  */
 import { expect } from "@effect/vitest"
 import { Duration, Effect, type Fiber, Option, type Scope, Stream, SubscriptionRef } from "effect"
-import type { Etcd3Client, EtcdClient } from "../../src/Etcd.js"
+import type { Etcd3Client, EtcdClient, EtcdOptions } from "../../src/Etcd.js"
 import { Etcd, type EtcdSeqError, type EtcdSeqService, Info } from "../../src/index.js"
 import * as Client from "../../src/internal/client.js"
 import type { Shared } from "../../src/internal/client.js"
 import { EtcdEndpoints } from "./etcd.js"
+import { type Proxy, startProxy } from "./proxy.js"
 
 /** What a client made by this library shares with its members: the seam, the lease pool (for internal tests). */
 export const sharedOf = (etcd: EtcdClient): Shared => {
@@ -37,6 +38,17 @@ export const client: Effect.Effect<Etcd3Client, EtcdSeqError, EtcdEndpoints | Sc
   EtcdEndpoints,
   ({ endpoints }) => Etcd.make({ endpoints })
 )
+
+/** A client to the suite's etcd through a proxy of its own, which the test can disturb; both closed with the scope. */
+export const clientBehindProxy = (
+  options: Omit<EtcdOptions, "endpoints"> = {}
+): Effect.Effect<{ readonly proxy: Proxy; readonly etcd: Etcd3Client }, EtcdSeqError, EtcdEndpoints | Scope.Scope> =>
+  Effect.gen(function*() {
+    const { endpoints } = yield* EtcdEndpoints
+    const proxy = yield* startProxy(endpoints[0]!)
+    const etcd = yield* Etcd.make({ ...options, endpoints: [proxy.endpoint] })
+    return { proxy, etcd }
+  })
 
 /** Records every Info a member's `changes` emits, and how the stream ended. */
 export interface Recorder {
