@@ -43,8 +43,8 @@ export interface EtcdOptions {
   /**
    * How a burst of group changes (a join storm) reaches the members on this client. A change after a quiet moment
    * reaches them at once; while changes follow each other within `initial`, members get the latest view once per
-   * interval, the interval doubling up to `max` while the burst lasts, so a storm costs each member a few dozen
-   * views instead of one per join. Default `{ initial: "10 millis", max: "1 second" }`; `false` sends every view at
+   * interval, the interval doubling up to `max` while the burst lasts (back to `initial` once an interval passes
+   * with a single change), so a storm costs each member a few dozen views instead of one per join. Default `{ initial: "10 millis", max: "1 second" }`; `false` sends every view at
    * once.
    */
   readonly viewPacing?: false | {

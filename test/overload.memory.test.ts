@@ -64,6 +64,35 @@ describe("a busy group", () => {
       expect(a.seen.at(-1)).toBe("0/52")
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
+  it.scoped("once a burst is over, changes a while apart reach a paced member at once, not an interval late", () =>
+    Effect.gen(function*() {
+      const paced = yield* client({ initial: "10 millis", max: "160 millis" })
+      const others = yield* client()
+      const a = yield* member(paced)
+      yield* settle
+      // 100 joins, one every 5 ms of the clock: the interval grows to its max (160 ms).
+      for (let i = 0; i < 100; i++) {
+        yield* member(others)
+        yield* TestClock.adjust("5 millis")
+        yield* settle
+      }
+      expect(a.seen.at(-1)).not.toBe("0/101")
+      // The burst's last view, at the end of its interval.
+      yield* advance(200)
+      expect(a.seen.at(-1)).toBe("0/101")
+
+      // A rolling restart: one change every 100 ms, each within the max interval of the one before. The first may
+      // wait for the end of its interval; the rest come alone in theirs, so each reaches `a` without the clock moving.
+      yield* member(others)
+      yield* advance(100)
+      for (let count = 103; count <= 107; count++) {
+        yield* member(others)
+        yield* settle
+        expect(a.seen.at(-1)).toBe(`0/${count}`)
+        yield* advance(100)
+      }
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
   it.scoped("a join whose write landed but whose answer was lost joins once: others see one join, not a join and a leave", () =>
     Effect.gen(function*() {
       const memory = yield* MemoryEtcd

@@ -18,9 +18,10 @@ const renameLeaseSeconds = 5
 
 /**
  * How views reach members while changes come fast (a join storm): a view after a quiet moment goes out at once; one
- * that follows the last within `initial` waits, and goes out (the latest one) at the end of that interval, which
- * doubles while changes keep coming, up to `max`, and starts again from `initial` after a quiet interval. A storm of
- * N joins then costs each member a number of views that grows with the storm's length, not with N.
+ * that follows the last within the interval (at first `initial`) waits, and goes out (the latest one) at the end of
+ * the interval. The interval doubles while changes keep coming, up to `max`, and starts again from `initial` once
+ * one passes with a single change in it, or twice its length with none. A storm of N joins then costs each member a
+ * number of views that grows with the storm's length, not with N; changes a while apart each go out alone.
  */
 export interface Pacing {
   readonly initial: Duration.Duration
@@ -96,23 +97,33 @@ export const make = (
     let interval = paced?.initial ?? 0
     let lastAt = Number.NEGATIVE_INFINITY
     let held: View.View | undefined
+    // The etcd events the held view stands for (a starved process reads many as one view): one alone in a whole
+    // interval means changes no longer come fast.
+    let heldChanges = 0
+    let eventsSincePublish = 0
     let flushing = false
     // One fiber at a time delivers: the watch's while no interval runs, this one's while it does.
     const flush = Effect.gen(function*() {
       while (held !== undefined) {
         yield* Effect.sleep(Duration.millis(Math.max(0, lastAt + interval - (yield* Clock.currentTimeMillis))))
         const next = held
+        // Doubling only while changes keep coming: otherwise a rolling restart after a storm (a change every few
+        // hundred ms) would have each of its changes wait out the storm's interval, up to `max`.
+        interval = heldChanges > 1 ? Math.min(paced!.max, interval * 2) : paced!.initial
         held = undefined
+        heldChanges = 0
         lastAt = yield* Clock.currentTimeMillis
-        interval = Math.min(paced!.max, interval * 2)
         yield* deliver(next)
       }
       flushing = false
     })
     const publish = (next: View.View): Effect.Effect<void> =>
       paced === undefined ? deliver(next) : Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const changes = Math.max(1, eventsSincePublish)
+        eventsSincePublish = 0
         if (flushing) {
           held = next
+          heldChanges += changes
           return Effect.void
         }
         const quiet = now - lastAt
@@ -124,6 +135,7 @@ export const make = (
           return deliver(next)
         }
         held = next
+        heldChanges = changes
         flushing = true
         return Effect.asVoid(Effect.forkIn(flush, watchScope))
       })
@@ -149,7 +161,10 @@ export const make = (
         View.fromSnapshot(decodeMembers(prefix, kvs).entries, revision),
       reread: (previous, kvs, revision) =>
         View.reread(previous, decodeMembers(prefix, kvs).entries, revision),
-      apply: (state, events) => View.applyEvents(state, prefix, events),
+      apply: (state, events) => {
+        eventsSincePublish += events.length
+        return View.applyEvents(state, prefix, events)
+      },
       seen: (state) => state.seen
     }, {
       span: "EtcdSeq.groupWatch",
