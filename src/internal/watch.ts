@@ -107,8 +107,8 @@ export const make = (
       while (held !== undefined) {
         yield* Effect.sleep(Duration.millis(Math.max(0, lastAt + interval - (yield* Clock.currentTimeMillis))))
         const next = held
-        // Doubling only while changes keep coming: otherwise a rolling restart after a storm (a change every few
-        // hundred ms) would have each of its changes wait out the storm's interval, up to `max`.
+        // Doubling only while changes keep coming: otherwise changes a few hundred ms apart after a storm would each
+        // wait out the storm's interval, up to `max`.
         interval = heldChanges > 1 ? Math.min(paced!.max, interval * 2) : paced!.initial
         held = undefined
         heldChanges = 0
