@@ -42,10 +42,11 @@ export interface EtcdOptions {
   readonly requestTimeout?: Duration.DurationInput | undefined
   /**
    * How a burst of group changes (a join storm) reaches the members on this client. A change after a quiet moment
-   * reaches them at once; while changes follow each other within `initial`, members get the latest view once per
-   * interval, the interval doubling up to `max` while the burst lasts (back to `initial` once an interval passes
-   * with a single change), so a storm costs each member a few dozen views instead of one per join. Default `{ initial: "10 millis", max: "1 second" }`; `false` sends every view at
-   * once.
+   * reaches them at once; while changes follow each other within the interval (at first `initial`), members get the
+   * latest view once per interval. The interval doubles up to `max` while changes come fast (several per interval,
+   * more often than one per tenth of `max`) and halves back towards `initial` when they do not, so a storm costs
+   * each member a few dozen views instead of one per join, and changes a few hundred ms apart after it go out alone.
+   * Default `{ initial: "10 millis", max: "1 second" }`; `false` sends every view at once.
    */
   readonly viewPacing?: false | {
     readonly initial?: Duration.DurationInput | undefined

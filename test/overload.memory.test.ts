@@ -64,7 +64,7 @@ describe("a busy group", () => {
       expect(a.seen.at(-1)).toBe("0/52")
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
-  it.scoped("once a burst is over, changes a while apart reach a paced member at once, not an interval late", () =>
+  it.scoped("once a burst is over, changes 60 ms apart reach a paced member at once, not an interval late", () =>
     Effect.gen(function*() {
       const paced = yield* client({ initial: "10 millis", max: "160 millis" })
       const others = yield* client()
@@ -81,15 +81,18 @@ describe("a busy group", () => {
       yield* advance(200)
       expect(a.seen.at(-1)).toBe("0/101")
 
-      // A rolling restart: one change every 100 ms, each within the max interval of the one before. The first may
-      // wait for the end of its interval; the rest come alone in theirs, so each reaches `a` without the clock moving.
-      yield* member(others)
-      yield* advance(100)
-      for (let count = 103; count <= 107; count++) {
+      // Then one change every 60 ms: two or three in each max interval, far fewer than one per tenth of it (16 ms). The
+      // interval halves (160, 80, 40 ms...) instead of staying at its max, so after a few changes that may wait for the
+      // end of their interval, each reaches `a` without the clock moving.
+      for (let i = 0; i < 5; i++) {
+        yield* member(others)
+        yield* advance(60)
+      }
+      for (let count = 107; count <= 112; count++) {
         yield* member(others)
         yield* settle
         expect(a.seen.at(-1)).toBe(`0/${count}`)
-        yield* advance(100)
+        yield* advance(60)
       }
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 

@@ -19,9 +19,10 @@ const renameLeaseSeconds = 5
 /**
  * How views reach members while changes come fast (a join storm): a view after a quiet moment goes out at once; one
  * that follows the last within the interval (at first `initial`) waits, and goes out (the latest one) at the end of
- * the interval. The interval doubles while changes keep coming, up to `max`, and starts again from `initial` once
- * one passes with a single change in it, or twice its length with none. A storm of N joins then costs each member a
- * number of views that grows with the storm's length, not with N; changes a while apart each go out alone.
+ * the interval. The interval doubles, up to `max`, while the views it holds stand for several etcd events each,
+ * more often than one per tenth of `max`; otherwise it halves, down to `initial`, and after twice its length with no
+ * change it starts again from `initial`. A storm of N joins then costs each member a number of views that grows with
+ * the storm's length, not with N, and changes that come a few hundred ms apart (at the default `max`) go out alone.
  */
 export interface Pacing {
   readonly initial: Duration.Duration
@@ -97,8 +98,7 @@ export const make = (
     let interval = paced?.initial ?? 0
     let lastAt = Number.NEGATIVE_INFINITY
     let held: View.View | undefined
-    // The etcd events the held view stands for (a starved process reads many as one view): one alone in a whole
-    // interval means changes no longer come fast.
+    // The etcd events the held view stands for, not the views: a starved process reads many events as one view.
     let heldChanges = 0
     let eventsSincePublish = 0
     let flushing = false
@@ -107,9 +107,11 @@ export const make = (
       while (held !== undefined) {
         yield* Effect.sleep(Duration.millis(Math.max(0, lastAt + interval - (yield* Clock.currentTimeMillis))))
         const next = held
-        // Doubling only while changes keep coming: otherwise changes a few hundred ms apart after a storm would each
-        // wait out the storm's interval, up to `max`.
-        interval = heldChanges > 1 ? Math.min(paced!.max, interval * 2) : paced!.initial
+        // Doubling only while changes come fast (several, more often than one per tenth of `max`); halving otherwise,
+        // so changes a few hundred ms apart after a storm soon go out alone instead of each waiting up to `max`.
+        interval = heldChanges > 1 && interval / heldChanges < paced!.max / 10
+          ? Math.min(paced!.max, interval * 2)
+          : Math.max(paced!.initial, interval / 2)
         held = undefined
         heldChanges = 0
         lastAt = yield* Clock.currentTimeMillis
