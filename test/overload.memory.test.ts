@@ -29,6 +29,16 @@ const member = (client: EtcdClient) =>
 const joinAtOnce = (client: EtcdClient, n: number) =>
   Effect.forEach(Array.from({ length: n }), () => member(client), { concurrency: "unbounded" })
 
+/** `n` members on `client` joining one at a time, `every` of the clock apart: a burst spread over time. */
+const joinSpread = (client: EtcdClient, n: number, every: Duration.DurationInput) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < n; i++) {
+      yield* member(client)
+      yield* TestClock.adjust(every)
+      yield* settle
+    }
+  })
+
 /** One more client of the test's MemoryEtcd, for the life of the test. */
 const client = (viewPacing?: { readonly initial: Duration.DurationInput; readonly max: Duration.DurationInput }) =>
   Etcd.makeMemory(viewPacing === undefined ? {} : { viewPacing })
@@ -43,11 +53,7 @@ describe("a busy group", () => {
       expect(a.seen).toEqual(["0/1"])
 
       // 50 joins, one every 5 ms of the clock: unpaced, `a` would see 50 more Infos.
-      for (let i = 0; i < 50; i++) {
-        yield* member(others)
-        yield* TestClock.adjust("5 millis")
-        yield* settle
-      }
+      yield* joinSpread(others, 50, "5 millis")
       yield* advance(1_000)
       const burst = a.seen.slice(1)
       expect(burst.at(-1)).toBe("0/51")
@@ -71,11 +77,7 @@ describe("a busy group", () => {
       const a = yield* member(paced)
       yield* settle
       // 100 joins, one every 5 ms of the clock: the interval grows to its max (160 ms).
-      for (let i = 0; i < 100; i++) {
-        yield* member(others)
-        yield* TestClock.adjust("5 millis")
-        yield* settle
-      }
+      yield* joinSpread(others, 100, "5 millis")
       expect(a.seen.at(-1)).not.toBe("0/101")
       // The burst's last view, at the end of its interval.
       yield* advance(200)

@@ -25,7 +25,7 @@ import { EtcdRequestFailed, EtcdUnavailable, InvalidOptions } from "../../EtcdSe
 import * as PendingIo from "../pendingIo.js"
 import { backoff } from "../retry.js"
 import * as Api from "./api.js"
-import { attaching, dropStrayResponses, keepConnections, resetWatchStream } from "./watchStream.js"
+import { abandon, attaching, dropStrayResponses, keepConnections, resetWatchStream } from "./watchStream.js"
 
 /** Client options, validated by `Etcd.make`. */
 export interface Settings {
@@ -334,18 +334,6 @@ export const make = (
     }
     return { api, client: etcd }
   })
-
-/**
- * Ends a stream of etcd3's that the library gives up on (a keepalive past its deadline, or no longer wanted). etcd3
- * takes an error on a stream still open for writing for a failure of its host (`markFailed` in lib/rpc.js): it would
- * close the host's connection (see `keepConnections`) and count a strike against the host in its circuit breaker. A
- * cancel is such an error, so the stream is ended for writing first: giving up is the library's choice, not a sign of
- * a failing host.
- */
-const abandon = (stream: { end: () => void; cancel: () => void }): void => {
-  stream.end()
-  stream.cancel()
-}
 
 /** One keepalive on a stream of its own (as etcd3's `keepaliveOnce`), answered within `within`. */
 const keepAlive = (

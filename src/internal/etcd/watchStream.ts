@@ -78,11 +78,20 @@ export const resetWatchStream = (client: Etcd3): boolean => {
   if (manager?.state !== connectedState || stream === undefined || resetStreams.has(stream)) return false
   resetStreams.add(stream)
   internals.pool?.authenticator?.invalidateMetadata?.()
-  // Ended for writing first: etcd3 takes a cancel of a stream still open for writing for a failure of its host (see
-  // `abandon` in etcd3.ts).
+  abandon(stream)
+  return true
+}
+
+/**
+ * Ends a stream of etcd3's that the library gives up on (a keepalive past its deadline, a watch stream started over,
+ * or one no longer wanted). etcd3 takes an error on a stream still open for writing for a failure of its host
+ * (`markFailed` in lib/rpc.js): it would close the host's connection (see `keepConnections`) and count a strike
+ * against the host in its circuit breaker. A cancel is such an error, so the stream is ended for writing first:
+ * giving up is the library's choice, not a sign of a failing host.
+ */
+export const abandon = (stream: { readonly end?: () => void; readonly cancel?: () => void }): void => {
   stream.end?.()
   stream.cancel?.()
-  return true
 }
 
 /**
