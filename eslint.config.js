@@ -2,6 +2,7 @@
 import effect from "@effect/eslint-plugin"
 import js from "@eslint/js"
 import tseslint from "typescript-eslint"
+import etcdseq from "./eslint/boundedTimeout.js"
 
 export default tseslint.config(
   { ignores: ["dist/**", "node_modules/**", "bench/results/**", ".tmp/**", ".scratch/**"] },
@@ -31,5 +32,11 @@ export default tseslint.config(
       "no-constant-condition": ["error", { checkLoops: false }],
       "require-yield": "off"
     }
+  },
+  {
+    // A bare Effect.timeout never fires in a finalizer: the library bounds its waits with src/internal/bounded.ts.
+    files: ["src/**/*.ts"],
+    plugins: { etcdseq },
+    rules: { "etcdseq/bounded-timeout": "error" }
   }
 )

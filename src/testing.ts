@@ -36,6 +36,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { Etcd } from "./Etcd.js"
 import type { EtcdSeqError } from "./EtcdSeqError.js"
+import * as Bounded from "./internal/bounded.js"
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Public types
@@ -263,7 +264,7 @@ const awaitExit = (proc: Proc, within: Duration.DurationInput): Effect.Effect<bo
   proc.exit() !== undefined
     ? Effect.succeed(true)
     : Effect.promise(() => proc.exited).pipe(
-      Effect.timeoutOption(within),
+      Bounded.timeoutOption(within),
       Effect.map(Option.isSome)
     )
 
@@ -528,7 +529,7 @@ const waitHealthy = (
       yield* Effect.sleep(POLL_EVERY)
     }
   }).pipe(
-    Effect.timeoutFail({
+    Bounded.timeoutFail({
       duration: HEALTHY_WITHIN,
       onTimeout: () =>
         harnessError(
@@ -738,7 +739,7 @@ export const startCluster = (size: number = 3): Effect.Effect<EtcdCluster, EtcdH
             yield* Effect.sleep(POLL_EVERY)
           }
         }).pipe(
-          Effect.timeoutFail({
+          Bounded.timeoutFail({
             duration: LEADER_WITHIN,
             onTimeout: () => harnessError(`no etcd leader within ${Duration.format(LEADER_WITHIN)}`)
           }),
@@ -802,7 +803,7 @@ const startContainer: Effect.Effect<Option.Option<string>, EtcdHarnessError, Sco
   const { GenericContainer, Wait, getContainerRuntimeClient } = tc.value
 
   const runtime = yield* Effect.tryPromise(() => getContainerRuntimeClient()).pipe(
-    Effect.timeout("15 seconds"),
+    Bounded.timeout("15 seconds"),
     Effect.option
   )
   if (Option.isNone(runtime)) return Option.none()
@@ -834,7 +835,7 @@ const startContainer: Effect.Effect<Option.Option<string>, EtcdHarnessError, Sco
           cause
         )
     }).pipe(
-      Effect.timeoutFail({
+      Bounded.timeoutFail({
         duration: Duration.millis(CONTAINER_STARTUP_MS + 30_000),
         onTimeout: () => harnessError(`the ${CONTAINER_IMAGE} container did not start in time`)
       })

@@ -283,11 +283,11 @@ describe("the etcdseq command", () => {
             "--connect-timeout",
             "500ms"
           ])
-          expect(yield* unreachable.exit()).toBe(ExitCode.etcd)
+          expect(yield* unreachable.exit()).toBe(ExitCode.etcdUnavailable)
           expect(oneLine(unreachable)).toEqual(["etcdseq: etcd unavailable at http://127.0.0.1:9 within 500ms"])
 
           const nothing = yield* cli(["run", "--group", group, ...endpoints, "--", "/nonexistent/program"])
-          expect(yield* nothing.exit()).toBe(ExitCode.cannotStart)
+          expect(yield* nothing.exit()).toBe(ExitCode.notFound)
           // Not started (no setpriv), or started by setpriv, which then exits 127 as a shell would.
           expect(nothing.stderr()).toContain("/nonexistent/program")
 

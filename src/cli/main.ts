@@ -30,8 +30,9 @@ const report = (error: EtcdSeqError | CliExit | ValidationError.ValidationError)
     case "InvalidOptions":
       return fail(ExitCode.usage, `invalid ${error.field}: ${error.reason}`)
     case "EtcdUnavailable":
+      return fail(ExitCode.etcdUnavailable, error.message)
     case "EtcdRequestFailed":
-      return fail(ExitCode.etcd, error.message)
+      return fail(ExitCode.etcdRefused, error.message)
     case "InstanceTaken":
       return fail(ExitCode.instanceTaken, error.message)
     default:

@@ -1,19 +1,25 @@
 /**
  * `etcdseq run`: joins a group and runs a command once per assignment, with the assignment in its environment. The
- * child is stopped (SIGTERM, then SIGKILL after `--grace`) before the next assignment's starts, when the member goes
- * invalid, and when `etcdseq run` itself is stopped (SIGINT, SIGTERM: it then leaves the group and exits). A child
- * that exits 0 waits for the next assignment; one that exits otherwise ends `etcdseq run` with its code, after the
- * leave. On Linux the child is started under `setpriv --pdeathsig KILL`, so it dies with a SIGKILLed wrapper too.
+ * child runs as the leader of a process group of its own; the group is stopped (SIGTERM, then SIGKILL to the whole
+ * group after `--grace`, and waited for until no process of it is left) before the next assignment's child starts,
+ * when the member goes invalid, and when `etcdseq run` itself is stopped (SIGINT, SIGTERM: it then leaves the group
+ * and exits). A child that exits 0 waits for the next assignment; one that exits otherwise ends `etcdseq run` with
+ * its code, after the leave. On Linux the child is started under `setpriv --pdeathsig KILL`, so it dies with a
+ * SIGKILLed wrapper too.
  */
 import { Args, Command, Options } from "@effect/cli"
-import { Command as ChildCommand, CommandExecutor, FileSystem } from "@effect/platform"
+import { Command as ChildCommand, FileSystem } from "@effect/platform"
 import { Console, Duration, Effect, Layer, Option } from "effect"
 import { constants } from "node:os"
 import type { Assignment } from "../Assignment.js"
 import { EtcdSeq } from "../EtcdSeq.js"
+import { Info } from "../Info.js"
+import { fencingMargin } from "../internal/lease.js"
+import * as Membership from "../internal/member.js"
 import { type Connection, connectionOptions, etcdLayer } from "./connection.js"
 import { CliExit, ExitCode } from "./exit.js"
 import { durationOption, groupOption } from "./flags.js"
+import * as ProcessGroup from "./processGroup.js"
 
 const say = (line: string) => Console.error(`etcdseq run: ${line}`)
 
@@ -21,6 +27,7 @@ const setpriv = "/usr/bin/setpriv"
 
 interface Settings {
   readonly group: string
+  readonly ttl: Duration.Duration
   readonly grace: Duration.Duration
   readonly command: string
   readonly args: ReadonlyArray<string>
@@ -35,17 +42,20 @@ const signalExit = (message: string): number => {
   return number === undefined ? ExitCode.failed : 128 + number
 }
 
-/** Stops the child's process group: SIGTERM, then SIGKILL once `grace` has passed. */
-const stop = (child: CommandExecutor.Process, grace: Duration.Duration) =>
+/**
+ * The grace a stop gives the child now. A member that is invalid while its membership is open was fenced (or lost
+ * its lease): its lease may expire at etcd a fencing margin after the fence, and a successor start then, so the child
+ * gets no longer than that margin. Otherwise (a new assignment, a leave, the instance taken) the member's keys hold
+ * its place until the child is gone, and it gets the whole `--grace`.
+ */
+const graceNow = (settings: Settings) =>
   Effect.gen(function*() {
-    if (!(yield* child.isRunning)) return
-    yield* say(`stopping pid ${child.pid} (its assignment ended): SIGTERM`)
-    const stopped = yield* child.kill("SIGTERM").pipe(Effect.timeout(grace), Effect.option)
-    if (Option.isNone(stopped)) {
-      yield* say(`pid ${child.pid} did not stop within ${Duration.format(grace)}: SIGKILL`)
-      yield* child.kill("SIGKILL").pipe(Effect.ignore)
-    }
-  }).pipe(Effect.ignore)
+    const source = Membership.sourceOf(yield* EtcdSeq)
+    const latest = source?.current === undefined ? undefined : yield* source.current
+    return latest?._tag === "Info" && !Info.isValid(latest.info)
+      ? Duration.min(settings.grace, fencingMargin(settings.ttl))
+      : settings.grace
+  })
 
 /** One run of the command for one assignment. */
 const runOnce = (settings: Settings, a: Assignment) =>
@@ -70,10 +80,16 @@ const runOnce = (settings: Settings, a: Assignment) =>
         ChildCommand.stderr("inherit"),
         ChildCommand.start,
         Effect.mapError((e) =>
-          new CliExit({ code: ExitCode.cannotStart, line: `cannot start ${settings.command}: ${e.message}` })
+          new CliExit({
+            code: /EACCES/.test(e.message) ? ExitCode.cannotExecute : ExitCode.notFound,
+            line: `cannot start ${settings.command}: ${e.message}`
+          })
         )
       ),
-      (child) => stop(child, settings.grace)
+      (child) =>
+        Effect.flatMap(graceNow(settings), (grace) =>
+          // The child's pid is its process group's id: it was started as the leader of a group of its own.
+          ProcessGroup.stop(child.pid, grace, say))
     )
     yield* say(
       `${index}/${count} (revision ${revision}, fence ${a.fence}): started ${settings.command} as pid ${child.pid}`
@@ -131,9 +147,11 @@ export const run = Command.make(
       Options.withDescription("with --instance: a stop keeps the place for the TTL, for the next start")
     ),
     metadata: Options.text("metadata").pipe(Options.withDescription("stored with the member"), Options.optional),
-    grace: durationOption("grace", "how long a child has to stop after SIGTERM before SIGKILL").pipe(
-      Options.withDefault(Duration.seconds(10))
-    ),
+    grace: durationOption(
+      "grace",
+      "how long the child's process group has to stop after SIGTERM before SIGKILL; shorter than --ttl " +
+        "(default: half the TTL)"
+    ).pipe(Options.optional),
     command: Args.text({ name: "command" }).pipe(Args.withDescription("the program to run, after --")),
     args: Args.text({ name: "args" }).pipe(Args.repeated)
   },
@@ -142,9 +160,21 @@ export const run = Command.make(
       const fs = yield* FileSystem.FileSystem
       const pdeathsig = process.platform === "linux" &&
         (yield* fs.exists(setpriv).pipe(Effect.orElseSucceed(() => false)))
+      // A leave waits at most the TTL for the child to stop before it deletes the member's keys: a longer grace would
+      // let the successor's child start beside this one's.
+      const grace = Option.getOrElse(o.grace, () => Duration.times(o.ttl, 0.5))
+      if (!Duration.lessThan(grace, o.ttl)) {
+        return yield* new CliExit({
+          code: ExitCode.usage,
+          line: `--grace ${Duration.format(grace)}: must be shorter than --ttl ${
+            Duration.format(o.ttl)
+          } (a leave waits at most the TTL for the child to stop)`
+        })
+      }
       const settings: Settings = {
         group: o.group,
-        grace: o.grace,
+        ttl: o.ttl,
+        grace,
         command: o.command,
         args: o.args,
         instance: o.instance,

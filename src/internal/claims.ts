@@ -8,6 +8,7 @@
  * and releases that come together are written together, in transactions of up to 128 operations.
  */
 import { Data, Deferred, Effect, Exit, Queue, type Scope, SubscriptionRef } from "effect"
+import * as Bounded from "./bounded.js"
 import * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 import * as PrefixCache from "./prefixCache.js"
@@ -247,7 +248,7 @@ export const writer = (
     // releases) is written once more; what still fails goes to the background through each release's own retry.
     yield* Effect.addFinalizer(() =>
       Effect.flatMap(Queue.takeAll(queue), (left) => flush([...left])).pipe(
-        Effect.timeout(api.requestTimeout),
+        Bounded.timeout(api.requestTimeout),
         Effect.ignore
       )
     )

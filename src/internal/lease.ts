@@ -11,8 +11,10 @@
  * background (etcd may still hold it, renewed by answers too late to count).
  */
 import { Deferred, Duration, Effect, ExecutionStrategy, Exit, FiberId, Metric, Schedule, Scope } from "effect"
+import * as Bounded from "./bounded.js"
 import type { EtcdApi, RequestError } from "./etcd/api.js"
 import * as Metrics from "./metrics.js"
+import * as Monotonic from "./monotonic.js"
 import * as PendingIo from "./pendingIo.js"
 import { backoff } from "./retry.js"
 
@@ -46,24 +48,8 @@ export interface LeaseSession {
  * How long before a possible expiry a member fences itself: a fifth of the TTL, between 200 ms and 2 s. It leaves
  * time for work to stop (finalizers) before another member could see the lease gone.
  */
-const fencingMargin = (ttl: Duration.Duration): Duration.Duration =>
+export const fencingMargin = (ttl: Duration.Duration): Duration.Duration =>
   Duration.millis(Math.min(2_000, Math.max(200, Duration.toMillis(ttl) / 5)))
-
-/**
- * Milliseconds on Effect's monotonic clock (`process.hrtime`, or the `TestClock`): the fencing deadline must not move
- * when the host's wall clock is stepped, as NTP or an operator may do during the very outage it guards against.
- */
-const monotonicMillis: Effect.Effect<number> = Effect.clockWith((clock) =>
-  Effect.sync(() => {
-    try {
-      return Number(clock.unsafeCurrentTimeNanos() / 1_000_000n)
-    } catch {
-      // The TestClock's nanosecond reading throws once its instant is fractional (after a jittered sleep, say); its
-      // millisecond reading is the test's own time, monotonic by construction.
-      return clock.unsafeCurrentTimeMillis()
-    }
-  })
-)
 
 /** etcd counts TTLs in whole seconds; the local watchdog keeps the exact, shorter duration. */
 export const ttlSeconds = (ttl: Duration.Duration): number => Math.max(1, Math.ceil(Duration.toSeconds(ttl)))
@@ -85,7 +71,7 @@ export const make = (
     const lostListeners = new Set<(reason: LostReason) => void>()
     const lease = yield* Effect.acquireRelease(
       Effect.gen(function*() {
-        const grantedAt = yield* monotonicMillis
+        const grantedAt = yield* Monotonic.millis
         const id = yield* api.grant(ttlSeconds(ttl))
         return { id, grantedAt }
       }),
@@ -98,14 +84,14 @@ export const make = (
             // wait on an etcd that was too slow), until a TTL has passed, after which it is gone anyway.
             if ((yield* reason.value) === gaveUp && background !== undefined) {
               yield* background(
-                api.revoke(id).pipe(Effect.timeout(Duration.min(ttl, api.requestTimeout))),
+                api.revoke(id).pipe(Bounded.timeout(Duration.min(ttl, api.requestTimeout))),
                 Effect.sleep(ttl)
               )
             }
             return
           }
           yield* api.revoke(id).pipe(
-            Effect.timeout(Duration.min(ttl, api.requestTimeout)),
+            Bounded.timeout(Duration.min(ttl, api.requestTimeout)),
             Effect.catchAll((e) => Effect.logWarning("lease revoke failed; it expires after its TTL", e))
           )
         })
@@ -167,7 +153,7 @@ export const make = (
       for (const listener of fenceListeners) listener(next)
     }
     const attempt = Effect.gen(function*() {
-      const sentAt = yield* monotonicMillis
+      const sentAt = yield* Monotonic.millis
       since.sent++
       // Not cut at the fence as it stands now: an earlier attempt's answer may move it, and this one's answer still
       // moves it further.
@@ -191,7 +177,7 @@ export const make = (
     const keepalive: Effect.Effect<never> = Effect.gen(function*() {
       let inFlight = 0
       while (true) {
-        const now = yield* monotonicMillis
+        const now = yield* Monotonic.millis
         const due = lastSentOk + intervalMillis
         // Whole milliseconds, at least one (see the watchdog).
         if (now < due) {
@@ -210,7 +196,7 @@ export const make = (
     const liftSlack = Math.max(pulse, fenceAfter / 8)
     const watchdog: Effect.Effect<LostReason> = Effect.gen(function*() {
       while (true) {
-        const now = yield* monotonicMillis
+        const now = yield* Monotonic.millis
         const fenceAt = lastSentOk + fenceAfter
         if (fenced) {
           if (fenceAt - now >= liftSlack) {
@@ -232,7 +218,7 @@ export const make = (
         if (now >= fenceAt) {
           // After a stall the answer to a keepalive may wait in a socket behind this very timer: read it first.
           yield* PendingIo.afterPendingIo
-          const checkedAt = yield* monotonicMillis
+          const checkedAt = yield* Monotonic.millis
           if (lastSentOk + fenceAfter > checkedAt) continue
           // At once after the check: an answer landing in between must not raise a fence only to lift it.
           fencedAt = checkedAt

@@ -8,6 +8,7 @@ import type { EtcdSeqService } from "../EtcdSeq.js"
 import type { EtcdSeqError } from "../EtcdSeqError.js"
 import { Info } from "../Info.js"
 import * as Assign from "./assign.js"
+import * as Bounded from "./bounded.js"
 import * as Cell from "./cell.js"
 import type { Shared } from "./client.js"
 import * as Metrics from "./metrics.js"
@@ -48,7 +49,7 @@ export const make = (
     const activeWork = yield* Cell.make(0)
     const allWorkStopped = activeWork.changes.pipe(Stream.takeUntil((n) => n === 0), Stream.runDrain)
     // Bounded by the TTL: past it the lease may be gone anyway, and a leave must not hang on a stuck finalizer.
-    const workStopped = allWorkStopped.pipe(Effect.timeout(settings.ttl), Effect.ignore)
+    const workStopped = allWorkStopped.pipe(Bounded.timeout(settings.ttl), Effect.ignore)
 
     // --- Info from the registration ---
     // Every view change is stored (runAssigned's group handover follows revisions); `changes` drops equal Infos.

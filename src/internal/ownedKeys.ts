@@ -6,6 +6,7 @@
  * - a delete that fails is retried in the background until it lands or the lease ends.
  */
 import { Duration, Effect, Scope } from "effect"
+import * as Bounded from "./bounded.js"
 import type * as Api from "./etcd/api.js"
 
 export interface Options {
@@ -50,7 +51,7 @@ const deleteOnClose = (options: Options): Effect.Effect<void, never, Scope.Scope
           ? api.delete(keys[0]!)
           : api.txn({ compare: [], success: keys.map((key) => ({ _tag: "Delete" as const, key })) })
         return remove.pipe(
-          Effect.timeout(options.deleteWithin ?? Duration.sum(api.requestTimeout, Duration.millis(500))),
+          Bounded.timeout(options.deleteWithin ?? Duration.sum(api.requestTimeout, Duration.millis(500))),
           Effect.catchAll((e) =>
             Effect.logWarning("delete failed; retrying in the background until it succeeds or the lease ends", e).pipe(
               Effect.zipRight(options.retryInBackground(remove, options.leaseLost))

@@ -9,7 +9,6 @@
  */
 import {
   Cause,
-  Clock,
   Deferred,
   Effect,
   ExecutionStrategy,
@@ -29,6 +28,7 @@ import { counted, type Holder, type Latest, sameLatest, type Source } from "./as
 import * as Claims from "./claims.js"
 import * as Keys from "./keys.js"
 import * as Metrics from "./metrics.js"
+import * as Monotonic from "./monotonic.js"
 import { backoff } from "./retry.js"
 import * as ShardPlan from "./shardPlan.js"
 import type { View } from "./view.js"
@@ -148,7 +148,7 @@ const runLoop = <E, R>(
         const key = Keys.claimKey(source.group, shard, owner.id, yield* shared.leases.unique)
         // Released after the work's own finalizers (registered first, so run last), in the background.
         yield* Effect.addFinalizer(() => writer.release(key))
-        const claimedAt = yield* Clock.currentTimeMillis
+        const claimedAt = yield* Monotonic.millis
         const fence = yield* writer.claim(key, owner.leaseId).pipe(
           Effect.tapError((e) => Effect.logWarning(`claim of shard ${shard} not written; retrying`, e)),
           // Retried, not failed: a lost lease or an unreachable etcd resolves with the next Info.
@@ -160,7 +160,7 @@ const runLoop = <E, R>(
             captureStackTrace: false
           })
         )
-        yield* Metric.update(Metrics.shardHandoverWait, (yield* Clock.currentTimeMillis) - claimedAt)
+        yield* Metric.update(Metrics.shardHandoverWait, (yield* Monotonic.millis) - claimedAt)
         yield* Metric.increment(Metrics.shardsAcquired)
         yield* work({ id: shard, shards, fence, info }).pipe(
           Effect.withSpan("EtcdSeq.shard", {

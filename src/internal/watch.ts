@@ -5,10 +5,11 @@
  * After a compaction-triggered re-read the view waits for its name: the client writes the rename key, and publishes
  * the view once its watch delivers that write (see `View.reread`).
  */
-import { Clock, Duration, Effect, Metric, Scope, SubscriptionRef } from "effect"
+import { Duration, Effect, Metric, Scope, SubscriptionRef } from "effect"
 import type * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 import * as Metrics from "./metrics.js"
+import * as Monotonic from "./monotonic.js"
 import * as PrefixCache from "./prefixCache.js"
 import { backoff } from "./retry.js"
 import * as View from "./view.js"
@@ -105,7 +106,7 @@ export const make = (
     // One fiber at a time delivers: the watch's while no interval runs, this one's while it does.
     const flush = Effect.gen(function*() {
       while (held !== undefined) {
-        yield* Effect.sleep(Duration.millis(Math.max(0, lastAt + interval - (yield* Clock.currentTimeMillis))))
+        yield* Effect.sleep(Duration.millis(Math.max(0, lastAt + interval - (yield* Monotonic.millis))))
         const next = held
         // Doubling only while changes come fast (several, more often than one per tenth of `max`); halving otherwise,
         // so changes a few hundred ms apart after a storm soon go out alone instead of each waiting up to `max`.
@@ -114,13 +115,13 @@ export const make = (
           : Math.max(paced!.initial, interval / 2)
         held = undefined
         heldChanges = 0
-        lastAt = yield* Clock.currentTimeMillis
+        lastAt = yield* Monotonic.millis
         yield* deliver(next)
       }
       flushing = false
     })
     const publish = (next: View.View): Effect.Effect<void> =>
-      paced === undefined ? deliver(next) : Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      paced === undefined ? deliver(next) : Effect.flatMap(Monotonic.millis, (now) => {
         const changes = Math.max(1, eventsSincePublish)
         eventsSincePublish = 0
         if (flushing) {

@@ -4,7 +4,7 @@
  * `EtcdRequestFailed`).
  */
 import { noop } from "cockatiel"
-import { Clock, Duration, Effect, type Mailbox, Runtime, type Scope } from "effect"
+import { Duration, Effect, type Mailbox, Runtime, type Scope } from "effect"
 import {
   castGrpcError,
   Etcd3,
@@ -22,6 +22,8 @@ import {
   type Watcher
 } from "etcd3"
 import { EtcdRequestFailed, EtcdUnavailable, InvalidOptions } from "../../EtcdSeqError.js"
+import * as Bounded from "../bounded.js"
+import * as Monotonic from "../monotonic.js"
 import * as PendingIo from "../pendingIo.js"
 import { backoff } from "../retry.js"
 import * as Api from "./api.js"
@@ -93,8 +95,8 @@ const request = <A>(
   completes = false
 ): Effect.Effect<A, Api.RequestError> =>
   Effect.tryPromise({ try: run, catch: classify(settings.endpoints, operation, settings.requestTimeout) }).pipe(
-    completes ? Effect.uninterruptible : Effect.interruptible,
-    Effect.timeoutFail({
+    (self) => completes ? Effect.uninterruptible(self) : self,
+    Bounded.timeoutFail({
       duration: Duration.sum(settings.requestTimeout, Duration.millis(500)),
       onTimeout: () => new EtcdUnavailable({ endpoints: settings.endpoints, timeout: settings.requestTimeout })
     }),
@@ -191,7 +193,7 @@ const prove = (settings: Settings, etcd: Etcd3): Effect.Effect<void, Api.Request
       schedule: backoff,
       while: (e) => settings.endpoints.length > 1 && e._tag === "EtcdUnavailable"
     }),
-    Effect.timeoutFail({
+    Bounded.timeoutFail({
       duration: settings.connectTimeout,
       onTimeout: () => new EtcdUnavailable({ endpoints: settings.endpoints, timeout: settings.connectTimeout })
     }),
@@ -452,8 +454,7 @@ const watch = (
           const ignore = () => {}
           watcher.on("error", ignore)
           yield* Effect.promise(() => watcher.cancel()).pipe(
-            Effect.interruptible,
-            Effect.timeout(settings.requestTimeout),
+            Bounded.timeout(settings.requestTimeout),
             Effect.ignore,
             Effect.ensuring(Effect.sync(() => watcher.removeListener("error", ignore)))
           )
@@ -467,12 +468,12 @@ const watch = (
     const bound = Duration.toMillis(settings.requestTimeout) / 4
     yield* Effect.gen(function*() {
       let stuck = attaching(etcd)
-      let since = yield* Clock.currentTimeMillis
+      let since = yield* Monotonic.millis
       while (!state.wasConnected && !state.canceled) {
         yield* Effect.sleep(bound / 5)
         if (state.wasConnected || state.canceled) return
         const now = attaching(etcd)
-        const at = yield* Clock.currentTimeMillis
+        const at = yield* Monotonic.millis
         if (now === undefined || stuck === undefined || now.queue !== stuck.queue || now.first !== stuck.first) {
           stuck = now
           since = at
