@@ -67,9 +67,17 @@ const member = (
     }
   })
 
-/** `index/count@revision` of each: the revision too, since the others must not see even an equal Info anew. */
+/** `index/count` of each. */
 const currents = (members: ReadonlyArray<{ readonly seq: EtcdSeqService }>) =>
-  Effect.forEach(members, (m) => Effect.map(m.seq.current, String))
+  Effect.forEach(members, (m) => Effect.map(m.seq.current, (info) => String(info).split("@")[0]))
+
+/**
+ * The revision each names the view by. A takeover (or a leave parking the place) renames the view for everyone: the
+ * others' index and count do not change (they are told nothing), but the new incarnation's fence is above its
+ * predecessor's, and all agree on it.
+ */
+const revisions = (members: ReadonlyArray<{ readonly seq: EtcdSeqService }>) =>
+  Effect.forEach(members, (m) => Effect.map(m.seq.current, (info) => info.revision))
 
 const failureOf = (fiber: Fiber.Fiber<Exit.Exit<unknown, unknown>> | undefined) =>
   Effect.gen(function*() {
@@ -123,7 +131,8 @@ describe("static membership over MemoryEtcd", () => {
         const c = yield* member("g/restart", "c", { mode })
         yield* settle
         const before = yield* currents([a, b, c])
-        expect(before.map((s) => s.split("@")[0])).toEqual(["0/3", "1/3", "2/3"])
+        expect(before).toEqual(["0/3", "1/3", "2/3"])
+        const [named] = yield* revisions([b])
         const membersBefore = yield* a.seq.members
         expect(membersBefore.map((m) => m.instance)).toEqual([undefined, "web-1", undefined])
         const heldByB = holding(mode, "b")
@@ -136,13 +145,16 @@ describe("static membership over MemoryEtcd", () => {
         yield* advance(1_000)
         const b2 = yield* member("g/restart", "b2", { instance: "web-1", mode })
         yield* settle
-        expect(String(yield* b2.seq.current)).toBe(before[1])
+        expect(yield* currents([b2])).toEqual([before[1]])
         const membersAfter = yield* a.seq.members
         expect(membersAfter.map((m) => [m.instance, m.joinRevision])).toEqual(
           membersBefore.map((m) => [m.instance, m.joinRevision])
         )
         expect(membersAfter[1]!.id).not.toBe(membersBefore[1]!.id)
-        // The others saw nothing: no Info, not even the same one under a new revision; their work runs on.
+        const renamed = yield* revisions([a, b2, c])
+        expect(renamed[1]).toBeGreaterThan(named!)
+        expect(renamed).toEqual([renamed[1], renamed[1], renamed[1]])
+        // The others saw nothing: no new Info (the same one under a new name is not news); their work runs on.
         expect(yield* currents([a, c])).toEqual([before[0], before[2]])
         expect([...a.seen, "|", ...c.seen]).toEqual(othersBefore)
         expect(runsOf(mode.checker.runs, ["a", "c"])).toEqual(runsBefore)
@@ -152,7 +164,7 @@ describe("static membership over MemoryEtcd", () => {
         // The old lease runs out (3 s after it was last renewed): its keys go, the member key (moved) stays.
         yield* advance(2_500)
         expect(holding(mode, "b2")).toBe(heldByB)
-        expect(String(yield* b2.seq.current)).toBe(before[1])
+        expect(yield* currents([b2])).toEqual([before[1]])
         expect(yield* currents([a, c])).toEqual([before[0], before[2]])
         expect([...a.seen, "|", ...c.seen]).toEqual(othersBefore)
         expect(runsOf(mode.checker.runs, ["a", "c"])).toEqual(runsBefore)
@@ -174,10 +186,10 @@ describe("static membership over MemoryEtcd", () => {
       yield* settle
       yield* memory.crash(b.etcd)
       yield* advance(3_100)
-      expect((yield* currents([a, c])).map((s) => s.split("@")[0])).toEqual(["0/2", "1/2"])
+      expect(yield* currents([a, c])).toEqual(["0/2", "1/2"])
       const b2 = yield* member("g/late", "b2", { instance: "web-1" })
       yield* settle
-      expect((yield* currents([a, c, b2])).map((s) => s.split("@")[0])).toEqual(["0/3", "1/3", "2/3"])
+      expect(yield* currents([a, c, b2])).toEqual(["0/3", "1/3", "2/3"])
       expect(c.seen.map((s) => s.split("@")[0])).toEqual(["2/3", "1/2", "1/3"])
       yield* Effect.all([a.leave, b.leave, b2.leave, c.leave])
     }).pipe(Effect.provide(MemoryEtcd.layer)))
@@ -195,6 +207,7 @@ describe("static membership over MemoryEtcd", () => {
         // b's run of 1/2 takes its time to stop before its run of 1/3 starts.
         yield* advance(600)
         const before = yield* currents([a, b, c])
+        const [named] = yield* revisions([b])
         const heldByB = holding(mode, "b")
         const othersBefore = [...a.seen, "|", ...c.seen]
         const runsBefore = runsOf(mode.checker.runs, ["a", "c"])
@@ -210,11 +223,14 @@ describe("static membership over MemoryEtcd", () => {
         })
         expect(yield* failureOf(b.runner)).toMatchObject({ _tag: "InstanceTaken" })
         // Invalid first (stop the work), then the failure.
-        expect(b.seen.slice(-2)).toEqual([before[1], "invalid"])
+        expect(b.seen.slice(-2).map((s) => s.split("@")[0])).toEqual([before[1], "invalid"])
         expect(String(yield* b.seq.current)).toBe("invalid")
         expect(holding(mode, "b")).toBe("")
         expect(holding(mode, "b2")).toBe(heldByB)
-        expect(String(yield* b2.seq.current)).toBe(before[1])
+        expect(yield* currents([b2])).toEqual([before[1]])
+        const renamed = yield* revisions([a, b2, c])
+        expect(renamed[1]).toBeGreaterThan(named!)
+        expect(renamed).toEqual([renamed[1], renamed[1], renamed[1]])
         expect(yield* currents([a, c])).toEqual([before[0], before[2]])
         expect([...a.seen, "|", ...c.seen]).toEqual(othersBefore)
         expect(runsOf(mode.checker.runs, ["a", "c"])).toEqual(runsBefore)
@@ -222,13 +238,13 @@ describe("static membership over MemoryEtcd", () => {
 
         // No flapping: several TTLs later the newer still holds the place, and the older never registered again.
         yield* advance(10_000)
-        expect(String(yield* b2.seq.current)).toBe(before[1])
+        expect(yield* currents([b2])).toEqual([before[1]])
         expect((yield* memory.read("g/twice/members/")).map((kv) => kv.key.slice("g/twice/members/".length)))
           .toHaveLength(3)
         // The older's leave deletes nothing of the newer's.
         yield* b.leave
         yield* settle
-        expect(String(yield* b2.seq.current)).toBe(before[1])
+        expect(yield* currents([b2])).toEqual([before[1]])
         expect((yield* a.seq.members).map((m) => m.instance)).toEqual([undefined, "web-1", undefined])
         expect(yield* currents([a, c])).toEqual([before[0], before[2]])
         expect(overlaps(mode)).toEqual([])
@@ -250,7 +266,7 @@ describe("static membership over MemoryEtcd", () => {
       yield* memory.recover
       yield* advance(3_000)
       expect(yield* failureOf(b.changes)).toMatchObject({ _tag: "InstanceTaken", instance: "web-1" })
-      expect((yield* currents([a, b2])).map((s) => s.split("@")[0])).toEqual(["0/2", "1/2"])
+      expect(yield* currents([a, b2])).toEqual(["0/2", "1/2"])
       expect(b2.seen.map((s) => s.split("@")[0])).toEqual(["1/2"])
       expect(a.seen.map((s) => s.split("@")[0])).toEqual(["0/1", "0/2"])
       yield* Effect.all([a.leave, b.leave, b2.leave])
@@ -268,6 +284,7 @@ describe("static membership over MemoryEtcd", () => {
         const c = yield* member("g/park", "c", { mode })
         yield* settle
         const before = yield* currents([a, b, c])
+        const [named] = yield* revisions([b])
         const heldByB = holding(mode, "b")
         const othersBefore = [...a.seen, "|", ...c.seen]
         const runsBefore = runsOf(mode.checker.runs, ["a", "c"])
@@ -282,7 +299,10 @@ describe("static membership over MemoryEtcd", () => {
 
         const b2 = yield* member("g/park", "b2", { instance: "web-1", keepPlaceOnLeave: true, mode })
         yield* settle
-        expect(String(yield* b2.seq.current)).toBe(before[1])
+        expect(yield* currents([b2])).toEqual([before[1]])
+        const renamed = yield* revisions([a, b2, c])
+        expect(renamed[1]).toBeGreaterThan(named!)
+        expect(renamed).toEqual([renamed[1], renamed[1], renamed[1]])
         // No lease to wait for: the leave released its locks and claims.
         expect(holding(mode, "b2")).toBe(heldByB)
         expect(yield* currents([a, c])).toEqual([before[0], before[2]])
@@ -298,6 +318,40 @@ describe("static membership over MemoryEtcd", () => {
         expect(yield* memory.leases).toEqual([])
       }).pipe(Effect.provide(MemoryEtcd.layer))
   )
+
+  it.scoped("group: a new incarnation after a leave names the view as the others do; fences grow; nothing stalls", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const mode: Mode = { _tag: "group", checker: makeChecker() }
+      const x = yield* member("g/fresh", "x", { mode })
+      const p1 = yield* member("g/fresh", "p1", { instance: "pod-1", keepPlaceOnLeave: true, mode })
+      const y = yield* member("g/fresh", "y", { mode })
+      yield* settle
+      // A leave: a process reading the group from now on cannot see when it happened.
+      yield* y.leave
+      yield* advance(500)
+      const [before] = yield* revisions([p1])
+      // A rolling restart of pod-1: the old process parks its place, a new one (a client of its own) takes it.
+      yield* p1.leave
+      yield* advance(500)
+      const p2 = yield* member("g/fresh", "p2", { instance: "pod-1", mode })
+      yield* advance(500)
+      expect(yield* currents([x, p2])).toEqual(["0/2", "1/2"])
+      const [named, namedByP2] = yield* revisions([x, p2])
+      expect(namedByP2).toBe(named)
+      expect(namedByP2).toBeGreaterThan(before!)
+      expect(holding(mode, "p2")).toBe("1/2")
+      // x is cut off past its fence, within its TTL, and takes its place back: its run waits for every member to
+      // hold the view it names, which p2 must name alike.
+      yield* memory.outage({ clients: [x.etcd] })
+      yield* advance(2_500)
+      expect(holding(mode, "x")).toBe("")
+      yield* memory.recover
+      yield* advance(1_000)
+      expect(holding(mode, "x")).toBe("0/2")
+      expect(shareOverlaps(mode.checker.runs)).toEqual([])
+      yield* Effect.all([x.leave, p2.leave])
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
 
   it.scoped("group: a takeover beside a parked place still waits for the older incarnation's work to stop", () =>
     Effect.gen(function*() {
@@ -347,13 +401,13 @@ describe("static membership over MemoryEtcd", () => {
       // A join while the place is parked: group-mode work of the new view does not wait for the parked member.
       const c = yield* member("g/parked", "c", { mode })
       yield* settle
-      expect((yield* currents([a, c])).map((s) => s.split("@")[0])).toEqual(["0/3", "2/3"])
+      expect(yield* currents([a, c])).toEqual(["0/3", "2/3"])
       expect(holding(mode, "a")).toBe("0/3")
       expect(holding(mode, "c")).toBe("2/3")
       yield* advance(2_900)
-      expect((yield* currents([a, c])).map((s) => s.split("@")[0])).toEqual(["0/3", "2/3"])
+      expect(yield* currents([a, c])).toEqual(["0/3", "2/3"])
       yield* advance(200)
-      expect((yield* currents([a, c])).map((s) => s.split("@")[0])).toEqual(["0/2", "1/2"])
+      expect(yield* currents([a, c])).toEqual(["0/2", "1/2"])
       expect(shareOverlaps(mode.checker.runs)).toEqual([])
       yield* Effect.all([a.leave, c.leave])
       expect(yield* memory.read("g/parked/")).toEqual([])

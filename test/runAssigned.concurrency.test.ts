@@ -189,8 +189,8 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
       member,
       index,
       count,
-      revision: 1,
-      fence: 1,
+      revision: start + 1,
+      fence: start + 1,
       shares: Array.from({ length: SHARDS }, (_, s) => s).filter((s) => s % count === index),
       start,
       end
@@ -208,5 +208,9 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
     expect(fenceRegressions([fenced("a", 5, 0), fenced("a", 4, 2)])).toHaveLength(1)
     expect(fenceRegressions([fenced("a", 5, 0), fenced("a", 5, 2)])).toHaveLength(1)
     expect(fenceRegressions([fenced("a", 5, 0), fenced("b", 4, 2), fenced("a", 6, 3)])).toHaveLength(0)
+    // Across holders of a share a fence grows strictly; a holder that resumes keeps its own.
+    expect(shareOverlaps([fenced("a", 5, 0), fenced("b", 5, 2)])[0]).toBe("share 0: b fence 5 after a fence 5")
+    expect(shareOverlaps([fenced("a", 7, 0), fenced("b", 8, 2), fenced("c", 6, 4)])).toHaveLength(SHARDS)
+    expect(indexOverlaps([fenced("a", 5, 0), fenced("a", 5, 2), fenced("b", 6, 4)])).toHaveLength(0)
   })
 })

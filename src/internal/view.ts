@@ -251,9 +251,13 @@ export const applyEvents = (
     const at = search(list, entry)
     const existing = list[at]
     if (existing !== undefined && existing.name === entry.name) {
-      // A rewrite of a member's value keeps its place: the member set is unchanged. So does a new incarnation of
-      // a member with an instance taking its key over: the others see no change.
+      // A rewrite of a member's value keeps its place: the member set is unchanged. So does a new incarnation of a
+      // member with an instance taking its key over (or its leave parking it): the others' index and count do not
+      // change, but the view is renamed. The new incarnation names its first view after its own write (a client
+      // names a view it read by its newest join, and a takeover keeps the key's create revision), and its work must
+      // run under a fence above its predecessor's: everyone names the view by the takeover.
       list[at] = entry
+      if (existing.id !== entry.id || existing.parked !== entry.parked) revision = event.kv.modRevision
     } else {
       list.splice(at, 0, entry)
       revision = event.kv.modRevision

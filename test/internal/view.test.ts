@@ -103,14 +103,13 @@ const run = (ops: ReadonlyArray<Op>): Model => {
       const id = Keys.memberId(lease, model.nextMember++)
       const name = Keys.instanceName(o.instance)
       const at = model.live.findIndex((m) => m.name === name)
-      // A takeover keeps the key's create revision, so its place: no change for the others.
+      // A takeover keeps the key's create revision, so its place, and renames the view: the new incarnation's
+      // fence must be above its predecessor's.
       const createRevision = at >= 0 ? model.live[at]!.createRevision : rev
       const entry = { id, name, lease, createRevision, writtenAt: rev }
       if (at >= 0) model.live[at] = entry
-      else {
-        model.live.push(entry)
-        model.lastChange = rev
-      }
+      else model.live.push(entry)
+      model.lastChange = rev
       model.events.push(put(prefix + name, valueOf(entry, ""), lease, createRevision, rev))
     } else if (o.kind === "leave") {
       if (model.live.length === 0) continue
@@ -151,7 +150,32 @@ const chunk = <A>(items: ReadonlyArray<A>, sizes: ReadonlyArray<number>): Array<
 const applyAll = (model: Model, sizes: ReadonlyArray<number>): View.View =>
   chunk(model.events, sizes).reduce((view, batch) => View.applyEvents(view, prefix, batch), View.empty)
 
+const eventRevision = (event: View.RawEvent): number => event._tag === "Put" ? event.kv.modRevision : event.modRevision
+
 describe("view", () => {
+  it.prop(
+    "a client that starts from a read at any point names the view as everyone does once it applied a later change",
+    [fc.array(op, { maxLength: 60 }), fc.array(fc.nat({ max: 6 }), { maxLength: 10 }), fc.nat()],
+    ([ops, sizes, at]) => {
+      const model = run(ops)
+      const split = at % (model.events.length + 1)
+      const readAt = model.events.slice(0, split).reduce((max, e) => Math.max(max, eventRevision(e)), 1)
+      const read = View.fromSnapshot(
+        View.applyEvents(View.empty, prefix, model.events.slice(0, split)).members,
+        readAt
+      )
+      const late = chunk(model.events.slice(split), sizes).reduce(
+        (view, batch) => View.applyEvents(view, prefix, batch),
+        read
+      )
+      const everyone = applyAll(model, sizes)
+      expect(late.members).toEqual(everyone.members)
+      // A join, leave or takeover after the read: a member of the late client (which takes an Info only from a view
+      // holding its own join or takeover) and every other member agree on the view's name, so on its fence.
+      if (model.lastChange > readAt) expect(late.revision).toBe(everyone.revision)
+    }
+  )
+
   it.prop(
     "any joins, leaves, rewrites and foreign keys, in any batching, give a dense 0..n-1 in join order",
     [fc.array(op, { maxLength: 80 }), fc.array(fc.nat({ max: 6 }), { maxLength: 10 })],
@@ -234,6 +258,27 @@ describe("view", () => {
     expect(View.standing(hijacked, { id: "1f_0", name: "1f_0", createRevision: 2, writtenAt: 2 })._tag).toBe("Gone")
   })
 
+  it("a new incarnation on a fresh client, after a leave, names the view as the others do (its fence above the old)", () => {
+    // x, @pod-1 and y join; y leaves; a new incarnation of pod-1 (a process of its own) reads the group, then writes.
+    const history = [
+      put(prefix + "10_0", View.encodeValue(""), "16", 2, 2),
+      put(prefix + "@pod-1", View.encodeValue("", { id: "11_0" }), "17", 3, 3),
+      put(prefix + "12_0", View.encodeValue(""), "18", 4, 4),
+      { _tag: "Delete" as const, key: prefix + "12_0", modRevision: 5 }
+    ]
+    const takeover = put(prefix + "@pod-1", View.encodeValue("", { id: "13_0" }), "19", 3, 6)
+    const others = View.applyEvents(View.applyEvents(View.empty, prefix, history), prefix, [takeover])
+    const read = View.fromSnapshot(View.applyEvents(View.empty, prefix, history).members, 5)
+    const fresh = View.applyEvents(read, prefix, [takeover])
+    const incarnation = { id: "13_0", name: "@pod-1", createRevision: 3, writtenAt: 6 }
+    expect(View.standing(fresh, incarnation)).toEqual({ _tag: "Member", info: Info.make(1, 2, 6) })
+    expect(View.standing(others, incarnation)).toEqual({ _tag: "Member", info: Info.make(1, 2, 6) })
+    expect(View.standing(others, { id: "10_0", name: "10_0", createRevision: 2, writtenAt: 2 })).toEqual({
+      _tag: "Member",
+      info: Info.make(0, 2, 6)
+    })
+  })
+
   it("a new incarnation of an instance keeps the place and the view's name; the old one sees it taken", () => {
     const old = { id: "1f_0", name: "@web-0", createRevision: 2, writtenAt: 2 }
     const joined = View.applyEvents(View.empty, prefix, [
@@ -247,17 +292,19 @@ describe("view", () => {
     const taken = View.applyEvents(joined, prefix, [
       put(prefix + "@web-0", View.encodeValue("", { id: "21_4" }), "33", 2, 5)
     ])
-    expect(taken.revision).toBe(3)
+    // Renamed by the takeover: the new incarnation (which names a view it read by its newest join) and the others
+    // agree, and its fence is above the old one's.
+    expect(taken.revision).toBe(5)
     expect(taken.members.map((m) => [m.id, m.name, m.instance])).toEqual([["21_4", "@web-0", "web-0"], [
       "20_0",
       "20_0",
       undefined
     ]])
-    expect(View.standing(taken, fresh)).toEqual({ _tag: "Member", info: Info.make(0, 2, 3) })
+    expect(View.standing(taken, fresh)).toEqual({ _tag: "Member", info: Info.make(0, 2, 5) })
     expect(View.standing(taken, old)).toEqual({ _tag: "Taken", by: "21_4" })
     expect(View.standing(taken, { id: "20_0", name: "20_0", createRevision: 3, writtenAt: 3 })).toEqual({
       _tag: "Member",
-      info: Info.make(1, 2, 3)
+      info: Info.make(1, 2, 5)
     })
   })
 

@@ -78,13 +78,50 @@ const pairs = (runs: ReadonlyArray<Run>, conflict: (a: Run, b: Run) => boolean):
   return found
 }
 
-/** Runs of different members for the same index that ran at the same time ("index" forbids them). */
-export const indexOverlaps = (runs: ReadonlyArray<Run>) =>
-  pairs(runs, (a, b) => a.member !== b.member && a.index === b.index)
+/**
+ * Fences that do not grow across the holders of a share, in every exclusive mode: the runs of each share (`keys` of a
+ * run: its index, or its shares) in start order. A run of another member than the share's last holder must have a
+ * fence above every fence the share had; a run of the same member, one at least its last (a member that takes its
+ * place back after a self-fence resumes with its fence). A store that keeps the highest fence it saw can then refuse
+ * every write of an older holder.
+ */
+export const shareFenceRegressions = (
+  runs: ReadonlyArray<Run>,
+  keys: (run: Run) => ReadonlyArray<number>
+): Array<string> => {
+  const found: Array<string> = []
+  const last = new Map<number, { readonly member: string; readonly fence: number; readonly highest: number }>()
+  for (const run of [...runs].sort((a, b) => a.start - b.start)) {
+    for (const key of keys(run)) {
+      const before = last.get(key)
+      const ok = before === undefined ||
+        (before.member === run.member ? run.fence >= before.fence : run.fence > before.highest)
+      if (!ok) {
+        found.push(`share ${key}: ${run.member} fence ${run.fence} after ${before!.member} fence ${before!.fence}`)
+      }
+      last.set(key, { member: run.member, fence: run.fence, highest: Math.max(run.fence, before?.highest ?? 0) })
+    }
+  }
+  return found
+}
 
-/** Runs of different members with a common share that ran at the same time ("group" forbids them). */
-export const shareOverlaps = (runs: ReadonlyArray<Run>) =>
-  pairs(runs, (a, b) => a.member !== b.member && a.shares.some((s) => b.shares.includes(s)))
+/**
+ * What "index" forbids: runs of different members for the same index at the same time, and fences of an index that
+ * do not grow from one holder to the next.
+ */
+export const indexOverlaps = (runs: ReadonlyArray<Run>) => [
+  ...pairs(runs, (a, b) => a.member !== b.member && a.index === b.index),
+  ...shareFenceRegressions(runs, (run) => [run.index])
+]
+
+/**
+ * What "group" forbids: runs of different members with a common share at the same time, and fences of a share that
+ * do not grow from one holder to the next.
+ */
+export const shareOverlaps = (runs: ReadonlyArray<Run>) => [
+  ...pairs(runs, (a, b) => a.member !== b.member && a.shares.some((s) => b.shares.includes(s))),
+  ...shareFenceRegressions(runs, (run) => run.shares)
+]
 
 /** Runs of one member that ran at the same time (every mode forbids them: stop before the next starts). */
 export const selfOverlaps = (runs: ReadonlyArray<Run>) => pairs(runs, (a, b) => a.member === b.member)

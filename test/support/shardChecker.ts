@@ -38,8 +38,16 @@ export const makeShardChecker = (): ShardChecker => {
   }
 }
 
-/** Pairs of runs of one shard, by different members or not, whose intervals overlap. */
-export const shardOverlaps = (runs: ReadonlyArray<ShardRun>): Array<string> => {
+/**
+ * What `runShards` forbids: pairs of runs of one shard, by different members or not, whose intervals overlap, and a
+ * shard's fence that does not grow from one acquisition to the next.
+ */
+export const shardOverlaps = (runs: ReadonlyArray<ShardRun>): Array<string> => [
+  ...intervalOverlaps(runs),
+  ...fenceRegressions(runs)
+]
+
+const intervalOverlaps = (runs: ReadonlyArray<ShardRun>): Array<string> => {
   const byShard = new Map<number, Array<ShardRun>>()
   for (const run of runs) byShard.set(run.shard, [...(byShard.get(run.shard) ?? []), run])
   const found: Array<string> = []
