@@ -135,6 +135,9 @@ const runLoop = <E, R>(
     const handover = exclusive === "group"
       ? Option.some(yield* RcMap.get(shared.handovers, source.group))
       : Option.none()
+    // Held for the runner's life in "index" mode: the client's watch of the locks sweeps a lock key of this member
+    // that etcd applied after its run gave up on it.
+    if (exclusive === "index") yield* RcMap.get(shared.locks, source.group)
     const claim = yield* Cell.make<Claim | undefined>(undefined)
     if (Option.isSome(handover)) {
       let published: Claim | undefined
@@ -173,7 +176,8 @@ const runLoop = <E, R>(
             shared.api,
             Keys.lockPrefix(source.group, info.index),
             { owner: holder.id, run, leaseId: holder.leaseId },
-            shared.leases.retryInBackground
+            shared.leases.retryInBackground,
+            shared.owned
           ).pipe(
             Effect.tapError((e) => Effect.logWarning(`index lock ${info.index} not taken; retrying`, e)),
             // Retried, not failed: a lost lease or an unreachable etcd resolves with the next Info.

@@ -11,8 +11,8 @@ import { Data, Deferred, Effect, Exit, Queue, type Scope, SubscriptionRef } from
 import * as Bounded from "./bounded.js"
 import * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
+import * as OwnedKeys from "./ownedKeys.js"
 import * as PrefixCache from "./prefixCache.js"
-import { backoff } from "./retry.js"
 
 /** A live claim as the cache holds it. */
 export interface Claim {
@@ -87,7 +87,11 @@ const apply = (prefix: string) => (state: Claims, events: ReadonlyArray<Api.Even
 }
 
 /** Follows every claim of `group` for the life of the scope: one watch, whatever number of shards wait. */
-export const watch = (api: Api.EtcdApi, group: string): Effect.Effect<ClaimsWatch, Api.RequestError, Scope.Scope> =>
+export const watch = (
+  api: Api.EtcdApi,
+  group: string,
+  sweep: OwnedKeys.Registry["sweep"]
+): Effect.Effect<ClaimsWatch, Api.RequestError, Scope.Scope> =>
   Effect.gen(function*() {
     const prefix = Keys.claimsPrefix(group)
     const waiters = new Map<number, Set<() => void>>()
@@ -107,15 +111,20 @@ export const watch = (api: Api.EtcdApi, group: string): Effect.Effect<ClaimsWatc
         }),
         SubscriptionRef.set(latest, next)
       )
-    const cache = yield* PrefixCache.follow(api, prefix, {
-      initial: (kvs, revision) => fromKvs(prefix, kvs, revision),
-      reread: (_, kvs, revision) => fromKvs(prefix, kvs, revision),
-      apply: apply(prefix),
-      seen: (state) => state.seen
-    }, {
-      span: "EtcdSeq.claimsWatch",
-      onChange: changed
-    })
+    const cache = yield* PrefixCache.follow(
+      api,
+      prefix,
+      OwnedKeys.sweeping({
+        initial: (kvs, revision) => fromKvs(prefix, kvs, revision),
+        reread: (_, kvs, revision) => fromKvs(prefix, kvs, revision),
+        apply: apply(prefix),
+        seen: (state) => state.seen
+      }, sweep),
+      {
+        span: "EtcdSeq.claimsWatch",
+        onChange: changed
+      }
+    )
     yield* changed(cache.current())
     return {
       current: () => last,
@@ -130,20 +139,18 @@ export const watch = (api: Api.EtcdApi, group: string): Effect.Effect<ClaimsWatc
   })
 
 /**
- * Waits until the claim `key` holds `shard`: it is in the cache and no older claim of the shard is left. Older claims
- * of `owner` itself are leftovers of its earlier runs (its runs of one shard never overlap): they are deleted. Fails
- * with `ClaimLost` when the key goes after it was seen. Returns the claim's create revision: the shard's fence.
+ * Waits until the claim `key` holds `shard`: it is in the cache and no older claim of the shard is left. (An older
+ * claim of a run that gave up on its write, and that etcd applied late, is swept by its writer's client: see
+ * ownedKeys.ts.) Fails with `ClaimLost` when the key goes after it was seen. Returns the claim's create revision: the
+ * shard's fence.
  */
 export const awaitHeld = (
-  api: Api.EtcdApi,
   claims: ClaimsWatch,
   shard: number,
-  key: string,
-  owner: string
+  key: string
 ): Effect.Effect<number, ClaimLost> =>
   Effect.gen(function*() {
     let seen = false
-    const deleting = new Set<string>()
     while (true) {
       // Registered before the look, so that no change between the look and the wait is missed.
       let woken = false
@@ -160,12 +167,7 @@ export const awaitHeld = (
       }
       if (at >= 0) {
         seen = true
-        const ahead = list.slice(0, at)
-        for (const leftover of ahead.filter((c) => c.owner === owner && !deleting.has(c.key))) {
-          deleting.add(leftover.key)
-          yield* api.delete(leftover.key).pipe(Effect.retry(backoff), Effect.ignore, Effect.forkDaemon)
-        }
-        if (ahead.length === 0) {
+        if (at === 0) {
           cancel()
           return list[at]!.createRevision
         }
@@ -207,7 +209,9 @@ const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume) => {
  */
 export const writer = (
   api: Api.EtcdApi,
-  retryInBackground: (effect: Effect.Effect<unknown, unknown>) => Effect.Effect<void>
+  retryInBackground: (effect: Effect.Effect<unknown, unknown>) => Effect.Effect<void>,
+  /** The client's registry: a claim is held from before its put until before its delete. */
+  registry: OwnedKeys.Registry
 ): Effect.Effect<Writer, never, Scope.Scope> =>
   Effect.gen(function*() {
     const queue = yield* Queue.unbounded<Write>()
@@ -259,14 +263,22 @@ export const writer = (
         Effect.as(Effect.sync(() => Queue.unsafeOffer(queue, { op, done })), done))
     return {
       claim: (key, lease) =>
-        Effect.flatMap(enqueue({ _tag: "Put", key, value: "", lease }), Deferred.await),
+        Effect.zipRight(
+          Effect.sync(() =>
+            registry.hold(key)
+          ),
+          Effect.flatMap(enqueue({ _tag: "Put", key, value: "", lease }), Deferred.await)
+        ),
       release: (key) =>
-        Effect.flatMap(enqueue({ _tag: "Delete", key }), (done) =>
-          Deferred.await(done).pipe(
-            Effect.catchAll(() => retryInBackground(api.delete(key))),
-            // A release never holds up the stop of a shard: it lands in the background.
-            Effect.forkDaemon,
-            Effect.asVoid
-          ))
+        Effect.flatMap(
+          Effect.zipRight(Effect.sync(() => registry.release(key)), enqueue({ _tag: "Delete", key })),
+          (done) =>
+            Deferred.await(done).pipe(
+              Effect.catchAll(() => retryInBackground(api.delete(key))),
+              // A release never holds up the stop of a shard: it lands in the background.
+              Effect.forkDaemon,
+              Effect.asVoid
+            )
+        )
     }
   })

@@ -1,14 +1,19 @@
 /**
- * What the members of one `Etcd` client share: the seam to its etcd, one watch of each group, one watch of each
- * group's handover values, and one lease per TTL. Kept beside the public client object, not in its type, so that
- * public types carry no internals.
+ * What the members of one `Etcd` client share: the seam to its etcd, one watch of each group, of each group's
+ * handover values, shard claims and index locks, one lease per TTL, and the registry of the keys it holds under its
+ * leases. Kept beside the public client object, not in its type, so that public types carry no internals.
+ *
+ * A watch, once opened, stays open for the client's life: each also sweeps the keys a write of this client's landed
+ * late under its leases (ownedKeys.ts), which can happen any time its leases live.
  */
-import { Effect, RcMap, type Scope } from "effect"
+import { Duration, Effect, RcMap, type Scope } from "effect"
 import * as Claims from "./claims.js"
 import type * as Api from "./etcd/api.js"
 import * as Handover from "./handover.js"
 import * as Lease from "./lease.js"
+import * as Lock from "./lock.js"
 import * as MemberWrites from "./memberWrites.js"
+import * as OwnedKeys from "./ownedKeys.js"
 import * as GroupWatch from "./watch.js"
 
 export interface Shared {
@@ -19,6 +24,10 @@ export interface Shared {
   readonly handovers: RcMap.RcMap<string, Handover.HandoverWatch, Api.RequestError>
   /** One shared watch of each group's shard claims (`runShards`). */
   readonly claims: RcMap.RcMap<string, Claims.ClaimsWatch, Api.RequestError>
+  /** One shared watch of each group's index locks (`"index"` mode, `observe`). */
+  readonly locks: RcMap.RcMap<string, Lock.LocksWatch, Api.RequestError>
+  /** The keys this client means to hold under its leases; its watches sweep the others. */
+  readonly owned: OwnedKeys.Registry
   /** The client's leases, one per TTL, shared by its members. */
   readonly leases: Lease.LeasePool
   /** Its members' keys, created a batch at a time (see memberWrites.ts). */
@@ -42,13 +51,20 @@ export const make = (
   pacing?: GroupWatch.Pacing | undefined
 ): Effect.Effect<Shared, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const groups = yield* RcMap.make({ lookup: (group: string) => GroupWatch.make(api, group, pacing) })
-    const handovers = yield* RcMap.make({ lookup: (group: string) => Handover.watch(api, group) })
-    const claims = yield* RcMap.make({ lookup: (group: string) => Claims.watch(api, group) })
     const leases = yield* Lease.makePool(api)
+    const owned = yield* OwnedKeys.makeRegistry(api, leases.granted)
+    const sweep = owned.sweep
+    const forLife = { idleTimeToLive: Duration.infinity }
+    const groups = yield* RcMap.make({
+      lookup: (group: string) => GroupWatch.make(api, group, pacing, sweep),
+      ...forLife
+    })
+    const handovers = yield* RcMap.make({ lookup: (group: string) => Handover.watch(api, group, sweep), ...forLife })
+    const claims = yield* RcMap.make({ lookup: (group: string) => Claims.watch(api, group, sweep), ...forLife })
+    const locks = yield* RcMap.make({ lookup: (group: string) => Lock.watch(api, group, sweep), ...forLife })
     const memberWrites = yield* MemberWrites.make(api)
     const registrationWrites = yield* Effect.makeSemaphore(registrationWritesInFlight)
-    return { api, groups, handovers, claims, leases, memberWrites, registrationWrites }
+    return { api, groups, handovers, claims, locks, owned, leases, memberWrites, registrationWrites }
   })
 
 const registry = new WeakMap<object, Shared>()

@@ -10,6 +10,7 @@
 import { Effect, type Scope, Stream, SubscriptionRef } from "effect"
 import * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
+import * as OwnedKeys from "./ownedKeys.js"
 import * as PrefixCache from "./prefixCache.js"
 import type { View } from "./view.js"
 
@@ -51,20 +52,26 @@ const apply = (prefix: string) => (state: Published, events: ReadonlyArray<Api.E
 /** Follows every member's published revision for the life of the scope. */
 export const watch = (
   api: Api.EtcdApi,
-  group: string
+  group: string,
+  sweep: OwnedKeys.Registry["sweep"]
 ): Effect.Effect<HandoverWatch, Api.RequestError, Scope.Scope> =>
   Effect.gen(function*() {
     const prefix = Keys.handoverPrefix(group)
     const published = yield* SubscriptionRef.make<ReadonlyMap<string, number>>(new Map())
-    const cache = yield* PrefixCache.follow(api, prefix, {
-      initial: (kvs, revision) => decode(prefix, kvs, revision),
-      reread: (_, kvs, revision) => decode(prefix, kvs, revision),
-      apply: apply(prefix),
-      seen: (state) => state.seen
-    }, {
-      span: "EtcdSeq.handoverWatch",
-      onChange: (state) => SubscriptionRef.set(published, state.map)
-    })
+    const cache = yield* PrefixCache.follow(
+      api,
+      prefix,
+      OwnedKeys.sweeping({
+        initial: (kvs, revision) => decode(prefix, kvs, revision),
+        reread: (_, kvs, revision) => decode(prefix, kvs, revision),
+        apply: apply(prefix),
+        seen: (state) => state.seen
+      }, sweep),
+      {
+        span: "EtcdSeq.handoverWatch",
+        onChange: (state) => SubscriptionRef.set(published, state.map)
+      }
+    )
     yield* SubscriptionRef.set(published, cache.current().map)
     return { published }
   })

@@ -289,6 +289,8 @@ export interface LeasePool {
   ) => Effect.Effect<LeaseSession, RequestError, Scope.Scope>
   /** A number this client never hands out twice: member ids and lock keys under a shared lease are made with it. */
   readonly unique: Effect.Effect<number>
+  /** True when the pool granted `leaseId` (etcd's int64 decimal): keys under it are this client's to clean up. */
+  readonly granted: (leaseId: string) => boolean
   /**
    * Retries `effect` with the library's backoff in the pool's scope, past the caller's life, until it succeeds or
    * `until` completes: cleanup that must not be dropped (a delete of keys under a lease other members keep alive).
@@ -313,6 +315,8 @@ export const makePool = (api: EtcdApi): Effect.Effect<LeasePool, never, Scope.Sc
     const poolScope = yield* Effect.scope
     const entriesScope = yield* Scope.fork(poolScope, ExecutionStrategy.sequential)
     const entries = new Map<number, PoolEntry>()
+    // Every lease ever granted here: one id per grant, few per client's life.
+    const grantedIds = new Set<string>()
     let counter = 0
     const drop = (key: number, entry: PoolEntry) =>
       Effect.sync(() => {
@@ -339,6 +343,7 @@ export const makePool = (api: EtcdApi): Effect.Effect<LeasePool, never, Scope.Sc
           // A failed grant leaves the pool too, so the next holder tries afresh.
           Effect.tapError(() => drop(key, entry)),
           Effect.exit,
+          Effect.tap((exit) => Exit.isSuccess(exit) ? Effect.sync(() => grantedIds.add(exit.value.id)) : Effect.void),
           Effect.flatMap((exit) => Deferred.done(entry.session, exit)),
           // Forked from `hold`'s uninterruptible region: the session itself must stay interruptible.
           Effect.interruptible,
@@ -370,6 +375,7 @@ export const makePool = (api: EtcdApi): Effect.Effect<LeasePool, never, Scope.Sc
           })
         ),
       unique: Effect.sync(() => counter++),
+      granted: (leaseId) => grantedIds.has(leaseId),
       retryInBackground
     }
   })

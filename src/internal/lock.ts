@@ -4,13 +4,15 @@
  * predecessor's key, so a release wakes one waiter, not a herd. The lock is held once no live contender comes
  * before this one's key and that key still exists (read in one transaction, as `Mutex.Lock` checks its own key after
  * waiting): a key that went meanwhile (its lease revoked) holds nothing. A dead holder's key vanishes with its lease;
- * a live one whose release failed retries it in the background.
+ * a live one whose release failed retries it in the background, and a key of a run that gave up on its write but
+ * that etcd applied late is swept by the writer's client (ownedKeys.ts), so no waiter waits behind a key nobody holds
+ * for longer than it takes its client to see it.
  */
-import { Data, Effect, Option, type Scope, Stream } from "effect"
-import type * as Api from "./etcd/api.js"
+import { Data, Effect, Option, type Scope, Stream, SubscriptionRef } from "effect"
+import * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 import * as OwnedKeys from "./ownedKeys.js"
-import { watchStream } from "./prefixCache.js"
+import * as PrefixCache from "./prefixCache.js"
 
 /** The contender's own key went while it waited (its lease revoked, or deleted from outside): it holds nothing. */
 export class LockLost extends Data.TaggedError("LockLost")<{ readonly key: string }> {}
@@ -33,13 +35,15 @@ export const acquire = (
    */
   holder: { readonly owner: string; readonly run: number; readonly leaseId: string },
   /** Retries cleanup past the holder's scope (the client's `LeasePool.retryInBackground`). */
-  retryInBackground: OwnedKeys.Options["retryInBackground"]
+  retryInBackground: OwnedKeys.Options["retryInBackground"],
+  /** The client's registry: the key is held while this run holds or waits for the lock. */
+  registry: OwnedKeys.Registry
 ): Effect.Effect<number, Api.RequestError | LockLost, Scope.Scope> =>
   Effect.gen(function*() {
     const key = Keys.lockKey(prefix, holder.owner, holder.run)
     // A key left behind would hold the index for everyone: its delete is registered first (ownedKeys.ts).
     const written = yield* OwnedKeys.hold(
-      { api, keys: [key], retryInBackground },
+      { api, keys: [key], retryInBackground, registry },
       api.txn({
         compare: [{ key, target: "create", result: "equal", value: 0 }],
         success: [{ _tag: "Put", key, value: "", lease: holder.leaseId }],
@@ -76,15 +80,8 @@ export const acquire = (
         before = ahead.at(-1)!.createRevision
         continue
       }
-      if (Keys.lockOwnerOfKey(prefix, predecessor.key, predecessor.lease) === holder.owner) {
-        // A key of this member's own earlier run: its runs never overlap (each stops before the next starts, and a
-        // membership has one runner), so it is a leftover (a put applied after its run gave up on it), not a holder.
-        yield* api.delete(predecessor.key)
-        before = revision
-        continue
-      }
       // Wait for that one key to change (its delete, in practice), from the revision we read it at: nothing slips by.
-      yield* watchStream(api, { key: predecessor.key }, look.revision + 1).pipe(
+      yield* PrefixCache.watchStream(api, { key: predecessor.key }, look.revision + 1).pipe(
         Stream.runHead,
         Effect.map(Option.isSome),
         // A dropped watch just means "look again".
@@ -93,3 +90,93 @@ export const acquire = (
       before = revision
     }
   }).pipe(Effect.withSpan("EtcdSeq.lock", { attributes: { prefix } }))
+
+// --- The group's locks, for the client ---
+
+export interface Contender {
+  readonly key: string
+  readonly owner: string
+  readonly createRevision: number
+}
+
+/** Every index's contenders, oldest (the holder) first, and the highest revision applied. */
+export interface Locks {
+  readonly byIndex: ReadonlyMap<number, ReadonlyArray<Contender>>
+  readonly seen: number
+}
+
+const indexOfKey = (prefix: string, key: string): number | undefined => {
+  const rest = key.slice(prefix.length)
+  const slash = rest.indexOf("/")
+  return slash > 0 && /^(0|[1-9][0-9]{0,8})$/.test(rest.slice(0, slash)) ? Number(rest.slice(0, slash)) : undefined
+}
+
+const withContender = (locks: Map<number, ReadonlyArray<Contender>>, prefix: string, kv: Api.KeyValue) => {
+  const index = indexOfKey(prefix, kv.key)
+  if (index === undefined) return
+  const owner = Keys.lockOwnerOfKey(`${prefix}${index}/`, kv.key, kv.lease)
+  const others = (locks.get(index) ?? []).filter((c) => c.key !== kv.key)
+  if (owner === undefined) return void locks.set(index, others)
+  locks.set(
+    index,
+    [...others, { key: kv.key, owner, createRevision: kv.createRevision }].sort((a, b) =>
+      a.createRevision - b.createRevision
+    )
+  )
+}
+
+const readLocks = (prefix: string, kvs: ReadonlyArray<Api.KeyValue>, revision: number): Locks => {
+  const byIndex = new Map<number, ReadonlyArray<Contender>>()
+  for (const kv of kvs) withContender(byIndex, prefix, kv)
+  // Keys no lease holds leave an index with no contender.
+  for (const [index, list] of byIndex) if (list.length === 0) byIndex.delete(index)
+  return { byIndex, seen: revision }
+}
+
+const applyLocks = (prefix: string) => (state: Locks, events: ReadonlyArray<Api.Event>): Locks => {
+  const byIndex = new Map(state.byIndex)
+  let seen = state.seen
+  for (const event of events) {
+    seen = Math.max(seen, Api.eventRevision(event))
+    if (event._tag === "Put") withContender(byIndex, prefix, event.kv)
+    else {
+      const index = indexOfKey(prefix, event.key)
+      if (index !== undefined) byIndex.set(index, (byIndex.get(index) ?? []).filter((c) => c.key !== event.key))
+    }
+  }
+  for (const [index, list] of byIndex) if (list.length === 0) byIndex.delete(index)
+  return { byIndex, seen }
+}
+
+/** Every index lock of a group, as one watch of the client follows them. */
+export interface LocksWatch {
+  readonly latest: SubscriptionRef.SubscriptionRef<Locks>
+}
+
+/**
+ * Follows every index lock of `group` for the life of the scope (`EtcdSeq.observe` shows them; a runner in `"index"`
+ * mode holds it so that a lock key of its client's applied late is swept). Contenders wait for their predecessor
+ * only, not on this.
+ */
+export const watch = (
+  api: Api.EtcdApi,
+  group: string,
+  sweep: OwnedKeys.Registry["sweep"]
+): Effect.Effect<LocksWatch, Api.RequestError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const prefix = Keys.locksPrefix(group)
+    const latest = yield* SubscriptionRef.make<Locks>({ byIndex: new Map(), seen: 0 })
+    const cache = yield* PrefixCache.follow(
+      api,
+      prefix,
+      OwnedKeys.sweeping({
+        initial: (kvs, revision) => readLocks(prefix, kvs, revision),
+        reread: (_, kvs, revision) => readLocks(prefix, kvs, revision),
+        apply: applyLocks(prefix),
+        seen: (state) => state.seen
+      }, sweep),
+      { span: "EtcdSeq.locksWatch", onChange: (state) => SubscriptionRef.set(latest, state) }
+    )
+    yield* SubscriptionRef.set(latest, cache.current())
+    return { latest }
+  })

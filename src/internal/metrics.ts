@@ -45,3 +45,7 @@ export const shardHandoverWait = Metric.histogram(
   MetricBoundaries.exponential({ start: 1, factor: 2, count: 16 }),
   "From a shard's claim to its work's start: how long its previous owner took to let it go"
 )
+
+export const staleKeysDeleted = Metric.counter("etcdseq_stale_keys_deleted", {
+  description: "Keys deleted because a write of this process landed after its writer gave up on it (applied late)"
+})

@@ -1,17 +1,15 @@
 /**
  * `EtcdSeq.observe`: a group seen from outside, without joining it. The members come from the group watch a member
- * of the group on the same client uses; the handover values and shard claims from the client's shared watches of
- * them; the index locks from a watch of their own (members never follow locks as a whole: each waits for its
- * predecessor only). What the group waits for is a pure function of the four (`waiting`).
+ * of the group on the same client uses; the handover values, shard claims and index locks from the client's shared
+ * watches of them. What the group waits for is a pure function of the four (`waiting`).
  */
-import { Effect, RcMap, type Scope, Stream, SubscriptionRef } from "effect"
+import { Effect, RcMap, type Scope, Stream } from "effect"
 import type { Member } from "../EtcdSeq.js"
 import type { GroupView, IndexLock, ShardOwner, ShardsView } from "../GroupView.js"
 import type * as Claims from "./claims.js"
 import type { Shared } from "./client.js"
-import * as Api from "./etcd/api.js"
-import * as Keys from "./keys.js"
-import * as PrefixCache from "./prefixCache.js"
+import type * as Api from "./etcd/api.js"
+import type * as Lock from "./lock.js"
 import { planOf } from "./shards.js"
 import type { View } from "./view.js"
 
@@ -25,80 +23,9 @@ export const membersOf = (view: View): ReadonlyArray<Member> =>
     joinRevision: e.createRevision
   }))
 
-// --- Index locks --------------------------------------------------------------------------------------------------
-
-interface Contender {
-  readonly key: string
-  readonly owner: string
-  readonly createRevision: number
-}
-
-/** Every index's contenders, oldest (the holder) first, and the highest revision applied. */
-interface Locks {
-  readonly byIndex: ReadonlyMap<number, ReadonlyArray<Contender>>
-  readonly seen: number
-}
-
-const indexOfKey = (prefix: string, key: string): number | undefined => {
-  const rest = key.slice(prefix.length)
-  const slash = rest.indexOf("/")
-  return slash > 0 && /^(0|[1-9][0-9]{0,8})$/.test(rest.slice(0, slash)) ? Number(rest.slice(0, slash)) : undefined
-}
-
-const withContender = (locks: Map<number, ReadonlyArray<Contender>>, prefix: string, kv: Api.KeyValue) => {
-  const index = indexOfKey(prefix, kv.key)
-  if (index === undefined) return
-  const owner = Keys.lockOwnerOfKey(`${prefix}${index}/`, kv.key, kv.lease)
-  const others = (locks.get(index) ?? []).filter((c) => c.key !== kv.key)
-  if (owner === undefined) return void locks.set(index, others)
-  locks.set(
-    index,
-    [...others, { key: kv.key, owner, createRevision: kv.createRevision }].sort((a, b) =>
-      a.createRevision - b.createRevision
-    )
-  )
-}
-
-const readLocks = (prefix: string, kvs: ReadonlyArray<Api.KeyValue>, revision: number): Locks => {
-  const byIndex = new Map<number, ReadonlyArray<Contender>>()
-  for (const kv of kvs) withContender(byIndex, prefix, kv)
-  // Keys no lease holds leave an index with no contender.
-  for (const [index, list] of byIndex) if (list.length === 0) byIndex.delete(index)
-  return { byIndex, seen: revision }
-}
-
-const applyLocks = (prefix: string) => (state: Locks, events: ReadonlyArray<Api.Event>): Locks => {
-  const byIndex = new Map(state.byIndex)
-  let seen = state.seen
-  for (const event of events) {
-    seen = Math.max(seen, Api.eventRevision(event))
-    if (event._tag === "Put") withContender(byIndex, prefix, event.kv)
-    else {
-      const index = indexOfKey(prefix, event.key)
-      if (index !== undefined) byIndex.set(index, (byIndex.get(index) ?? []).filter((c) => c.key !== event.key))
-    }
-  }
-  for (const [index, list] of byIndex) if (list.length === 0) byIndex.delete(index)
-  return { byIndex, seen }
-}
-
-const followLocks = (api: Api.EtcdApi, group: string) =>
-  Effect.gen(function*() {
-    const prefix = Keys.locksPrefix(group)
-    const latest = yield* SubscriptionRef.make<Locks>({ byIndex: new Map(), seen: 0 })
-    const cache = yield* PrefixCache.follow(api, prefix, {
-      initial: (kvs, revision) => readLocks(prefix, kvs, revision),
-      reread: (_, kvs, revision) => readLocks(prefix, kvs, revision),
-      apply: applyLocks(prefix),
-      seen: (state) => state.seen
-    }, { span: "EtcdSeq.locksWatch", onChange: (state) => SubscriptionRef.set(latest, state) })
-    yield* SubscriptionRef.set(latest, cache.current())
-    return latest
-  })
-
 // --- The view, and what it waits for -------------------------------------------------------------------------------
 
-const lockViews = (locks: Locks): ReadonlyArray<IndexLock> =>
+const lockViews = (locks: Lock.Locks): ReadonlyArray<IndexLock> =>
   [...locks.byIndex].sort(([a], [b]) => a - b).map(([index, [holder, ...waiting]]) => ({
     index,
     holder: holder!.owner,
@@ -171,13 +98,13 @@ export const observe = (
     const watch = yield* RcMap.get(shared.groups, group)
     const handover = yield* RcMap.get(shared.handovers, group)
     const claims = yield* RcMap.get(shared.claims, group)
-    const locks = yield* followLocks(shared.api, group)
+    const locks = yield* RcMap.get(shared.locks, group)
     let last: string | undefined
     return Stream.zipLatestAll(
       watch.view.changes,
       handover.published.changes,
       claims.latest.changes,
-      locks.changes
+      locks.latest.changes
     ).pipe(
       Stream.map(([view, published, claimed, held]): GroupView => {
         const lockList = lockViews(held)

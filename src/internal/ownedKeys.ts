@@ -3,11 +3,80 @@
  * lease of its own; here the lease outlives the key, so the key must be deleted by hand):
  * - the delete is registered before the write, and the write completes even when interrupted: abandoned in flight, a
  *   write could land after the delete meant to undo it, a key left under a lease that may live for long;
- * - a delete that fails is retried in the background until it lands or the lease ends.
+ * - a delete that fails is retried in the background until it lands or the lease ends;
+ * - a write etcd applies late (after its writer gave up on it: a request that timed out on a slow or paused etcd
+ *   node and was applied later, after the delete meant to undo it) is swept: the client's watches hand every key
+ *   they see written to its {@link Registry}, which deletes the ones under the client's leases that nobody holds.
+ *   Keys are never written twice (every member id, lock and claim key is new), so a key nobody holds is stale.
  */
-import { Duration, Effect, Scope } from "effect"
+import { Duration, Effect, FiberSet, Metric, Scope } from "effect"
 import * as Bounded from "./bounded.js"
 import type * as Api from "./etcd/api.js"
+import * as Metrics from "./metrics.js"
+import type { Fold } from "./prefixCache.js"
+import { backoff } from "./retry.js"
+
+/** The keys a client means to hold under its leases; every other key under them is a write applied late. */
+export interface Registry {
+  /** `key` is meant to exist from now on: called before its write. Counted: as many releases as holds. */
+  readonly hold: (key: string) => void
+  /** `key` is no longer meant to exist: called before its delete. */
+  readonly release: (key: string) => void
+  /**
+   * Told of every key a watch of the client saw written, synchronously: one under a lease this client granted that
+   * nobody holds is deleted in the background (retried until it lands).
+   */
+  readonly sweep: (kv: { readonly key: string; readonly lease: string }) => void
+}
+
+/** `fold`, telling `sweep` of every key it reads or sees written: how a watch of the client sweeps. */
+export const sweeping = <S>(fold: Fold<S>, sweep: Registry["sweep"]): Fold<S> => ({
+  initial: (kvs, revision) => {
+    kvs.forEach(sweep)
+    return fold.initial(kvs, revision)
+  },
+  reread: (previous, kvs, revision) => {
+    kvs.forEach(sweep)
+    return fold.reread(previous, kvs, revision)
+  },
+  apply: (state, events) => {
+    for (const event of events) if (event._tag === "Put") sweep(event.kv)
+    return fold.apply(state, events)
+  },
+  seen: fold.seen
+})
+
+/** The registry of a client whose leases `granted` tells. */
+export const makeRegistry = (
+  api: Api.EtcdApi,
+  granted: (leaseId: string) => boolean
+): Effect.Effect<Registry, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const run = yield* FiberSet.makeRuntime<never, void, never>()
+    const held = new Map<string, number>()
+    const sweeping = new Set<string>()
+    return {
+      hold: (key) => void held.set(key, (held.get(key) ?? 0) + 1),
+      release: (key) => {
+        const n = held.get(key) ?? 0
+        if (n <= 1) held.delete(key)
+        else held.set(key, n - 1)
+      },
+      sweep: (kv) => {
+        if (kv.lease === "0" || held.has(kv.key) || sweeping.has(kv.key) || !granted(kv.lease)) return
+        sweeping.add(kv.key)
+        run(
+          Effect.logWarning(`deleting ${kv.key}: written under this process's lease after its writer gave up on it`)
+            .pipe(
+              Effect.zipRight(api.delete(kv.key).pipe(Effect.retry(backoff))),
+              Effect.zipRight(Metric.increment(Metrics.staleKeysDeleted)),
+              Effect.ignore,
+              Effect.ensuring(Effect.sync(() => sweeping.delete(kv.key)))
+            )
+        )
+      }
+    }
+  })
 
 export interface Options {
   readonly api: Api.EtcdApi
@@ -26,11 +95,16 @@ export interface Options {
   readonly gone?: (() => boolean) | undefined
   /** The delete, when it is more than a delete of `keys` (conditional on them still being the writer's own). */
   readonly remove?: (() => Effect.Effect<unknown, Api.RequestError>) | undefined
+  /** The client's registry: the keys are held from before the write until before the delete. */
+  readonly registry: Registry
 }
 
 /** Runs `write` (which creates some of `options.keys`) with the keys' delete registered first in the scope. */
 export const hold = <A, E>(options: Options, write: Effect.Effect<A, E>): Effect.Effect<A, E, Scope.Scope> =>
-  Effect.zipRight(deleteOnClose(options), write)
+  Effect.zipRight(
+    deleteOnClose(options),
+    Effect.zipRight(Effect.sync(() => options.keys.forEach(options.registry.hold)), write)
+  )
 
 /**
  * Apart from `hold`, so that the finalizer's closure does not keep `write` (and all it captured) alive for the life
@@ -43,6 +117,8 @@ const deleteOnClose = (options: Options): Effect.Effect<void, never, Scope.Scope
     Scope.addFinalizer(
       scope,
       Effect.suspend(() => {
+        // Released before the delete: the write landing after it is stale from then on, whenever it shows.
+        options.keys.forEach(options.registry.release)
         if (options.gone?.() === true) return Effect.void
         const { api, keys } = options
         const remove: Effect.Effect<unknown, Api.RequestError> = options.remove !== undefined

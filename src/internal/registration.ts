@@ -179,6 +179,7 @@ export const register = (
           api,
           keys: [memberKey, handoverKey],
           retryInBackground: shared.leases.retryInBackground,
+          registry: shared.owned,
           leaseLost: lease.lost,
           deleteWithin: Duration.min(settings.ttl, api.requestTimeout),
           // A lost lease took the keys with it (or will within the TTL).

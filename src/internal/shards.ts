@@ -117,7 +117,7 @@ const runLoop = <E, R>(
     const next = yield* source.reader
     const failed = yield* Deferred.make<never, E | EtcdSeqError>()
     const claims = yield* RcMap.get(shared.claims, source.group)
-    const writer = yield* Claims.writer(shared.api, shared.leases.retryInBackground)
+    const writer = yield* Claims.writer(shared.api, shared.leases.retryInBackground, shared.owned)
 
     // --- The group's number of shards: declared in the member's record, checked against the others' ---
     const first = yield* next.pipe(
@@ -153,7 +153,7 @@ const runLoop = <E, R>(
           Effect.tapError((e) => Effect.logWarning(`claim of shard ${shard} not written; retrying`, e)),
           // Retried, not failed: a lost lease or an unreachable etcd resolves with the next Info.
           Effect.retry(backoff),
-          Effect.zipRight(Claims.awaitHeld(shared.api, claims, shard, key, owner.id)),
+          Effect.zipRight(Claims.awaitHeld(claims, shard, key)),
           // No stack trace: a thousand shards may be acquired at once, and capturing one is most of a span's cost.
           Effect.withSpan("EtcdSeq.acquireShard", {
             attributes: { group: source.group, shard },

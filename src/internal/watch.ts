@@ -10,6 +10,7 @@ import type * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 import * as Metrics from "./metrics.js"
 import * as Monotonic from "./monotonic.js"
+import * as OwnedKeys from "./ownedKeys.js"
 import * as PrefixCache from "./prefixCache.js"
 import { backoff } from "./retry.js"
 import * as View from "./view.js"
@@ -65,7 +66,8 @@ const decodeMembers = (prefix: string, kvs: ReadonlyArray<Api.KeyValue>) => {
 export const make = (
   api: Api.EtcdApi,
   group: string,
-  pacing: Pacing | undefined
+  pacing: Pacing | undefined,
+  sweep: OwnedKeys.Registry["sweep"]
 ): Effect.Effect<GroupWatch, Api.RequestError, Scope.Scope> =>
   Effect.gen(function*() {
     const watchScope = yield* Effect.scope
@@ -159,31 +161,36 @@ export const make = (
       )
     })
 
-    const cache = yield* PrefixCache.follow(api, prefix, {
-      initial: (kvs, revision) =>
-        View.fromSnapshot(decodeMembers(prefix, kvs).entries, revision),
-      reread: (previous, kvs, revision) =>
-        View.reread(previous, decodeMembers(prefix, kvs).entries, revision),
-      apply: (state, events) => {
-        eventsSincePublish += events.length
-        return View.applyEvents(state, prefix, events)
-      },
-      seen: (state) => state.seen
-    }, {
-      span: "EtcdSeq.groupWatch",
-      onChange: publish,
-      // Until the rename lands, nobody gets an Info: a failed rename is tried again with the next watch.
-      beforeWatch: (state) =>
-        state.awaitingName
-          ? Effect.zipRight(
-            Effect.logInfo("re-read group after its watch history was compacted; renaming the view"),
-            rename
-          )
-          : Effect.void,
-      onRead: (kvs) =>
-        Effect.zipRight(Metric.increment(Metrics.groupReads), logForeign(decodeMembers(prefix, kvs).foreign)),
-      onResponses: (count) => Metric.incrementBy(Metrics.watchResponses, count)
-    }).pipe(Effect.annotateLogs({ group }))
+    const cache = yield* PrefixCache.follow(
+      api,
+      prefix,
+      OwnedKeys.sweeping({
+        initial: (kvs, revision) =>
+          View.fromSnapshot(decodeMembers(prefix, kvs).entries, revision),
+        reread: (previous, kvs, revision) =>
+          View.reread(previous, decodeMembers(prefix, kvs).entries, revision),
+        apply: (state, events) => {
+          eventsSincePublish += events.length
+          return View.applyEvents(state, prefix, events)
+        },
+        seen: (state) => state.seen
+      }, sweep),
+      {
+        span: "EtcdSeq.groupWatch",
+        onChange: publish,
+        // Until the rename lands, nobody gets an Info: a failed rename is tried again with the next watch.
+        beforeWatch: (state) =>
+          state.awaitingName
+            ? Effect.zipRight(
+              Effect.logInfo("re-read group after its watch history was compacted; renaming the view"),
+              rename
+            )
+            : Effect.void,
+        onRead: (kvs) =>
+          Effect.zipRight(Metric.increment(Metrics.groupReads), logForeign(decodeMembers(prefix, kvs).foreign)),
+        onResponses: (count) => Metric.incrementBy(Metrics.watchResponses, count)
+      }
+    ).pipe(Effect.annotateLogs({ group }))
     yield* SubscriptionRef.set(view, cache.current())
 
     return {
@@ -193,7 +200,10 @@ export const make = (
       listen: (listener) =>
         Effect.flatMap(Effect.scope, (scope) => {
           listeners.add(listener)
-          return Scope.addFinalizer(scope, Effect.sync(() => listeners.delete(listener)))
+          return Scope.addFinalizer(
+            scope,
+            Effect.sync(() => listeners.delete(listener))
+          )
         })
     }
   })

@@ -8,12 +8,14 @@ import * as Claims from "../../src/internal/claims.js"
 import { sharedOf } from "../support/members.js"
 
 const setup = Effect.gen(function*() {
-  const api = sharedOf(Context.get(yield* Layer.build(Etcd.layerMemory), Etcd)).api
+  const shared = sharedOf(Context.get(yield* Layer.build(Etcd.layerMemory), Etcd))
+  const api = shared.api
   const lease = yield* api.grant(10)
   const failed: Array<unknown> = []
   const writer = yield* Claims.writer(
     api,
-    (effect) => Effect.ignore(Effect.tapError(effect, (e) => Effect.sync(() => failed.push(e))))
+    (effect) => Effect.ignore(Effect.tapError(effect, (e) => Effect.sync(() => failed.push(e)))),
+    shared.owned
   )
   return { api, lease, writer, failed }
 })

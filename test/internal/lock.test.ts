@@ -34,7 +34,8 @@ const contend = (etcd: Etcd3Client, prefix: string, leaseId: string, n: number) 
       shared.api,
       prefix,
       { owner: `${hex(leaseId)}_${n}`, run: 0, leaseId },
-      shared.leases.retryInBackground
+      shared.leases.retryInBackground,
+      shared.owned
     ).pipe(Scope.extend(scope), Effect.either, Effect.fork)
     yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
     return { fiber, key: `${prefix}${hex(leaseId)}_${n}.0`, release: Scope.close(scope, Exit.void) }
