@@ -353,6 +353,34 @@ describe("static membership over MemoryEtcd", () => {
       yield* Effect.all([x.leave, p2.leave])
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
+  it.scoped("shards: a new incarnation takes its place's declaration over, so its restart moves nobody's shards", () =>
+    Effect.gen(function*() {
+      const mode: Mode = { _tag: "shards", shards: 12, checker: makeShardChecker() }
+      const a = yield* member("g/inherit", "a", { mode })
+      const b = yield* member("g/inherit", "b", { instance: "web-1", keepPlaceOnLeave: true, mode })
+      const c = yield* member("g/inherit", "c", { mode })
+      yield* settle
+      const heldByB = holding(mode, "b")
+      const runsBefore = runsOf(mode.checker.runs, ["a", "c"])
+      yield* b.leave
+      yield* advance(500)
+      // The new process joins first and starts runShards a while later, as an application does after its layers.
+      const b2 = yield* member("g/inherit", "b2", { instance: "web-1" })
+      yield* advance(1_000)
+      expect(runsOf(mode.checker.runs, ["a", "c"])).toEqual(runsBefore)
+      const run = yield* EtcdSeq.runShards({ shards: 12 }, mode.checker.work("b2")).pipe(
+        Effect.provideService(EtcdSeq, b2.seq),
+        Effect.exit,
+        Effect.fork
+      )
+      yield* advance(500)
+      expect(holding(mode, "b2")).toBe(heldByB)
+      expect(runsOf(mode.checker.runs, ["a", "c"])).toEqual(runsBefore)
+      expect(overlaps(mode)).toEqual([])
+      yield* Fiber.interrupt(run)
+      yield* Effect.all([a.leave, b2.leave, c.leave])
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
   it.scoped("group: a takeover beside a parked place still waits for the older incarnation's work to stop", () =>
     Effect.gen(function*() {
       const mode: Mode = { _tag: "group", checker: makeChecker() }

@@ -2,8 +2,10 @@
  * runShards over the in-memory etcd under the TestClock: shards split and kept, moves only what moves, checked runs.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Scope, TestClock } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Scope, Stream, TestClock } from "effect"
 import { Etcd, type EtcdClient, EtcdSeq, MemoryEtcd } from "../src/index.js"
+import * as Memory from "../src/internal/etcd/memory.js"
+import * as Keys from "../src/internal/keys.js"
 import { throwsOnUse } from "./support/members.js"
 import { fenceRegressions, makeShardChecker, running, shardOverlaps, type ShardRun } from "./support/shardChecker.js"
 import { advance, settle } from "./support/testClock.js"
@@ -150,6 +152,147 @@ describe("runShards over MemoryEtcd", () => {
       const failure = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
       expect(failure).toMatchObject({ _tag: "ShardCountMismatch", group: "g/count", shards: 8, requested: 16 })
       expect(checker.runs.filter((r) => r.member === "b")).toEqual([])
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped.each([["16", 16], ["0", 0], ["no", undefined]] as const)(
+    "a member that joins and runs %s shards (the group runs 8) moves nobody's shard, before or after it fails",
+    ([, asked]) =>
+      Effect.gen(function*() {
+        const checker = makeShardChecker()
+        yield* member("g/misfit", 8, checker, "a")
+        yield* member("g/misfit", 8, checker, "b")
+        yield* settle
+        const runsBefore = checker.runs.map((r) => `${r.member}:${r.shard}`)
+        // A process of its own joins the group; its runShards asks for another number, or a bad one, or none at all.
+        const scope = yield* Scope.make()
+        const context = yield* Layer.buildWithScope(Etcd.layerMemory, scope)
+        const seq = yield* EtcdSeq.make({ key: "g/misfit", ttl: "3 seconds" }).pipe(
+          Effect.provide(context),
+          Scope.extend(scope)
+        )
+        const exit = asked === undefined
+          ? undefined
+          : yield* EtcdSeq.runShards({ shards: asked }, checker.work("c")).pipe(
+            Effect.provideService(EtcdSeq, seq),
+            Effect.exit
+          )
+        yield* advance(1_000)
+        if (exit !== undefined) {
+          const failure = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+          expect(failure?._tag).toBe(asked === 0 ? "InvalidOptions" : "ShardCountMismatch")
+        }
+        // Its index and count are the group's: 2/3. Its shards: none. Nobody else's moved, stopped or started.
+        expect(String(yield* seq.current)).toMatch(/^2\/3@/)
+        expect(checker.runs.map((r) => `${r.member}:${r.shard}`)).toEqual(runsBefore)
+        expect(checker.runs.every((r) => !Number.isFinite(r.end))).toBe(true)
+        yield* Scope.close(scope, Exit.void)
+        yield* advance(1_000)
+        expect(checker.runs.map((r) => `${r.member}:${r.shard}`)).toEqual(runsBefore)
+        expect(shardOverlaps(checker.runs)).toEqual([])
+      }).pipe(Effect.provide(MemoryEtcd.layer))
+  )
+
+  it.scoped("a registration lost while its number of shards is declared: runShards follows the new one", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const checker = makeShardChecker()
+      yield* member("g/follow", 12, checker, "b")
+      // Client x: a2 runs runShards already (the client's claims watch is open), a1 joins.
+      const scope = yield* Scope.make()
+      const x = yield* Layer.buildWithScope(Etcd.layerMemory, scope)
+      const join = EtcdSeq.make({ key: "g/follow", ttl: "3 seconds" }).pipe(Effect.provide(x), Scope.extend(scope))
+      const a2 = yield* join
+      yield* EtcdSeq.runShards({ shards: 12 }, checker.work("a2")).pipe(
+        Effect.provideService(EtcdSeq, a2),
+        Effect.exit,
+        Effect.forkIn(scope)
+      )
+      const a1 = yield* join
+      yield* settle
+      // x is cut off just as a1 starts runShards, past its TTL: its registrations are lost, then made again.
+      yield* memory.outage({ clients: [Context.get(x, Etcd) as EtcdClient] })
+      const run = yield* EtcdSeq.runShards({ shards: 12 }, checker.work("a1")).pipe(
+        Effect.provideService(EtcdSeq, a1),
+        Effect.exit,
+        Effect.forkIn(scope)
+      )
+      yield* advance(6_000)
+      yield* memory.recover
+      yield* advance(10_000)
+      expect(run.unsafePoll()).toBeNull()
+      // Every shard runs, at its planned owner: a1's new registration runs its own.
+      const owners = running(checker.runs, 12)
+      expect(owners.map((o) => o.length)).toEqual(Array(12).fill(1))
+      expect(owners.flat().filter((o) => o === "a1").length).toBeGreaterThan(0)
+      expect(shardOverlaps(checker.runs)).toEqual([])
+      yield* Scope.close(scope, Exit.void)
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped("an instance taken over while runShards declares: it fails with InstanceTaken, not waits", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const checker = makeShardChecker()
+      const scope = yield* Scope.make()
+      const x = yield* Layer.buildWithScope(Etcd.layerMemory, scope)
+      const helper = yield* EtcdSeq.make({ key: "g/taken", ttl: "10 seconds" }).pipe(
+        Effect.provide(x),
+        Scope.extend(scope)
+      )
+      yield* EtcdSeq.runShards({ shards: 4 }, checker.work("helper")).pipe(
+        Effect.provideService(EtcdSeq, helper),
+        Effect.exit,
+        Effect.forkIn(scope)
+      )
+      const a1 = yield* EtcdSeq.make({ key: "g/taken", ttl: "10 seconds", instance: "x" }).pipe(
+        Effect.provide(x),
+        Scope.extend(scope)
+      )
+      yield* settle
+      // x's requests hang as a1 starts runShards; meanwhile a new incarnation of "x" starts elsewhere.
+      yield* memory.outage({ mode: "hang", clients: [Context.get(x, Etcd) as EtcdClient] })
+      const run = yield* EtcdSeq.runShards({ shards: 4 }, checker.work("a1")).pipe(
+        Effect.provideService(EtcdSeq, a1),
+        Effect.exit,
+        Effect.forkIn(scope)
+      )
+      yield* settle
+      yield* EtcdSeq.make({ key: "g/taken", ttl: "10 seconds", instance: "x" }).pipe(
+        Effect.provide(yield* Layer.buildWithScope(Etcd.layerMemory, scope)),
+        Scope.extend(scope)
+      )
+      yield* advance(3_000)
+      yield* memory.recover
+      yield* advance(10_000)
+      const polled = run.unsafePoll()
+      expect(polled).not.toBeNull()
+      const exit = polled !== null && Exit.isSuccess(polled) ? polled.value : undefined
+      const failure = exit !== undefined && Exit.isFailure(exit)
+        ? Option.getOrUndefined(Cause.failureOption(exit.cause))
+        : undefined
+      expect(failure).toMatchObject({ _tag: "InstanceTaken", group: "g/taken", instance: "x" })
+      expect(checker.runs.filter((r) => r.member === "a1" && !Number.isFinite(r.end))).toEqual([])
+      yield* Scope.close(scope, Exit.void)
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped("a member record declaring 2^32 shards: observe shows the group, runShards fails with a typed error", () =>
+    Effect.gen(function*() {
+      const server = Memory.serverOf(yield* MemoryEtcd)
+      const api = server.api(server.connect(), Duration.seconds(5))
+      const lease = yield* api.grant(60)
+      yield* api.put(
+        `g/huge/members/${Keys.memberId(lease, 0)}`,
+        JSON.stringify({ v: 1, metadata: "", shards: 2 ** 32 }),
+        lease
+      )
+      const context = yield* Layer.build(Etcd.layerMemory)
+      const view = yield* EtcdSeq.observe("g/huge").pipe(Stream.runHead, Effect.provide(context))
+      expect(Option.map(view, (v) => [v.members.length, v.shards])).toEqual(Option.some([1, undefined]))
+      const seq = yield* EtcdSeq.make({ key: "g/huge", ttl: "3 seconds" }).pipe(Effect.provide(context))
+      const refused = yield* EtcdSeq.runShards({ shards: 8 }, () => Effect.never).pipe(
+        Effect.provideService(EtcdSeq, seq),
+        Effect.flip
+      )
+      expect(refused).toMatchObject({ _tag: "ShardCountMismatch", shards: 2 ** 32, requested: 8 })
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
   it.effect.each([0, -1, 1.5, 65_537, Number.NaN])(

@@ -68,6 +68,12 @@ export interface Source {
   readonly shared: Shared | undefined
   readonly view: SubscriptionRef.SubscriptionRef<View> | undefined
   /**
+   * Calls `listener` with every new view for the life of the scope (the group watch's `listen`): a declaration of
+   * shards changes the plan without renaming the view, so no new status tells of it. Absent for a membership this
+   * library did not make.
+   */
+  readonly listen: ((listener: (view: View) => void) => Effect.Effect<void, never, Scope.Scope>) | undefined
+  /**
    * Rewrites the member's record with the number of shards it runs `runShards` with (`undefined`: without), as long
    * as the key is still the registration's; absent for a membership this library did not make.
    */
@@ -271,6 +277,7 @@ export const fromChanges = (
       runner: yield* Effect.makeSemaphore(1),
       shared: undefined,
       view: undefined,
+      listen: undefined,
       declareShards: undefined
     }
     handMadeSources.set(seq, source)

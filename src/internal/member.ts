@@ -147,6 +147,7 @@ export const make = (
       group: settings.key,
       shared,
       view: watch.view,
+      listen: watch.listen,
       reader: Effect.map(status.reader, (read) => {
         let last: Assign.Latest | undefined
         const next: Effect.Effect<Assign.Latest> = Effect.flatMap(read, (s) => {
@@ -160,11 +161,14 @@ export const make = (
       current: Effect.map(status.get, toLatest),
       activeWork,
       runner: yield* Effect.makeSemaphore(1),
-      // Only while the holder's registration is the latest and its key still its own: a stale one writes nothing.
+      // Only while the holder's registration is the latest and its key still its own: a stale one writes nothing. A
+      // registration made after an earlier declaration wrote it in its record already.
       declareShards: (holder, shards) =>
         Effect.suspend(() => {
           declaredShards = shards
-          return latest === undefined || latest.holder !== holder ? Effect.void : Effect.asVoid(latest.rewrite(shards))
+          return latest === undefined || latest.holder !== holder || latest.declared() === shards
+            ? Effect.void
+            : Effect.asVoid(latest.rewrite(shards))
         })
     })
     return service

@@ -10,7 +10,7 @@ import type * as Claims from "./claims.js"
 import type { Shared } from "./client.js"
 import type * as Api from "./etcd/api.js"
 import type * as Lock from "./lock.js"
-import { planOf } from "./shards.js"
+import { invalidShards, planOf } from "./shards.js"
 import type { View } from "./view.js"
 
 /** The members of a view as `EtcdSeq.members` lists them. */
@@ -34,7 +34,9 @@ const lockViews = (locks: Lock.Locks): ReadonlyArray<IndexLock> =>
   }))
 
 const shardsView = (view: View, claims: Claims.Claims): ShardsView | undefined => {
-  const shards = view.members.find((m) => m.shards !== undefined)?.shards
+  // The number the oldest member runs that a member may run (a record may declare anything: a writer of another
+  // version, or by hand).
+  const shards = view.members.find((m) => invalidShards(m.shards) === undefined)?.shards
   if (shards === undefined) return undefined
   const idOf = new Map(view.members.map((m) => [m.name, m.id]))
   const planned = new Array<string>(shards)

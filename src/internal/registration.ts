@@ -63,6 +63,8 @@ export interface Registration {
    * not (gone, or another incarnation's).
    */
   readonly rewrite: (shards: number | undefined) => Effect.Effect<boolean, Api.RequestError>
+  /** The number of shards the member's record declares, as this registration last wrote it. */
+  readonly declared: () => number | undefined
 }
 
 export interface Deps {
@@ -173,7 +175,10 @@ export const register = (
 
       // --- The key: its delete registered first; a leave deletes it with the member's handover key ---
       const instanceId = settings.instance === undefined ? undefined : id
-      const record = View.encodeValue(settings.metadata, { id: instanceId, shards: deps.shards() })
+      // The shards the record declares: the member's own once it runs runShards; until then, a new incarnation
+      // takes its predecessor's over (see writeInstanceKey), so that a restart moves no shard of anyone's.
+      let declared = deps.shards()
+      const recordOf = (shards: number | undefined) => View.encodeValue(settings.metadata, { id: instanceId, shards })
       const written = yield* OwnedKeys.hold(
         {
           api,
@@ -194,7 +199,12 @@ export const register = (
                   ownWrite([{
                     _tag: "Put",
                     key: memberKey,
-                    value: View.encodeValue(settings.metadata, { id: Keys.memberId(parking, 0), parked: true }),
+                    // The place keeps its declaration: its shards wait for the next incarnation, as its index does.
+                    value: View.encodeValue(settings.metadata, {
+                      id: Keys.memberId(parking, 0),
+                      parked: true,
+                      shards: declared
+                    }),
                     lease: parking
                   }, { _tag: "Delete", key: handoverKey }]).pipe(
                     // Not parked (the key is another's): the parking lease holds nothing.
@@ -210,7 +220,7 @@ export const register = (
           settings.ttl,
           settings.instance === undefined
             ? Effect.map(
-              shared.memberWrites.create(memberKey, record, lease.id),
+              shared.memberWrites.create(memberKey, recordOf(declared), lease.id),
               (created): Written => ({ ...created, writtenAt: created.modRevision })
             )
             : shared.registrationWrites.withPermits(1)(writeInstanceKey({
@@ -218,7 +228,10 @@ export const register = (
               group: settings.key,
               instance: settings.instance,
               key: memberKey,
-              value: record,
+              value: (inherited) => {
+                declared = deps.shards() ?? inherited
+                return recordOf(declared)
+              },
               leaseId: lease.id,
               earlier: takeOver ? undefined : earlier
             }))
@@ -268,12 +281,10 @@ export const register = (
           state.retired = true
         }),
         rewrite: (shards) =>
-          ownWrite([{
-            _tag: "Put",
-            key: memberKey,
-            value: View.encodeValue(settings.metadata, { shards, id: instanceId }),
-            lease: lease.id
-          }])
+          ownWrite([{ _tag: "Put", key: memberKey, value: recordOf(shards), lease: lease.id }]).pipe(
+            Effect.tap((written) => Effect.sync(() => written && void (declared = shards)))
+          ),
+        declared: () => declared
       } satisfies Registration
     }).pipe(
       Scope.extend(scope),
@@ -314,13 +325,15 @@ const retryUnanswered = <A, E extends Api.RequestError | InstanceTaken>(
  * incarnation takes its predecessor's place; read back in the same transaction, since the place is the key's, not
  * the write's. Without `earlier` (a first registration) it takes the key whoever holds it; with, only while the key
  * is free, not a member's, or held by one of `earlier`: otherwise a newer incarnation holds it, `InstanceTaken`.
+ * `value` makes the record from the shards the record found there declares (a parked place's, a crashed
+ * predecessor's): the place keeps its declaration. Compared on what was read, so the two never disagree.
  */
 const writeInstanceKey = (options: {
   readonly api: Api.EtcdApi
   readonly group: string
   readonly instance: string
   readonly key: string
-  readonly value: string
+  readonly value: (inherited: number | undefined) => string
   readonly leaseId: string
   readonly earlier: ReadonlyArray<string> | undefined
 }): Effect.Effect<Written, Api.RequestError | InstanceTaken> =>
@@ -328,14 +341,15 @@ const writeInstanceKey = (options: {
     const { api, key } = options
     const prefix = Keys.membersPrefix(options.group)
     const read: Api.Op = { _tag: "Range", range: { target: { key } } }
-    let compare: ReadonlyArray<Api.Compare> = options.earlier === undefined
-      ? []
-      : [{ key, target: "create", result: "equal", value: 0 }]
+    // Absent at first (a first start): one request. Present: it is read, and written again compared on that read.
+    let compare: ReadonlyArray<Api.Compare> = [{ key, target: "create", result: "equal", value: 0 }]
+    let inherited: number | undefined
     // Each retry follows a write by someone else: a few in a row mean another incarnation is writing it.
-    for (let attempt = 0; attempt < 4; attempt++) {
+    const attempts = 4
+    for (let attempt = 0; attempt < attempts; attempt++) {
       const result = yield* api.txn({
         compare,
-        success: [read, { _tag: "Put", key, value: options.value, lease: options.leaseId }, read],
+        success: [read, { _tag: "Put", key, value: options.value(inherited), lease: options.leaseId }, read],
         failure: [read]
       })
       if (result.succeeded) {
@@ -350,11 +364,18 @@ const writeInstanceKey = (options: {
       }
       const kv = Api.rangeKv(result.results[0])
       const decoded = kv === undefined ? undefined : View.decode(prefix, kv)
-      if (decoded?._tag === "Member" && decoded.entry.parked !== true && !options.earlier!.includes(decoded.entry.id)) {
+      if (
+        options.earlier !== undefined && decoded?._tag === "Member" && decoded.entry.parked !== true &&
+        !options.earlier.includes(decoded.entry.id)
+      ) {
         break
       }
+      inherited = decoded?._tag === "Member" ? decoded.entry.shards : undefined
+      // A first registration takes the key whoever holds it: its last try writes whatever the key holds by then.
       compare = kv === undefined
         ? [{ key, target: "create", result: "equal", value: 0 }]
+        : options.earlier === undefined && attempt === attempts - 2
+        ? []
         : [{ key, target: "mod", result: "equal", value: kv.modRevision }]
     }
     return yield* new InstanceTaken({ group: options.group, instance: options.instance })

@@ -7,24 +7,12 @@
  * As in `runAssigned`, the loop only ever waits for work to stop: claims, releases and waits run in the shards'
  * fibers, so `Info.invalid` (a self-fence, a lost lease) stops every shard at once.
  */
-import {
-  Cause,
-  Deferred,
-  Effect,
-  ExecutionStrategy,
-  Exit,
-  Fiber,
-  Metric,
-  Option,
-  RcMap,
-  Scope,
-  Stream,
-  SubscriptionRef
-} from "effect"
+import { Cause, Deferred, Effect, ExecutionStrategy, Exit, Fiber, Metric, RcMap, Scope, SubscriptionRef } from "effect"
 import { AlreadyRunning, type EtcdSeqError, InvalidOptions, ShardCountMismatch } from "../EtcdSeqError.js"
 import { Info } from "../Info.js"
 import type { Shard } from "../Shard.js"
-import { counted, type Holder, type Latest, sameLatest, type Source } from "./assign.js"
+import { counted, type Holder, type Latest, type Source } from "./assign.js"
+import * as Cell from "./cell.js"
 import * as Claims from "./claims.js"
 import * as Keys from "./keys.js"
 import * as Metrics from "./metrics.js"
@@ -57,14 +45,19 @@ const plans = new WeakMap<View, Map<number, Planned>>()
 const recent = new Map<string, Planned>()
 const recentMax = 16
 
-/** Each member's shards in `view` (by name), the plan computed once per view and member set. */
+/**
+ * Each member's shards in `view` (by name), among the members that declared `shards`, the plan computed once per view
+ * and member set.
+ */
 export const planOf = (view: View, shards: number): Planned => {
   let byCount = plans.get(view)
   if (byCount === undefined) plans.set(view, byCount = new Map())
   const known = byCount.get(shards)
   if (known !== undefined) return known
-  // By name, not id: a new incarnation of a member with an instance takes over its predecessor's shards.
-  const ids = view.members.map((m) => m.name)
+  // Only the members that declared this number run the group's shards: one that has not (yet), or runs another
+  // number, changes nobody's plan. By name, not id: a new incarnation of a member with an instance takes over its
+  // predecessor's shards.
+  const ids = view.members.flatMap((m) => m.shards === shards ? [m.name] : [])
   const key = `${shards}:${ids.join(",")}`
   let planned = recent.get(key)
   if (planned === undefined) {
@@ -92,8 +85,7 @@ export const run = <E, R>(
 ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope>> => {
   if (
     source === undefined || source.shared === undefined || source.view === undefined ||
-    source.declareShards === undefined ||
-    source.current === undefined
+    source.listen === undefined || source.declareShards === undefined
   ) {
     return Effect.fail(
       new InvalidOptions({ field: "EtcdSeq", reason: "runShards needs a membership made by EtcdSeq.make" })
@@ -112,35 +104,24 @@ const runLoop = <E, R>(
   Effect.gen(function*() {
     const shared = source.shared!
     const view = source.view!
-    const declare = source.declareShards!
-    // The latest status each time, skipping those set in between.
-    const next = yield* source.reader
     const failed = yield* Deferred.make<never, E | EtcdSeqError>()
     const claims = yield* RcMap.get(shared.claims, source.group)
     const writer = yield* Claims.writer(shared.api, shared.leases.retryInBackground, shared.owned)
 
-    // --- The group's number of shards: declared in the member's record, checked against the others' ---
-    const first = yield* next.pipe(
-      Effect.repeat({ until: (l) => l._tag !== "Info" || (Info.isValid(l.info) && l.holder !== undefined) })
-    )
-    if (first._tag === "Closed") return yield* Effect.interrupt
-    if (first._tag === "Failed") return yield* Effect.fail(first.error)
-    const holder = first.holder!
-    yield* declare(holder, shards).pipe(Effect.retry({ schedule: backoff, times: 10 }))
-    const other = yield* view.changes.pipe(
-      // Once the view holds this member's own declaration, it holds every declaration made before it; a later one
-      // sees this one and is refused itself.
-      Stream.filter((v) => v.members.some((m) => m.id === holder.id && m.shards === shards)),
-      Stream.map((v) => v.members.find((m) => m.shards !== undefined && m.shards !== shards)?.shards),
-      Stream.runHead,
-      Effect.map(Option.flatMap(Option.fromNullable))
-    )
-    if (Option.isSome(other)) {
-      yield* declare(holder, undefined).pipe(Effect.ignore)
-      return yield* new ShardCountMismatch({ group: source.group, shards: other.value, requested: shards })
-    }
-    // The loop below acts on it first, unless the status moved on while the count was declared.
-    let pending: Latest | undefined = sameLatest(first, yield* source.current!) ? first : undefined
+    // --- Wake-ups: the membership's latest status, and every view ---
+    // A declaration of shards changes the plan without renaming the view, so no new status tells of it: the loop
+    // wakes on both, and acts on the latest of each.
+    const wake = yield* Cell.make(0)
+    const bump = () => wake.unsafeModify((n) => [undefined, n + 1] as const)
+    let status: Latest | undefined
+    const next = yield* source.reader
+    yield* Effect.forever(Effect.flatMap(next, (latest) =>
+      Effect.sync(() => {
+        status = latest
+        bump()
+      }))).pipe(Effect.forkScoped)
+    yield* source.listen!(bump)
+    const woken = yield* wake.reader
 
     // --- One shard: claim, wait for the previous owner, work ---
     const runShard = (shard: number, owner: Holder, info: Info) =>
@@ -186,7 +167,7 @@ const runLoop = <E, R>(
     // --- The loop: stop what moved away, start what arrived, never waiting on etcd ---
     const loop = Effect.gen(function*() {
       const running = new Map<number, Fiber.RuntimeFiber<void, never>>()
-      let current: Holder | undefined
+      const loopScope = yield* Effect.scope
       const stop = (which: ReadonlyArray<number>) =>
         Effect.gen(function*() {
           const fibers = which.map((s) => running.get(s)!)
@@ -198,11 +179,16 @@ const runLoop = <E, R>(
       const stopAll = Effect.suspend(() => stop([...running.keys()]))
       // Shards stop together, not one after the other: a thousand shards whose work takes 100 ms to stop must not
       // take 100 s to let go of the last one (the lease may be gone long before).
-      const shardScope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.parallel)
+      const shardScope = yield* Scope.fork(loopScope, ExecutionStrategy.parallel)
       yield* Effect.addFinalizer(() => stopAll)
+      // The registration the running shards belong to, and the write of its declaration.
+      let current: Holder | undefined
+      let declaring: Fiber.RuntimeFiber<void, never> | undefined
+      let checked = false
       while (true) {
-        const latest: Latest = pending ?? (yield* next)
-        pending = undefined
+        yield* woken
+        const latest = status
+        if (latest === undefined) continue
         if (latest._tag === "Closed") {
           yield* stopAll
           return yield* Effect.interrupt
@@ -214,15 +200,36 @@ const runLoop = <E, R>(
         const { holder: owner, info } = latest
         if (!Info.isValid(info) || owner === undefined) {
           yield* stopAll
-          current = undefined
           continue
         }
         if (owner !== current) {
-          // A new registration (after a lost one) wrote the declared count in its record (member.ts).
+          // A new registration (after a lost one, or the first): its shards are its own, claimed anew, and its record
+          // declares the number of shards (written at its creation, or now).
           yield* stopAll
           current = owner
+          if (declaring !== undefined) yield* Fiber.interrupt(declaring)
+          declaring = yield* source.declareShards!(owner, shards).pipe(
+            Effect.tapError((e) => Effect.logWarning("declaring the number of shards failed; retrying", e)),
+            Effect.retry(backoff),
+            Effect.ignore,
+            Effect.forkIn(loopScope)
+          )
         }
-        const mine = new Set(planOf(yield* SubscriptionRef.get(view), shards).get(owner.name))
+        const now = yield* SubscriptionRef.get(view)
+        // Until the view holds its declaration the plan gives the member nothing, and nobody's plan counts it.
+        if (now.members.find((m) => m.id === owner.id)?.shards !== shards) continue
+        if (!checked) {
+          checked = true
+          // Once the view holds this member's own declaration, it holds every declaration made before it; a later one
+          // sees this one and is refused itself.
+          const other = now.members.find((m) => m.shards !== undefined && m.shards !== shards)
+          if (other !== undefined) {
+            yield* Fiber.interrupt(declaring!)
+            yield* source.declareShards!(owner, undefined).pipe(Effect.ignore)
+            return yield* new ShardCountMismatch({ group: source.group, shards: other.shards!, requested: shards })
+          }
+        }
+        const mine = new Set(planOf(now, shards).get(owner.name))
         const gone = [...running.keys()].filter((s) => !mine.has(s)).sort((a, b) => a - b)
         const arrived = [...mine].filter((s) => !running.has(s)).sort((a, b) => a - b)
         if (gone.length > 0) yield* stop(gone)
