@@ -36,9 +36,9 @@ export interface EtcdOptions {
     readonly privateKey?: Redacted.Redacted<Buffer> | undefined
     readonly certChain?: Buffer | undefined
   } | undefined
-  /** Bound on proving the connection when the client is acquired (the dial timeout). Default 5 seconds. */
+  /** Bound on proving the connection when the client is acquired (the dial timeout). Default 5 seconds, at most 1 hour. */
   readonly connectTimeout?: Duration.DurationInput | undefined
-  /** Deadline of each etcd request. Default 5 seconds. */
+  /** Deadline of each etcd request. Default 5 seconds, at most 1 hour. */
   readonly requestTimeout?: Duration.DurationInput | undefined
   /**
    * How a burst of group changes (a join storm) reaches the members on this client. A change after a quiet moment
@@ -255,8 +255,14 @@ const validateTimeout = (
   if (!Duration.isFinite(duration.value) || Duration.toMillis(duration.value) <= 0) {
     return Effect.fail(new InvalidOptions({ field, reason: "must be a positive, finite duration" }))
   }
+  // Node's timers hold at most 2^31 - 1 ms (24.8 days): past it every timer fires at once, and every request with it.
+  if (Duration.greaterThan(duration.value, maxTimeout)) {
+    return Effect.fail(new InvalidOptions({ field, reason: `must be at most ${Duration.format(maxTimeout)}` }))
+  }
   return Effect.succeed(duration.value)
 }
+
+const maxTimeout = Duration.hours(1)
 
 const defaultPacing = { initial: Duration.millis(10), max: Duration.seconds(1) }
 

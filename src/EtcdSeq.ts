@@ -388,11 +388,13 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
  * @category layers
  */
 export const EtcdSeqLive: Layer.Layer<EtcdSeq, EtcdSeqError | ConfigError> = Layer.unwrapEffect(
-  // Both configurations are read before any I/O, so a missing ETCDSEQ_KEY never waits on a connection.
-  Effect.map(
-    Config.all([Etcd.config, EtcdSeq.config]),
-    ([client, membership]) => EtcdSeq.layer(membership).pipe(Layer.provide(Etcd.layer(client)))
-  )
+  // Both configurations are read, and the membership's options checked, before any I/O: a missing or bad
+  // ETCDSEQ_KEY never waits on a connection.
+  Effect.gen(function*() {
+    const [client, membership] = yield* Config.all([Etcd.config, EtcdSeq.config])
+    yield* validate(membership)
+    return EtcdSeq.layer(membership).pipe(Layer.provide(Etcd.layer(client)))
+  })
 )
 
 // internal

@@ -1,5 +1,5 @@
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Clock, ConfigProvider, Effect, Exit, Layer, Option, Redacted, Stream } from "effect"
+import { Cause, Clock, ConfigProvider, Effect, Exit, Layer, Option, Redacted, Stream } from "effect"
 import * as net from "node:net"
 import type { EtcdClient } from "../src/Etcd.js"
 import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqOptions } from "../src/index.js"
@@ -92,6 +92,25 @@ describe("Etcd", () => {
       expect(millis).toBeLessThan(2_000)
     }))
 
+  it.live("EtcdSeqLive with a bad ETCDSEQ_KEY fails with InvalidOptions before any I/O", () =>
+    Effect.gen(function*() {
+      const port = yield* closedPort
+      const { exit, millis } = yield* timed(
+        EtcdSeq.current.pipe(
+          Effect.provide(EtcdSeqLive),
+          Effect.withConfigProvider(ConfigProvider.fromMap(
+            new Map([["ETCDSEQ_KEY", "a/members"], ["ETCD_ENDPOINTS", `http://127.0.0.1:${port}`]])
+          ))
+        )
+      )
+      expect(Exit.isFailure(exit) && Option.getOrUndefined(Cause.failureOption(exit.cause))).toMatchObject({
+        _tag: "InvalidOptions",
+        field: "key"
+      })
+      // Not after the connect timeout (5 s): no connection was tried.
+      expect(millis).toBeLessThan(1_000)
+    }))
+
   it.live("EtcdSeqLive without ETCDSEQ_KEY fails with a ConfigError", () =>
     Effect.gen(function*() {
       const exit = yield* EtcdSeq.current.pipe(
@@ -114,6 +133,9 @@ describe("Etcd", () => {
       [{ endpoints: ["http://127.0.0.1:2379"], connectTimeout: "forever" }, "connectTimeout"],
       [{ endpoints: ["http://127.0.0.1:2379"], requestTimeout: "-1 seconds" }, "requestTimeout"],
       [{ endpoints: ["http://127.0.0.1:2379"], requestTimeout: Infinity }, "requestTimeout"],
+      // Past Node's timer limit (24.8 days) every keepalive would fail at once.
+      [{ endpoints: ["http://127.0.0.1:2379"], requestTimeout: "25 days" }, "requestTimeout"],
+      [{ endpoints: ["http://127.0.0.1:2379"], connectTimeout: "2 hours" }, "connectTimeout"],
       [{ endpoints: ["http://127.0.0.1:2379", "https://127.0.0.1:2380"] }, "endpoints"],
       [{ endpoints: ["http://:secret@127.0.0.1:2379"] }, "endpoints"],
       [{ endpoints: ["http://user:secret@127.0.0.1:2379"] }, "endpoints"],

@@ -3,7 +3,7 @@
  * changes, and a join whose write landed while its answer was lost.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, ExecutionStrategy, Exit, Fiber, Option, Scope, Stream, TestClock } from "effect"
+import { Clock, Duration, Effect, ExecutionStrategy, Exit, Fiber, Option, Scope, Stream, TestClock } from "effect"
 import { Etcd, type EtcdClient, EtcdSeq, type Info, MemoryEtcd } from "../src/index.js"
 import { advance, settle } from "./support/testClock.js"
 
@@ -96,6 +96,36 @@ describe("a busy group", () => {
         expect(a.seen.at(-1)).toBe(`0/${count}`)
         yield* advance(60)
       }
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped("the wall clock stepped back 10 s holds no view: pacing runs on the monotonic clock", () =>
+    Effect.gen(function*() {
+      // The TestClock, with a wall clock (currentTimeMillis) that an operator or NTP steps back; its monotonic
+      // reading (currentTimeNanos) goes on as before.
+      const base = yield* Effect.clock
+      let stepped = 0
+      const wall = () => base.unsafeCurrentTimeMillis() - stepped
+      const clock: Clock.Clock = {
+        [Clock.ClockTypeId]: Clock.ClockTypeId,
+        unsafeCurrentTimeMillis: wall,
+        currentTimeMillis: Effect.sync(wall),
+        unsafeCurrentTimeNanos: () => BigInt(Math.round(base.unsafeCurrentTimeMillis() * 1_000_000)),
+        currentTimeNanos: Effect.sync(() => BigInt(Math.round(base.unsafeCurrentTimeMillis() * 1_000_000))),
+        sleep: (duration) => base.sleep(duration)
+      }
+      // Made under that clock, so the watches' fibers read it; the TestClock moves outside.
+      const withWall = Effect.withClock(clock)
+      const paced = yield* withWall(client({ initial: "10 millis", max: "1 second" }))
+      const others = yield* withWall(client())
+      const a = yield* withWall(member(paced))
+      yield* withWall(member(others))
+      yield* advance(100)
+      expect(a.seen.at(-1)).toBe("0/2")
+      stepped = 10_000
+      yield* withWall(member(others))
+      yield* advance(100)
+      // On the wall clock the last view went out 10 s in the future: this one would wait for it (9.9 s).
+      expect(a.seen.at(-1)).toBe("0/3")
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
   it.scoped("a join whose write landed but whose answer was lost joins once: others see one join, not a join and a leave", () =>
