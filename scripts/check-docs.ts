@@ -1,6 +1,7 @@
 /**
  * `npm run docs:check`: every TypeScript block of the README, of the guides in `docs/` and of the sources' `@example`s
- * compiles under the project's strict settings, and the blocks that are tests (they import `@effect/vitest`) pass.
+ * compiles under the project's strict settings, and the blocks that are tests (they import `@effect/vitest`) pass;
+ * every relative link of the README and the guides reaches its file and heading.
  *
  * `@effect/docgen` (`npm run docgen`) compiles and runs the examples of functions and methods only: it skips those of
  * classes and their properties, and it reads no markdown. This covers all of them. Each block is a module of its own,
@@ -8,10 +9,10 @@
  * added, so a block that compiles here compiles when copied into an app.
  */
 import { execFileSync, spawnSync } from "node:child_process"
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { type CodeBlock, exampleBlocks, markdownBlocks } from "./codeBlocks.js"
+import { type CodeBlock, exampleBlocks, markdownBlocks, markdownHeadings } from "./codeBlocks.js"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 const out = path.join(root, ".tmp", "docs-check")
@@ -25,6 +26,31 @@ const blocks: ReadonlyArray<CodeBlock> = [
   ...["README.md", ...guides].flatMap((f) => markdownBlocks(path.join(root, f))),
   ...sources.flatMap((f) => exampleBlocks(path.join(root, f)))
 ].filter((b) => b.lang === "ts" || b.lang === "typescript")
+
+// --- Links: every relative link of the README and the guides reaches a file, and a heading where it names one.
+
+/** GitHub's anchor of a heading: lower case, punctuation dropped, spaces as dashes. */
+const anchor = (heading: string) => heading.toLowerCase().replace(/[^\p{L}\p{N}_\- ]/gu, "").replace(/ /g, "-")
+const anchorsOf = (file: string) => markdownHeadings(file).map(anchor)
+
+let failed = false
+for (const doc of ["README.md", ...guides]) {
+  const text = readFileSync(path.join(root, doc), "utf8").replace(/```[\s\S]*?```/g, "")
+  for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+    if (/^[a-z]+:/.test(target!)) continue
+    const [file, hash] = target!.split("#") as [string, string | undefined]
+    const resolved = file === "" ? path.join(root, doc) : path.resolve(path.dirname(path.join(root, doc)), file)
+    if (!existsSync(resolved)) {
+      failed = true
+      console.error(`${doc}: link to a missing file: ${target}`)
+    } else if (hash !== undefined && resolved.endsWith(".md") && !anchorsOf(resolved).includes(hash)) {
+      failed = true
+      console.error(`${doc}: link to a missing heading: ${target}`)
+    }
+  }
+}
+
+// --- Code blocks.
 
 const isTest = (b: CodeBlock) => b.code.includes(`from "@effect/vitest"`)
 const where = (b: CodeBlock) => `${path.relative(root, b.file)}:${b.line}`
@@ -56,7 +82,6 @@ const tsc = spawnSync(process.execPath, [
   cwd: root,
   encoding: "utf8"
 })
-let failed = false
 if (tsc.status !== 0) {
   failed = true
   // Point each error at the block's own line in the README, guide or source.

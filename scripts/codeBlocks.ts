@@ -40,6 +40,13 @@ export const markdownBlocks = (file: string): ReadonlyArray<CodeBlock> => {
   return blocks
 }
 
+/** The headings of a markdown file, outside code blocks, without their `#`s. */
+export const markdownHeadings = (file: string): ReadonlyArray<string> =>
+  readFileSync(file, "utf8").replace(/```[\s\S]*?```/g, "").split("\n").flatMap((line) => {
+    const h = /^#+\s+(.*)$/.exec(line)
+    return h === null ? [] : [h[1]!]
+  })
+
 /** Every `@example` block in the doc comments of a TypeScript file. */
 export const exampleBlocks = (file: string): ReadonlyArray<CodeBlock> => {
   const lines = readFileSync(file, "utf8").split("\n")
