@@ -3,7 +3,7 @@
  * uses client `slot % clients`), each in its own scope, so closing that scope is a graceful leave.
  */
 import { Duration, Effect, ExecutionStrategy, Exit, Metric, Ref, Scope, Stream } from "effect"
-import { Etcd, type EtcdClient, EtcdSeq } from "../src/index.js"
+import { Etcd, type EtcdClient, EtcdSeq, type EtcdSeqError } from "../src/index.js"
 import { membersPrefix } from "../src/internal/keys.js"
 import { groupReads, watchResponses } from "../src/internal/metrics.js"
 import { type ClientCounters, type Driver, joinEach, type MemberHandle } from "./driver.js"
@@ -23,9 +23,9 @@ export interface LibraryOptions {
   readonly prefillConcurrency: number
 }
 
-const describe = (error: { readonly _tag: string; readonly cause?: unknown }): string => {
-  const cause = error.cause instanceof Error ? `: ${error.cause.name}: ${error.cause.message}` : ""
-  return `${error._tag}${cause}`
+const describe = (error: EtcdSeqError): string => {
+  const client = "error" in error && error.error instanceof Error ? `: ${error.error.name}: ${error.error.message}` : ""
+  return `${error._tag}${client}`
 }
 
 const counterValue = (counter: typeof groupReads) => Effect.map(Metric.value(counter), (state) => state.count)

@@ -28,7 +28,12 @@ export type Exclusive = "none" | "index" | "group"
  *
  * @example
  * ```ts
- * EtcdSeq.runAssigned((a) => Effect.log(`shards ${a.shares(16).join(",")} under fence ${a.fence}`))
+ * import { Effect } from "effect"
+ * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
+ *
+ * const worker = EtcdSeq.runAssigned((a) => Effect.log(`shards ${a.shares(16).join(",")}, fence ${a.fence}`)).pipe(
+ *   Effect.provide(EtcdSeqLive)
+ * )
  * ```
  * @since 0.1.0
  * @category models
@@ -66,7 +71,9 @@ export interface Assignment {
  *
  * @example
  * ```ts
- * const owner = keyHash("order-42") % info.count
+ * import { keyHash } from "effect-etcdseq"
+ *
+ * console.log(keyHash("order-42") % 3) // 2: the index that owns the key in a group of 3
  * ```
  * @since 0.1.0
  * @category utils
@@ -89,9 +96,11 @@ export const keyHash = (key: string): number => {
  *
  * @example
  * ```ts
- * const owner = jumpHash("order-42", info.count) // the index that owns the key
+ * import { jumpHash } from "effect-etcdseq"
+ *
+ * console.log(jumpHash("order-42", 3)) // 0: the index that owns the key in a group of 3
  * ```
- * @since 0.2.0
+ * @since 0.1.0
  * @category utils
  */
 export const jumpHash = (key: string, buckets: number): number => {
@@ -134,8 +143,10 @@ const checkTotal = (totalShards: number): void => {
  *
  * @example
  * ```ts
+ * import { Info, makeAssignment } from "effect-etcdseq"
+ *
  * const a = makeAssignment(Info.make(1, 3, 7), 7)
- * a.shares(8) // [1, 4, 7]
+ * console.log(a.shares(8)) // [1, 4, 7]
  * ```
  * @since 0.1.0
  * @category constructors

@@ -73,7 +73,7 @@ export interface EtcdClient {
 /**
  * A client of a real etcd, as `Etcd.make` returns it: with its `etcd3` client.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category models
  */
 export interface Etcd3Client extends EtcdClient {
@@ -106,8 +106,13 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
    *
    * @example
    * ```ts
-   * const etcd = yield* Etcd.make({ endpoints: ["http://127.0.0.1:2379"], connectTimeout: "2 seconds" })
-   * const value = yield* Effect.promise(() => etcd.client.get("some/key").string())
+   * import { Effect } from "effect"
+   * import { Etcd } from "effect-etcdseq"
+   *
+   * const read = Effect.gen(function*() {
+   *   const etcd = yield* Etcd.make({ endpoints: ["http://127.0.0.1:2379"], connectTimeout: "2 seconds" })
+   *   return yield* Effect.promise(() => etcd.client.get("some/key").string())
+   * }).pipe(Effect.scoped)
    * ```
    * @since 0.1.0
    * @category constructors
@@ -134,6 +139,8 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
    *
    * @example
    * ```ts
+   * import { Etcd } from "effect-etcdseq"
+   *
    * const EtcdLive = Etcd.layer({ endpoints: ["http://127.0.0.1:2379"] })
    * ```
    * @since 0.1.0
@@ -150,12 +157,15 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
    *
    * @example
    * ```ts
+   * import { Layer } from "effect"
+   * import { Etcd, EtcdSeq, MemoryEtcd } from "effect-etcdseq"
+   *
    * const TestLive = EtcdSeq.layer({ key: "indexer" }).pipe(
    *   Layer.provide(Etcd.layerMemory),
    *   Layer.provideMerge(MemoryEtcd.layer)
    * )
    * ```
-   * @since 0.2.0
+   * @since 0.1.0
    * @category layers
    */
   static readonly layerMemory: Layer.Layer<Etcd, never, MemoryEtcd> = Layer.scoped(
@@ -172,10 +182,16 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
    *
    * @example
    * ```ts
-   * const client = yield* Etcd.makeMemory({ viewPacing: { initial: "10 millis", max: "1 second" } })
-   * const seq = yield* EtcdSeq.make({ key: "g" }).pipe(Effect.provideService(Etcd, client))
+   * import { Effect } from "effect"
+   * import { Etcd, EtcdSeq, MemoryEtcd } from "effect-etcdseq"
+   *
+   * const joined = Effect.gen(function*() {
+   *   const client = yield* Etcd.makeMemory({ viewPacing: { initial: "10 millis", max: "1 second" } })
+   *   const seq = yield* EtcdSeq.make({ key: "g" }).pipe(Effect.provideService(Etcd, client))
+   *   return yield* seq.current
+   * }).pipe(Effect.scoped, Effect.provide(MemoryEtcd.layer))
    * ```
-   * @since 0.3.0
+   * @since 0.1.0
    * @category constructors
    */
   static makeMemory(
@@ -226,6 +242,8 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
    *
    * @example
    * ```ts
+   * import { Etcd } from "effect-etcdseq"
+   *
    * // ETCD_ENDPOINTS=http://10.0.0.1:2379,http://10.0.0.2:2379
    * const EtcdLive = Etcd.layerConfig()
    * ```

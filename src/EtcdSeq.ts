@@ -51,7 +51,7 @@ export interface EtcdSeqOptions {
    * crash: up to the TTL). Of two live members with one instance the newer wins; the older one's `changes` fails
    * with `InstanceTaken`. Without an instance (the default) a restart is a leave and a join.
    *
-   * @since 0.3.0
+   * @since 0.1.0
    */
   readonly instance?: string | undefined
   /**
@@ -61,7 +61,7 @@ export interface EtcdSeqOptions {
    * work starts without waiting; until it comes, the member's index (or shards) is held but nobody works on it, and
    * if it does not come within the TTL the others see the leave then. Default `false`: a leave is seen at once.
    *
-   * @since 0.3.0
+   * @since 0.1.0
    */
   readonly keepPlaceOnLeave?: boolean | undefined
 }
@@ -82,7 +82,7 @@ export interface Member {
    * The member's `instance`, when it has one: its key is then `<group>/members/@<instance>`, and the id changes from
    * one incarnation to the next while the place stays.
    *
-   * @since 0.3.0
+   * @since 0.1.0
    */
   readonly instance: string | undefined
   readonly metadata: string
@@ -127,13 +127,14 @@ export interface EtcdSeqService {
  *
  * @example
  * ```ts
+ * import { NodeRuntime } from "@effect/platform-node"
  * import { Effect, Stream } from "effect"
  * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
  *
  * const program = EtcdSeq.changes.pipe(
  *   Stream.runForEach((info) => Effect.log(`I am ${info.index} of ${info.count}`))
  * )
- * Effect.runFork(program.pipe(Effect.provide(EtcdSeqLive)))
+ * NodeRuntime.runMain(program.pipe(Effect.provide(EtcdSeqLive)))
  * ```
  * @since 0.1.0
  * @category tags
@@ -148,8 +149,14 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    *
    * @example
    * ```ts
-   * const seq = yield* EtcdSeq.make({ key: "indexer", ttl: "5 seconds", metadata: "10.0.0.7:8080" })
-   * const info = yield* seq.current
+   * import { Effect } from "effect"
+   * import { Etcd, EtcdSeq } from "effect-etcdseq"
+   *
+   * const program = Effect.gen(function*() {
+   *   const seq = yield* EtcdSeq.make({ key: "indexer", ttl: "5 seconds", metadata: "10.0.0.7:8080" })
+   *   const info = yield* seq.current
+   *   yield* Effect.log(`joined as ${info.index} of ${info.count}`)
+   * }).pipe(Effect.scoped, Effect.provide(Etcd.layerConfig()))
    * ```
    * @since 0.1.0
    * @category constructors
@@ -174,6 +181,9 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    *
    * @example
    * ```ts
+   * import { Layer } from "effect"
+   * import { Etcd, EtcdSeq } from "effect-etcdseq"
+   *
    * const Live = EtcdSeq.layer({ key: "indexer" }).pipe(Layer.provide(Etcd.layerConfig()))
    * ```
    * @since 0.1.0
@@ -257,12 +267,15 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    *
    * @example
    * ```ts
-   * EtcdSeq.observe("prod/indexer").pipe(
+   * import { Effect, Stream } from "effect"
+   * import { Etcd, EtcdSeq } from "effect-etcdseq"
+   *
+   * const dashboard = EtcdSeq.observe("prod/indexer").pipe(
    *   Stream.runForEach((view) => Effect.log(view.members.map((m) => m.id).join(" "))),
    *   Effect.provide(Etcd.layerConfig())
    * )
    * ```
-   * @since 0.3.0
+   * @since 0.1.0
    * @category constructors
    */
   static observe(key: string): Stream.Stream<GroupView, EtcdSeqError, Etcd> {
@@ -302,12 +315,18 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    *
    * @example
    * ```ts
-   * EtcdSeq.runAssigned((a) =>
+   * import { Effect } from "effect"
+   * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
+   *
+   * // Your consumer: it works on its shares until interrupted, stamping each write with the fence.
+   * const consume = (shares: ReadonlyArray<number>, fence: number) =>
+   *   Effect.log(`consuming ${shares.join(",")} under fence ${fence}`).pipe(Effect.zipRight(Effect.never))
+   *
+   * const worker = EtcdSeq.runAssigned((a) =>
    *   Effect.gen(function*() {
    *     yield* Effect.addFinalizer(() => Effect.log("stop consuming"))
    *     yield* consume(a.shares(64), a.fence)
-   *   }), { exclusive: "group" }
-   * ).pipe(Effect.provide(EtcdSeqLive))
+   *   }), { exclusive: "group" }).pipe(Effect.provide(EtcdSeqLive))
    * ```
    * @since 0.1.0
    * @category combinators
@@ -355,14 +374,20 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    *
    * @example
    * ```ts
-   * EtcdSeq.runShards({ shards: 64 }, (shard) =>
+   * import { Effect } from "effect"
+   * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
+   *
+   * // Your consumer: it works on one partition until interrupted, stamping each write with the fence.
+   * const consume = (partition: number, fence: number) =>
+   *   Effect.log(`consuming partition ${partition} under fence ${fence}`).pipe(Effect.zipRight(Effect.never))
+   *
+   * const partitions = EtcdSeq.runShards({ shards: 64 }, (shard) =>
    *   Effect.gen(function*() {
    *     yield* Effect.addFinalizer(() => Effect.log(`stop partition ${shard.id}`))
    *     yield* consume(shard.id, shard.fence)
-   *   })
-   * ).pipe(Effect.provide(EtcdSeqLive))
+   *   })).pipe(Effect.provide(EtcdSeqLive))
    * ```
-   * @since 0.2.0
+   * @since 0.1.0
    * @category combinators
    */
   static runShards<E, R>(
@@ -382,7 +407,11 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
  *
  * @example
  * ```ts
- * EtcdSeq.changes.pipe(Stream.runForEach(Effect.log), Effect.provide(EtcdSeqLive))
+ * import { Effect, Stream } from "effect"
+ * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
+ *
+ * // ETCDSEQ_KEY=indexer ETCD_ENDPOINTS=http://10.0.0.1:2379
+ * const program = EtcdSeq.changes.pipe(Stream.runForEach((info) => Effect.log(info)), Effect.provide(EtcdSeqLive))
  * ```
  * @since 0.1.0
  * @category layers

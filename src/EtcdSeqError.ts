@@ -1,6 +1,10 @@
 /**
  * The errors of effect-etcdseq: one tagged union, matched with `Effect.catchTag`.
  *
+ * Each is a failure a program may end with, so each prints as one line where Effect reports one (`NodeRuntime.runMain`,
+ * `Effect.logError(cause)`, `Cause.pretty`): its name and its message, which says what failed and where. The etcd
+ * client's own error, where there is one, is kept in `error`: log it at debug level to see it whole.
+ *
  * @since 0.1.0
  */
 import { Data, Duration } from "effect"
@@ -10,8 +14,14 @@ import { Data, Duration } from "effect"
  *
  * @example
  * ```ts
- * EtcdSeq.make({ key: "" }).pipe(
- *   Effect.catchTag("InvalidOptions", (e) => Effect.logError(`${e.field}: ${e.reason}`))
+ * import { Effect } from "effect"
+ * import { Etcd, EtcdSeq, MemoryEtcd } from "effect-etcdseq"
+ *
+ * const refused = EtcdSeq.make({ key: "" }).pipe(
+ *   Effect.catchTag("InvalidOptions", (e) => Effect.logError(`${e.field}: ${e.reason}`)),
+ *   Effect.scoped,
+ *   Effect.provide(Etcd.layerMemory),
+ *   Effect.provide(MemoryEtcd.layer)
  * )
  * ```
  * @since 0.1.0
@@ -24,14 +34,26 @@ export class InvalidOptions extends Data.TaggedError("InvalidOptions")<{
   override get message(): string {
     return `Invalid option "${this.field}": ${this.reason}`
   }
+
+  /** @internal */
+  override stack = oneLine(this)
 }
 
 /**
  * etcd could not be reached within the connect timeout (or a request timed out because no endpoint answered).
+ * `error` is what the etcd client reported, when it reported something (a refused connection, a TLS failure).
  *
  * @example
  * ```ts
- * Effect.catchTag("EtcdUnavailable", (e) => Effect.logError(`etcd down: ${e.endpoints.join(",")}`))
+ * import { Effect } from "effect"
+ * import { Etcd } from "effect-etcdseq"
+ *
+ * const connected = Etcd.make({ endpoints: ["http://10.0.0.1:2379"] }).pipe(
+ *   Effect.scoped,
+ *   // The client's own error, for whoever debugs the connection.
+ *   Effect.tapErrorTag("EtcdUnavailable", (e) => Effect.logDebug("etcd client error", e.error)),
+ *   Effect.catchTag("EtcdUnavailable", (e) => Effect.logError(`etcd down: ${e.endpoints.join(",")}`))
+ * )
  * ```
  * @since 0.1.0
  * @category errors
@@ -39,44 +61,81 @@ export class InvalidOptions extends Data.TaggedError("InvalidOptions")<{
 export class EtcdUnavailable extends Data.TaggedError("EtcdUnavailable")<{
   readonly endpoints: ReadonlyArray<string>
   readonly timeout: Duration.Duration
-  readonly cause?: unknown
+  readonly error?: unknown
 }> {
+  /**
+   * Always `undefined`: `Cause.pretty` prints a `cause` with all its stack frames, so the client's error is `error`.
+   * Declared so that reading `cause` does not compile.
+   *
+   * @internal
+   */
+  declare readonly cause?: undefined
+
   override get message(): string {
     return `etcd unavailable at ${this.endpoints.join(", ")} within ${Duration.format(this.timeout)}`
   }
 
-  /** What logs and `JSON.stringify` show: the cause as its message (an `Error` would serialize as `{}`). */
+  /** @internal */
+  override stack = oneLine(this)
+
+  /**
+   * What `JSON.stringify` shows: the client's error as its message (an `Error` would serialize as `{}`).
+   *
+   * @since 0.1.0
+   */
   override toJSON(): unknown {
     return {
       _tag: this._tag,
       message: this.message,
-      ...(this.cause === undefined ? {} : { cause: describeCause(this.cause) })
+      ...(this.error === undefined ? {} : { error: describe(this.error) })
     }
   }
 }
 
 /**
  * An etcd request failed for a reason other than unavailability (permission denied, bad request, ...).
- * `operation` names the request, `cause` is what the etcd client reported.
+ * `operation` names the request, `error` is what the etcd client reported.
  *
  * @example
  * ```ts
- * Effect.catchTag("EtcdRequestFailed", (e) => Effect.logError(`${e.operation} failed`, e.cause))
+ * import { Effect } from "effect"
+ * import { Etcd, EtcdSeq } from "effect-etcdseq"
+ *
+ * const joined = EtcdSeq.make({ key: "indexer" }).pipe(
+ *   Effect.scoped,
+ *   Effect.provide(Etcd.layerConfig()),
+ *   Effect.catchTag("EtcdRequestFailed", (e) => Effect.logError(`${e.operation} failed`, e.error))
+ * )
  * ```
  * @since 0.1.0
  * @category errors
  */
 export class EtcdRequestFailed extends Data.TaggedError("EtcdRequestFailed")<{
   readonly operation: string
-  readonly cause: unknown
+  readonly error: unknown
 }> {
+  /**
+   * Always `undefined`: `Cause.pretty` prints a `cause` with all its stack frames, so the client's error is `error`.
+   * Declared so that reading `cause` does not compile.
+   *
+   * @internal
+   */
+  declare readonly cause?: undefined
+
   override get message(): string {
-    return `etcd request "${this.operation}" failed: ${describeCause(this.cause)}`
+    return `etcd request "${this.operation}" failed: ${describe(this.error)}`
   }
 
-  /** What logs and `JSON.stringify` show: the cause as its message (an `Error` would serialize as `{}`). */
+  /** @internal */
+  override stack = oneLine(this)
+
+  /**
+   * What `JSON.stringify` shows: the client's error as its message (an `Error` would serialize as `{}`).
+   *
+   * @since 0.1.0
+   */
   override toJSON(): unknown {
-    return { _tag: this._tag, operation: this.operation, message: this.message, cause: describeCause(this.cause) }
+    return { _tag: this._tag, operation: this.operation, message: this.message, error: describe(this.error) }
   }
 }
 
@@ -87,9 +146,17 @@ export class EtcdRequestFailed extends Data.TaggedError("EtcdRequestFailed")<{
  *
  * @example
  * ```ts
- * EtcdSeq.runAssigned(work).pipe(Effect.catchTag("AlreadyRunning", (e) => Effect.logError(e.message)))
+ * import { Effect } from "effect"
+ * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
+ *
+ * const work = EtcdSeq.runAssigned(() => Effect.never)
+ * // Two runners on one membership: the second fails.
+ * const twice = Effect.all([work, work], { concurrency: 2 }).pipe(
+ *   Effect.catchTag("AlreadyRunning", (e) => Effect.logError(e.message)),
+ *   Effect.provide(EtcdSeqLive)
+ * )
  * ```
- * @since 0.2.0
+ * @since 0.1.0
  * @category errors
  */
 export class AlreadyRunning extends Data.TaggedError("AlreadyRunning")<{
@@ -98,6 +165,9 @@ export class AlreadyRunning extends Data.TaggedError("AlreadyRunning")<{
   override get message(): string {
     return `a runner already runs on this membership of group "${this.group}"; one membership runs one at a time`
   }
+
+  /** @internal */
+  override stack = oneLine(this)
 }
 
 /**
@@ -106,11 +176,15 @@ export class AlreadyRunning extends Data.TaggedError("AlreadyRunning")<{
  *
  * @example
  * ```ts
- * EtcdSeq.runShards({ shards: 64 }, work).pipe(
- *   Effect.catchTag("ShardCountMismatch", (e) => Effect.logError(`group runs ${e.shards}, asked ${e.requested}`))
+ * import { Effect } from "effect"
+ * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
+ *
+ * const partitions = EtcdSeq.runShards({ shards: 64 }, (shard) => Effect.log(`partition ${shard.id}`)).pipe(
+ *   Effect.catchTag("ShardCountMismatch", (e) => Effect.logError(`group runs ${e.shards}, asked ${e.requested}`)),
+ *   Effect.provide(EtcdSeqLive)
  * )
  * ```
- * @since 0.2.0
+ * @since 0.1.0
  * @category errors
  */
 export class ShardCountMismatch extends Data.TaggedError("ShardCountMismatch")<{
@@ -123,6 +197,9 @@ export class ShardCountMismatch extends Data.TaggedError("ShardCountMismatch")<{
   override get message(): string {
     return `group "${this.group}" runs ${this.shards} shards; this member asked for ${this.requested}`
   }
+
+  /** @internal */
+  override stack = oneLine(this)
 }
 
 /**
@@ -132,12 +209,16 @@ export class ShardCountMismatch extends Data.TaggedError("ShardCountMismatch")<{
  *
  * @example
  * ```ts
- * EtcdSeq.changes.pipe(
- *   Stream.runForEach(Effect.log),
- *   Effect.catchTag("InstanceTaken", (e) => Effect.logWarning(`${e.instance} runs elsewhere now; exiting`))
+ * import { Effect, Stream } from "effect"
+ * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
+ *
+ * const program = EtcdSeq.changes.pipe(
+ *   Stream.runForEach((info) => Effect.log(info)),
+ *   Effect.catchTag("InstanceTaken", (e) => Effect.logWarning(`${e.instance} runs elsewhere now; exiting`)),
+ *   Effect.provide(EtcdSeqLive)
  * )
  * ```
- * @since 0.3.0
+ * @since 0.1.0
  * @category errors
  */
 export class InstanceTaken extends Data.TaggedError("InstanceTaken")<{
@@ -147,10 +228,21 @@ export class InstanceTaken extends Data.TaggedError("InstanceTaken")<{
   override get message(): string {
     return `instance "${this.instance}" of group "${this.group}" was taken over by a newer member with that instance`
   }
+
+  /** @internal */
+  override stack = oneLine(this)
 }
 
-const describeCause = (cause: unknown): string =>
-  cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause)
+const describe = (error: unknown): string => error instanceof Error ? `${error.name}: ${error.message}` : String(error)
+
+/**
+ * The stack of an error the library fails with: its first line only. `Cause.pretty` (what `runMain` and every logger
+ * print) shows an error's stack frames and then its `cause` with that cause's frames: for an unreachable etcd, 35
+ * lines of gRPC and cockatiel. Where inside the library the error was made tells a user nothing (the message says
+ * what failed and where), and the client's error is kept out of `cause` for the same reason.
+ */
+const oneLine = (error: { readonly name: string; readonly message: string }): string =>
+  `${error.name}: ${error.message}`
 
 /**
  * Every error effect-etcdseq can fail with.

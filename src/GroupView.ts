@@ -1,7 +1,7 @@
 /**
  * `GroupView`: a group as an operator sees it, from outside, with `EtcdSeq.observe`.
  *
- * @since 0.3.0
+ * @since 0.1.0
  */
 import type { Member } from "./EtcdSeq.js"
 
@@ -21,12 +21,15 @@ import type { Member } from "./EtcdSeq.js"
  *
  * @example
  * ```ts
- * EtcdSeq.observe("prod/indexer").pipe(
+ * import { Effect, Stream } from "effect"
+ * import { Etcd, EtcdSeq } from "effect-etcdseq"
+ *
+ * const progress = EtcdSeq.observe("prod/indexer").pipe(
  *   Stream.runForEach((view) => Effect.log(`${view.members.length} members, waiting: ${view.waiting.join("; ")}`)),
  *   Effect.provide(Etcd.layerConfig())
  * )
  * ```
- * @since 0.3.0
+ * @since 0.1.0
  * @category models
  */
 export interface GroupView {
@@ -44,7 +47,7 @@ export interface GroupView {
  * An index lock of `runAssigned({ exclusive: "index" })`: the member id holding it, the fence its run got (the lock
  * key's create revision), and the ids of the contenders behind it, in order.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category models
  */
 export interface IndexLock {
@@ -57,7 +60,7 @@ export interface IndexLock {
 /**
  * The shards of a group whose members run `runShards`.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category models
  */
 export interface ShardsView {
@@ -70,7 +73,7 @@ export interface ShardsView {
  * One shard: the member id the plan names for it, the member id whose claim holds it (and that claim's fence), and the
  * ids whose claims wait behind.
  *
- * @since 0.3.0
+ * @since 0.1.0
  * @category models
  */
 export interface ShardOwner {

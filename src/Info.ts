@@ -27,6 +27,7 @@ const TypeId: unique symbol = Symbol.for("effect-etcdseq/Info")
  * @category models
  */
 export class Info implements Equal.Equal, Inspectable.Inspectable {
+  /** @internal */
   readonly [TypeId]: typeof TypeId = TypeId
 
   private constructor(
@@ -40,7 +41,9 @@ export class Info implements Equal.Equal, Inspectable.Inspectable {
    *
    * @example
    * ```ts
-   * const second = Info.make(1, 3, 42) // 1/3
+   * import { Info } from "effect-etcdseq"
+   *
+   * console.log(Info.make(1, 3, 42).toString()) // "1/3@42"
    * ```
    * @since 0.1.0
    * @category constructors
@@ -63,7 +66,10 @@ export class Info implements Equal.Equal, Inspectable.Inspectable {
    *
    * @example
    * ```ts
-   * Stream.filter(seq.changes, Info.isValid)
+   * import { Stream } from "effect"
+   * import { EtcdSeq, Info } from "effect-etcdseq"
+   *
+   * const held = EtcdSeq.changes.pipe(Stream.filter(Info.isValid))
    * ```
    * @since 0.1.0
    * @category predicates
@@ -82,23 +88,41 @@ export class Info implements Equal.Equal, Inspectable.Inspectable {
     return typeof u === "object" && u !== null && TypeId in u
   }
 
+  /**
+   * Equal when index and count are: two Infos of one member that differ only in `revision` hold the same share.
+   *
+   * @since 0.1.0
+   */
   [Equal.symbol](that: Equal.Equal): boolean {
     return Info.isInfo(that) && that.index === this.index && that.count === this.count
   }
 
+  /**
+   * @since 0.1.0
+   */
   [Hash.symbol](): number {
     return Hash.cached(this, Hash.combine(Hash.number(this.index))(Hash.number(this.count)))
   }
 
-  /** `"2/5@1234"`, or `"invalid"`. */
+  /**
+   * `"2/5@1234"`, or `"invalid"`.
+   *
+   * @since 0.1.0
+   */
   toString(): string {
     return Info.isValid(this) ? `${this.index}/${this.count}@${this.revision}` : "invalid"
   }
 
+  /**
+   * @since 0.1.0
+   */
   toJSON(): unknown {
     return { _id: "Info", index: this.index, count: this.count, revision: this.revision }
   }
 
+  /**
+   * @since 0.1.0
+   */
   [Inspectable.NodeInspectSymbol](): unknown {
     return this.toJSON()
   }

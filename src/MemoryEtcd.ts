@@ -2,7 +2,7 @@
  * An etcd in memory, for tests: etcd's semantics for what effect-etcdseq uses, leases on Effect's `Clock` (so
  * `TestClock.adjust` expires them), and the faults a test needs to inject.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
 import { Context, Duration, Effect, Layer, type Scope } from "effect"
 import type { EtcdClient } from "./Etcd.js"
@@ -12,7 +12,7 @@ import * as Memory from "./internal/etcd/memory.js"
 /**
  * A key-value as the in-memory etcd holds it.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category models
  */
 export interface MemoryKeyValue {
@@ -27,7 +27,7 @@ export interface MemoryKeyValue {
 /**
  * A live lease of the in-memory etcd.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category models
  */
 export interface MemoryLease {
@@ -40,7 +40,7 @@ export interface MemoryLease {
 /**
  * The in-memory etcd: what it holds, and the faults a test can inject.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category models
  */
 export interface MemoryEtcdService {
@@ -93,26 +93,31 @@ export interface MemoryEtcdService {
  * @example
  * ```ts
  * import { it } from "@effect/vitest"
- * import { Effect, Layer, TestClock } from "effect"
+ * import { Context, Effect, Layer, Stream, TestClock } from "effect"
  * import { Etcd, EtcdSeq, MemoryEtcd } from "effect-etcdseq"
  *
  * it.scoped("a crashed member leaves after its TTL", () =>
  *   Effect.gen(function*() {
  *     const memory = yield* MemoryEtcd
- *     const process = yield* Layer.build(Etcd.layerMemory)
- *     const seq = yield* EtcdSeq.make({ key: "g", ttl: "5 seconds" }).pipe(Effect.provide(process))
- *     yield* memory.crash(Context.get(process, Etcd))
+ *     // Each build of Etcd.layerMemory is one more process, with a lease of its own.
+ *     const a = yield* Layer.build(Etcd.layerMemory)
+ *     const b = yield* Layer.build(Etcd.layerMemory)
+ *     const seq = yield* EtcdSeq.make({ key: "g", ttl: "5 seconds" }).pipe(Effect.provide(a))
+ *     yield* EtcdSeq.make({ key: "g", ttl: "5 seconds" }).pipe(Effect.provide(b))
+ *     yield* memory.crash(Context.get(b, Etcd))
  *     yield* TestClock.adjust("5 seconds")
+ *     // Nothing revoked b's lease: it expired, and a is alone.
+ *     yield* seq.changes.pipe(Stream.takeUntil((info) => info.count === 1), Stream.runDrain)
  *   }).pipe(Effect.provide(MemoryEtcd.layer)))
  * ```
- * @since 0.2.0
+ * @since 0.1.0
  * @category tags
  */
 export class MemoryEtcd extends Context.Tag("effect-etcdseq/MemoryEtcd")<MemoryEtcd, MemoryEtcdService>() {
   /**
    * A fresh server for the life of the scope. Its leases expire on the `Clock` in context.
    *
-   * @since 0.2.0
+   * @since 0.1.0
    * @category constructors
    */
   static readonly make: Effect.Effect<MemoryEtcdService, never, Scope.Scope> = Effect.gen(function*() {
@@ -162,7 +167,7 @@ export class MemoryEtcd extends Context.Tag("effect-etcdseq/MemoryEtcd")<MemoryE
   /**
    * A fresh server, as a layer.
    *
-   * @since 0.2.0
+   * @since 0.1.0
    * @category layers
    */
   static readonly layer: Layer.Layer<MemoryEtcd> = Layer.scoped(MemoryEtcd, MemoryEtcd.make)

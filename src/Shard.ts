@@ -1,7 +1,7 @@
 /**
  * `Shard`: what `EtcdSeq.runShards` hands to the work it runs for one shard.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
 import type { Info } from "./Info.js"
 
@@ -10,11 +10,15 @@ import type { Info } from "./Info.js"
  *
  * @example
  * ```ts
- * EtcdSeq.runShards({ shards: 64 }, (shard) =>
- *   Effect.log(`consuming partition ${shard.id} of ${shard.shards} under fence ${shard.fence}`)
- * )
+ * import { Effect } from "effect"
+ * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
+ *
+ * const partitions = EtcdSeq.runShards({ shards: 64 }, (shard) =>
+ *   Effect.log(`consuming partition ${shard.id} of ${shard.shards} under fence ${shard.fence}`).pipe(
+ *     Effect.zipRight(Effect.never)
+ *   )).pipe(Effect.provide(EtcdSeqLive))
  * ```
- * @since 0.2.0
+ * @since 0.1.0
  * @category models
  */
 export interface Shard {

@@ -13,6 +13,8 @@
  * live clock, so it also works under `@effect/vitest`'s `it.effect` / `it.scoped` / `layer` (TestClock).
  * As a last resort a `process.once("exit")` hook SIGKILLs any etcd this module spawned that is still running
  * and removes its temp data dirs.
+ *
+ * @since 0.1.0
  */
 import {
   Array as Arr,
@@ -46,7 +48,7 @@ import * as Bounded from "./internal/bounded.js"
  * The harness could not provide an etcd: no binary, no Docker engine, a process that would not start or get healthy.
  * The message says what happened and, when nothing was found, how to get etcd.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category errors
  */
 export class EtcdHarnessError extends Data.TaggedError("EtcdHarnessError")<{
@@ -57,7 +59,7 @@ export class EtcdHarnessError extends Data.TaggedError("EtcdHarnessError")<{
 /**
  * One etcd process the harness started, with the faults a test can inject by its pid.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category models
  */
 export interface EtcdNode {
@@ -81,7 +83,7 @@ export interface EtcdNode {
 /**
  * An etcd cluster of processes the harness started.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category models
  */
 export interface EtcdCluster {
@@ -99,7 +101,7 @@ export interface EtcdCluster {
 /**
  * The etcd a test suite uses, and where it came from.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category models
  */
 export interface ResolvedEtcdEndpoints {
@@ -110,7 +112,7 @@ export interface ResolvedEtcdEndpoints {
 /**
  * Subset of etcd's `/v3/maintenance/status` answer (grpc-gateway JSON; 64-bit ids come as strings).
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category models
  */
 export interface EtcdStatus {
@@ -123,7 +125,7 @@ export interface EtcdStatus {
 /**
  * What `resolveEndpoints` fails with when it finds no etcd at all.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category constants
  */
 export const NO_ETCD_MESSAGE =
@@ -324,10 +326,15 @@ const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "obj
  *
  * @example
  * ```ts
- * const node = yield* startEtcd()
- * expect(yield* etcdHealthy(node.clientUrl)).toBe(true)
+ * import { Effect } from "effect"
+ * import { etcdHealthy, startEtcd } from "effect-etcdseq/testing"
+ *
+ * const healthy = Effect.gen(function*() {
+ *   const node = yield* startEtcd()
+ *   return yield* etcdHealthy(node.clientUrl) // true
+ * }).pipe(Effect.scoped)
  * ```
- * @since 0.2.0
+ * @since 0.1.0
  * @category utils
  */
 export const etcdHealthy = (clientUrl: string, timeoutMs: number = HEALTH_REQUEST_TIMEOUT_MS): Effect.Effect<boolean> =>
@@ -342,7 +349,7 @@ export const etcdHealthy = (clientUrl: string, timeoutMs: number = HEALTH_REQUES
  *
  * Errors: `EtcdHarnessError` when etcd does not answer as expected.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category utils
  */
 export const etcdStatus = (
@@ -661,6 +668,9 @@ const startEtcdWith = (
 /**
  * A single-node etcd from the `etcd` binary on PATH, on free loopback ports with a temp data dir. `args` are extra
  * etcd flags, kept across `restart`.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const startEtcd = (
   options?: { readonly name?: string; readonly args?: ReadonlyArray<string> }
@@ -678,11 +688,16 @@ export const startEtcd = (
  *
  * @example
  * ```ts
- * const cluster = yield* startCluster(3)
- * const leader = yield* cluster.leader
- * yield* leader.kill
+ * import { Effect } from "effect"
+ * import { startCluster } from "effect-etcdseq/testing"
+ *
+ * const leaderLoss = Effect.gen(function*() {
+ *   const cluster = yield* startCluster(3)
+ *   const leader = yield* cluster.leader
+ *   yield* leader.kill
+ * }).pipe(Effect.scoped)
  * ```
- * @since 0.2.0
+ * @since 0.1.0
  * @category constructors
  */
 export const startCluster = (size: number = 3): Effect.Effect<EtcdCluster, EtcdHarnessError, Scope.Scope> =>
@@ -852,7 +867,7 @@ const startContainer: Effect.Effect<Option.Option<string>, EtcdHarnessError, Sco
  *
  * Errors: `EtcdHarnessError` with `NO_ETCD_MESSAGE` when none of them is there.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category constructors
  */
 export const resolveEndpoints: Effect.Effect<ResolvedEtcdEndpoints, EtcdHarnessError, Scope.Scope> = Effect.gen(
@@ -878,14 +893,21 @@ export const resolveEndpoints: Effect.Effect<ResolvedEtcdEndpoints, EtcdHarnessE
  *
  * @example
  * ```ts
- * import { layer } from "@effect/vitest"
+ * import { expect, layer } from "@effect/vitest"
+ * import { Effect } from "effect"
+ * import { EtcdSeq } from "effect-etcdseq"
  * import { EtcdEndpoints } from "effect-etcdseq/testing"
  *
  * layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })("my suite", (it) => {
- *   it.scoped("joins", () => EtcdSeq.make({ key: "g" }).pipe(Effect.provide(EtcdEndpoints.etcd)))
+ *   it.effect("joins", () =>
+ *     Effect.gen(function*() {
+ *       const seq = yield* EtcdSeq.make({ key: "my-suite/joins" })
+ *       expect((yield* seq.current).count).toBe(1)
+ *       // Scoped inside the client: a member leaves through its client, so the client must close after it.
+ *     }).pipe(Effect.scoped, Effect.provide(EtcdEndpoints.etcd)))
  * })
  * ```
- * @since 0.2.0
+ * @since 0.1.0
  * @category tags
  */
 export class EtcdEndpoints extends Context.Tag("effect-etcdseq/testing/EtcdEndpoints")<
@@ -895,7 +917,7 @@ export class EtcdEndpoints extends Context.Tag("effect-etcdseq/testing/EtcdEndpo
   /**
    * The endpoints from {@link resolveEndpoints}, held for the life of the layer.
    *
-   * @since 0.2.0
+   * @since 0.1.0
    * @category layers
    */
   static readonly layer: Layer.Layer<EtcdEndpoints, EtcdHarnessError> = Layer.scoped(EtcdEndpoints, resolveEndpoints)
@@ -903,7 +925,7 @@ export class EtcdEndpoints extends Context.Tag("effect-etcdseq/testing/EtcdEndpo
   /**
    * A new `Etcd` client of the suite's etcd each time it is built.
    *
-   * @since 0.2.0
+   * @since 0.1.0
    * @category layers
    */
   static readonly etcd: Layer.Layer<Etcd, EtcdSeqError, EtcdEndpoints> = Layer.scoped(

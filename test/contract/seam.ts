@@ -240,18 +240,18 @@ export const contract = <R>(test: Test<R>, harness: Harness<R>): void => {
         }]
       }).pipe(Effect.flip)
       expect(twice._tag).toBe("EtcdRequestFailed")
-      expect(String(twice.cause)).toContain("duplicate key given in txn request")
+      expect(String(twice.error)).toContain("duplicate key given in txn request")
       // Checked in the branch that does not run, too.
       const otherBranch = yield* api.txn({
         compare: [],
         success: [],
         failure: [{ _tag: "Put", key: `${p}c`, value: "1" }, { _tag: "Put", key: `${p}c`, value: "2" }]
       }).pipe(Effect.flip)
-      expect(String(otherBranch.cause)).toContain("duplicate key given in txn request")
+      expect(String(otherBranch.error)).toContain("duplicate key given in txn request")
       const ops = (n: number) =>
         Array.from({ length: n }, (_, i) => ({ _tag: "Put" as const, key: `${p}many/${i}`, value: "1" }))
       const tooMany = yield* api.txn({ compare: [], success: ops(129) }).pipe(Effect.flip)
-      expect(String(tooMany.cause)).toContain("too many operations in txn request")
+      expect(String(tooMany.error)).toContain("too many operations in txn request")
       expect((yield* api.range({ target: { prefix: p } })).kvs).toEqual([])
       // 128 is allowed.
       yield* api.txn({ compare: [], success: ops(128) })

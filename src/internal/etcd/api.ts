@@ -181,8 +181,8 @@ export class Compacted extends Data.TaggedError("Compacted")<{ readonly revision
 
 /** True when etcd refused a request for a lease it does not know: the lease is gone. */
 export const isLeaseNotFound = (error: RequestError): boolean =>
-  error._tag === "EtcdRequestFailed" && error.cause instanceof LeaseNotFound
+  error._tag === "EtcdRequestFailed" && error.error instanceof LeaseNotFound
 
 /** True when etcd refused a read at a compacted revision. */
 export const isCompacted = (error: RequestError): boolean =>
-  error._tag === "EtcdRequestFailed" && error.cause instanceof Compacted
+  error._tag === "EtcdRequestFailed" && error.error instanceof Compacted

@@ -66,11 +66,11 @@ export const classify = (
 ) =>
 (cause: unknown): Api.RequestError =>
   isUnavailability(cause)
-    ? new EtcdUnavailable({ endpoints, timeout, cause })
+    ? new EtcdUnavailable({ endpoints, timeout, error: cause })
     : new EtcdRequestFailed({
       operation,
       // etcd's two refusals the library acts on, in the seam's own terms.
-      cause: cause instanceof EtcdLeaseInvalidError
+      error: cause instanceof EtcdLeaseInvalidError
         ? new Api.LeaseNotFound({})
         : cause instanceof Error && compactedPattern.test(cause.message)
         ? new Api.Compacted({})

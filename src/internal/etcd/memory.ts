@@ -238,7 +238,7 @@ export const makeServer: Effect.Effect<Server, never, Scope.Scope> = Effect.gen(
           answersToLose.set(client, toLose - 1)
           return Effect.zipRight(Effect.sleep(within), Effect.fail(unavailable(within)))
         } catch (cause) {
-          return Effect.fail(new EtcdRequestFailed({ operation, cause }))
+          return Effect.fail(new EtcdRequestFailed({ operation, error: cause }))
         }
       }).pipe(Effect.withSpan(`etcd.${operation}`, { kind: "client", captureStackTrace: false }))
 
