@@ -4,127 +4,16 @@
  * `watch` beside them; exit codes and the one line on stderr for each error.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, type Duration, Effect, type Scope } from "effect"
-import { type ChildProcess, spawn } from "node:child_process"
+import { Deferred, Effect } from "effect"
 import { readFileSync } from "node:fs"
-import { fileURLToPath } from "node:url"
-import { ExitCode } from "../src/cli/exit.js"
 import { Etcd, EtcdSeq } from "../src/index.js"
+import { assignments, child, childLines, type Cli, cli, gone, root, runsOf } from "./support/cli.js"
 import { startEtcd } from "./support/etcd.js"
 import { uniqueGroup } from "./support/members.js"
-import { pidIsGone } from "./support/processes.js"
 import { expectNothingLeftWithin, expectPidsGone } from "./support/reliability.js"
-import { shardOverlaps, type ShardRun } from "./support/shardChecker.js"
+import { shardOverlaps } from "./support/shardChecker.js"
 
-const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url))
-const child = fileURLToPath(new URL("./support/cli-child.mjs", import.meta.url))
-const root = fileURLToPath(new URL("..", import.meta.url))
 const packageVersion = (JSON.parse(readFileSync(`${root}/package.json`, "utf8")) as { version: string }).version
-
-interface Cli {
-  readonly pid: number
-  /** stdout so far, line by line. */
-  readonly lines: () => ReadonlyArray<string>
-  readonly stderr: () => string
-  /** Waits (bounded) for the process to end: its exit code, or the signal that ended it. */
-  readonly exit: (within?: Duration.DurationInput) => Effect.Effect<number | NodeJS.Signals>
-  readonly signal: (signal: NodeJS.Signals) => Effect.Effect<void>
-  /** Waits (bounded) until `check` holds of its stdout lines. */
-  readonly until: (check: (lines: ReadonlyArray<string>) => boolean, what: string) => Effect.Effect<void>
-}
-
-/** `etcdseq <args>` in a process of its own, SIGKILLed when the scope closes if it still runs. */
-const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Effect.Effect<Cli, never, Scope.Scope> =>
-  Effect.acquireRelease(
-    Effect.sync(() => {
-      const proc: ChildProcess = spawn(process.execPath, ["--import", "tsx", main, ...args], {
-        cwd: root,
-        stdio: ["ignore", "pipe", "pipe"],
-        env: { ...process.env, NODE_OPTIONS: "", ETCD_ENDPOINTS: "", ...env }
-      })
-      let out = ""
-      let err = ""
-      proc.stdout!.on("data", (chunk) => void (out += String(chunk)))
-      proc.stderr!.on("data", (chunk) => void (err += String(chunk)))
-      const ended = new Promise<number | NodeJS.Signals>((resolve) =>
-        proc.once("exit", (code, signal) => resolve(code ?? signal!))
-      )
-      const lines = () => out.split("\n").filter((l) => l !== "")
-      const self: Cli = {
-        pid: proc.pid!,
-        lines,
-        stderr: () => err,
-        exit: (within = "20 seconds") =>
-          Effect.promise(() => ended).pipe(
-            Effect.timeoutFail({
-              duration: within,
-              onTimeout: () => new Error(`etcdseq ${args[0]} (pid ${proc.pid}) still running; stderr:\n${err}`)
-            }),
-            Effect.orDie
-          ),
-        signal: (signal) => Effect.sync(() => void proc.kill(signal)),
-        until: (check, what) =>
-          Effect.gen(function*() {
-            const deadline = Date.now() + 20_000
-            while (!check(lines())) {
-              if (Date.now() > deadline) {
-                return yield* Effect.dieMessage(`no ${what}; stdout:\n${out}\nstderr:\n${err}`)
-              }
-              yield* Effect.sleep("25 millis")
-            }
-          })
-      }
-      return { proc, self }
-    }),
-    ({ proc }) => Effect.sync(() => proc.exitCode === null && proc.signalCode === null && proc.kill("SIGKILL"))
-  ).pipe(Effect.map(({ self }) => self))
-
-interface ChildLine {
-  readonly event: "start" | "stop"
-  readonly pid: number
-  readonly index: number
-  readonly count: number
-  readonly fence: number
-  readonly mono: number
-}
-
-const childLines = (w: Cli): ReadonlyArray<ChildLine> =>
-  w.lines().flatMap((l) => l.startsWith("{") ? [JSON.parse(l) as ChildLine] : [])
-
-const assignments = (w: Cli) => childLines(w).filter((l) => l.event === "start").map((l) => `${l.index}/${l.count}`)
-
-/** The children's runs, as the checker's (the index for the shard): a run without a stop ends at `ended`. */
-const runsOf = (name: string, w: Cli, ended: ReadonlyMap<number, number>): Array<ShardRun> => {
-  const runs: Array<ShardRun> = []
-  for (const line of childLines(w)) {
-    if (line.event === "start") {
-      runs.push({
-        member: name,
-        shard: line.index,
-        fence: line.fence,
-        start: line.mono,
-        end: ended.get(line.pid) ?? Infinity
-      })
-    } else {
-      const run = runs.find((r) => r.fence === line.fence && r.end === Infinity)
-      if (run !== undefined) run.end = line.mono
-    }
-  }
-  return runs
-}
-
-const mono = () => Number(process.hrtime.bigint()) / 1e6
-
-/** Waits until the pid is gone; when it went (on the monotonic clock). */
-const gone = (pid: number, within = 5_000) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + within
-    while (!pidIsGone(pid)) {
-      if (Date.now() > deadline) return yield* Effect.dieMessage(`pid ${pid} outlived its wrapper`)
-      yield* Effect.sleep("10 millis")
-    }
-    return mono()
-  })
 
 describe("the etcdseq command", () => {
   it.live(
@@ -183,7 +72,7 @@ describe("the etcdseq command", () => {
             waiting: Array<string>
           }
           expect(state.members).toEqual(listed.members)
-          expect(yield* status.exit()).toBe(state.waiting.length === 0 ? 0 : ExitCode.notConverged)
+          expect(yield* status.exit()).toBe(state.waiting.length === 0 ? 0 : 75)
 
           // --- A wrapper stopped with SIGTERM: its child is stopped, it leaves and exits 0; the others shift down ---
           const w1Child = childLines(w1).at(-1)!.pid
@@ -264,14 +153,16 @@ describe("the etcdseq command", () => {
           const reader = yield* cli(["run", "--group", group, ...endpoints, "--", "sh", "-c", "cat >/dev/null; exit 7"])
           expect(yield* reader.exit()).toBe(7)
 
+          // The command's own codes are the sysexits numbers the README lists (a supervisor sees numbers): usage 64,
+          // etcd unavailable 69, not converged 75; a command not found 127, as a shell says.
           const bad = yield* cli(["run", "--group", group, "--ttl", "soon", "--", "true"])
-          expect(yield* bad.exit()).toBe(ExitCode.usage)
+          expect(yield* bad.exit()).toBe(64)
           expect(oneLine(bad)).toEqual([`--ttl: "soon" is not a duration (write 3s, 500ms, 2m or "3 seconds")`])
           const missing = yield* cli(["members"])
-          expect(yield* missing.exit()).toBe(ExitCode.usage)
+          expect(yield* missing.exit()).toBe(64)
           expect(oneLine(missing)).toEqual(["Expected to find option: '--group'"])
           const reserved = yield* cli(["members", "--group", "a/locks", ...endpoints])
-          expect(yield* reserved.exit()).toBe(ExitCode.usage)
+          expect(yield* reserved.exit()).toBe(64)
           expect(oneLine(reserved)).toHaveLength(1)
 
           const unreachable = yield* cli([
@@ -283,11 +174,11 @@ describe("the etcdseq command", () => {
             "--connect-timeout",
             "500ms"
           ])
-          expect(yield* unreachable.exit()).toBe(ExitCode.etcdUnavailable)
+          expect(yield* unreachable.exit()).toBe(69)
           expect(oneLine(unreachable)).toEqual(["etcdseq: etcd unavailable at http://127.0.0.1:9 within 500ms"])
 
           const nothing = yield* cli(["run", "--group", group, ...endpoints, "--", "/nonexistent/program"])
-          expect(yield* nothing.exit()).toBe(ExitCode.notFound)
+          expect(yield* nothing.exit()).toBe(127)
           // Not started (no setpriv), or started by setpriv, which then exits 127 as a shell would.
           expect(nothing.stderr()).toContain("/nonexistent/program")
 
@@ -316,7 +207,7 @@ describe("the etcdseq command", () => {
           const b = yield* EtcdSeq.make({ key: group, ttl: "5 seconds" }).pipe(Effect.provideService(Etcd, client))
           yield* slow(b)
           const waiting = yield* cli(["status", "--group", group, ...endpoints])
-          expect(yield* waiting.exit()).toBe(ExitCode.notConverged)
+          expect(yield* waiting.exit()).toBe(75)
           expect(waiting.lines().join("\n")).toMatch(/handover: view \d+ waits for/)
           expect(oneLine(waiting)).toHaveLength(1)
           expect(oneLine(waiting)[0]).toMatch(new RegExp(`^etcdseq: group ${group} has not converged: \\d+ waiting$`))

@@ -45,15 +45,16 @@ const signalExit = (message: string): number => {
 /**
  * The grace a stop gives the child now. A member that is invalid while its membership is open was fenced (or lost
  * its lease): its lease may expire at etcd a fencing margin after the fence, and a successor start then, so the child
- * gets no longer than that margin. Otherwise (a new assignment, a leave, the instance taken) the member's keys hold
- * its place until the child is gone, and it gets the whole `--grace`.
+ * gets half that margin (the stop started a little after the fence, and the SIGKILL and the wait for the group take
+ * the other half). Otherwise (a new assignment, a leave, the instance taken) the member's keys hold its place until
+ * the child is gone, and it gets the whole `--grace`.
  */
 const graceNow = (settings: Settings) =>
   Effect.gen(function*() {
     const source = Membership.sourceOf(yield* EtcdSeq)
     const latest = source?.current === undefined ? undefined : yield* source.current
     return latest?._tag === "Info" && !Info.isValid(latest.info)
-      ? Duration.min(settings.grace, fencingMargin(settings.ttl))
+      ? Duration.min(settings.grace, Duration.times(fencingMargin(settings.ttl), 0.5))
       : settings.grace
   })
 

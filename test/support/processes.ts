@@ -7,6 +7,7 @@
  */
 import { Duration, Effect, Option, type Scope, Stream, SubscriptionRef } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
+import { readdirSync, readFileSync } from "node:fs"
 import * as path from "node:path"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
@@ -92,8 +93,28 @@ const installExitHook = () => {
   })
 }
 
-/** True when no process with this pid exists any more. */
+/** The state letter and process group of a pid from `/proc/<pid>/stat` (Linux), or undefined when there is none. */
+const procStat = (pid: number): { readonly state: string; readonly pgrp: number } | undefined => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    // `pid (comm) state ppid pgrp ...`: comm may hold spaces and parentheses.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return { state: fields[0] ?? "", pgrp: Number(fields[2]) }
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * True when no live process with this pid is left. On Linux a zombie counts as gone: it is dead, only not reaped, and
+ * pid 1 here reaps nobody, so an orphan (a grandchild whose parent died) killed stays a zombie for good, and a signal
+ * 0 would still find it.
+ */
 export const pidIsGone = (pid: number): boolean => {
+  if (process.platform === "linux") {
+    const stat = procStat(pid)
+    return stat === undefined || stat.state === "Z" || stat.state === "X"
+  }
   try {
     process.kill(pid, 0)
     return false
@@ -101,6 +122,13 @@ export const pidIsGone = (pid: number): boolean => {
     return (error as NodeJS.ErrnoException).code === "ESRCH"
   }
 }
+
+/** The live (not zombie) processes of process group `pgid`, from /proc (Linux only). */
+export const liveGroupPids = (pgid: number): Array<number> =>
+  readdirSync("/proc").filter((e) => /^[0-9]+$/.test(e)).map(Number).filter((pid) => {
+    const stat = procStat(pid)
+    return stat !== undefined && stat.pgrp === pgid && stat.state !== "Z" && stat.state !== "X"
+  })
 
 export const infoString = (info: InfoEvent): string => info.index < 0 ? "invalid" : `${info.index}/${info.count}`
 
