@@ -17,6 +17,10 @@
  * `--instance <name>` gives the member an instance (`--keep-place-on-leave`: its leave parks the place); an error
  * line carries the error's tag (`InstanceTaken`).
  *
+ * With `--join-on-stdin` it connects and prints `{"event":"ready"}`, then joins only once a line `join` comes on stdin:
+ * a restart whose new process is started beforehand, so that the time between the old one's leave and the new one's
+ * join is the join's, not Node's start (several seconds on a loaded machine).
+ *
  * A line `leave` on stdin (or stdin closing: the parent is gone) closes the member's scope. The process then ends
  * on its own, without `process.exit`: if a watcher, a timer or a socket were left behind it would keep running,
  * which is what the leak test looks for.
@@ -40,6 +44,7 @@ const stopMillis = Number(argument("stop-millis") ?? 0)
 const instance = argument("instance")
 const keepPlaceOnLeave = process.argv.includes("--keep-place-on-leave")
 const exclusive = argument("exclusive") as "none" | "index" | "group" | undefined
+const joinOnStdin = process.argv.includes("--join-on-stdin")
 const mono = () => Number(process.hrtime.bigint()) / 1e6
 
 // Where each timer still pending was set, to say what holds the process if it does not end.
@@ -61,14 +66,19 @@ globalThis.clearTimeout = ((timer: NodeJS.Timeout | undefined) => {
 
 const program = Effect.gen(function*() {
   const leave = yield* Deferred.make<void>()
+  const join = yield* Deferred.make<void>()
+  if (!joinOnStdin) Deferred.unsafeDone(join, Exit.void)
   const lines = readline.createInterface({ input: process.stdin })
   lines.on("line", (line) => {
     if (line.trim() === "leave") Deferred.unsafeDone(leave, Exit.void)
+    if (line.trim() === "join") Deferred.unsafeDone(join, Exit.void)
   })
   lines.on("close", () => Deferred.unsafeDone(leave, Exit.void))
 
   yield* Effect.scoped(Effect.gen(function*() {
     const etcd = yield* Etcd.make({ endpoints })
+    if (joinOnStdin) print({ event: "ready" })
+    yield* Deferred.await(join)
     const seq = yield* EtcdSeq.make({ key: group, ttl, instance, keepPlaceOnLeave }).pipe(
       Effect.provideService(Etcd, etcd)
     )

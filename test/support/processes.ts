@@ -43,6 +43,8 @@ export type MemberEvent =
   }
   | { readonly event: "error"; readonly message: string; readonly tag?: string }
   | { readonly event: "done"; readonly at: number }
+  /** With `joinOnRequest`: connected, waiting for `join`. */
+  | { readonly event: "ready" }
 
 export type InfoEvent = Extract<MemberEvent, { event: "info" }>
 
@@ -66,6 +68,8 @@ export interface MemberProcess {
     within: Duration.DurationInput,
     what?: string
   ) => Effect.Effect<InfoEvent>
+  /** With `joinOnRequest`: asks it to join, and waits for its first valid Info (bounded like the spawn's join). */
+  readonly join: Effect.Effect<void>
   /** Asks it to close its scope; the process must then end by itself. */
   readonly leave: Effect.Effect<void>
   /** SIGKILL, and wait until the process is gone. */
@@ -150,6 +154,11 @@ export const spawnMember = (options: {
   readonly stopMillis?: number
   readonly instance?: string
   readonly keepPlaceOnLeave?: boolean
+  /**
+   * Starts the process and connects it, but joins only on `join`: a restart whose new process is ready beforehand,
+   * so that the old one's leave and the new one's join are not apart by Node's start (seconds on a loaded machine).
+   */
+  readonly joinOnRequest?: boolean
 }): Effect.Effect<MemberProcess, never, Scope.Scope> =>
   Effect.gen(function*() {
     const events = yield* SubscriptionRef.make<ReadonlyArray<MemberEvent>>([])
@@ -173,6 +182,7 @@ export const spawnMember = (options: {
             ...(options.exclusive === undefined ? [] : ["--exclusive", options.exclusive]),
             ...(options.instance === undefined ? [] : ["--instance", options.instance]),
             ...(options.keepPlaceOnLeave === true ? ["--keep-place-on-leave"] : []),
+            ...(options.joinOnRequest === true ? ["--join-on-stdin"] : []),
             "--stop-millis",
             String(options.stopMillis ?? 0)
           ],
@@ -242,6 +252,10 @@ export const spawnMember = (options: {
         (all) => all.flatMap((e) => e.event === "info" ? [infoString(e)] : [])
       ),
       waitFor,
+      join: Effect.zipRight(
+        Effect.sync(() => void child.stdin?.write("join\n")),
+        waitFor((info) => info.index >= 0, options.joinWithin ?? "20 seconds", "first valid Info")
+      ),
       leave: Effect.sync(() => {
         child.stdin?.end("leave\n")
       }),
@@ -252,6 +266,15 @@ export const spawnMember = (options: {
       exit,
       stderr
     }
-    yield* waitFor((info) => info.index >= 0, options.joinWithin ?? "20 seconds", "first valid Info")
+    if (options.joinOnRequest === true) {
+      yield* events.changes.pipe(
+        Stream.filter((all) => all.some((e) => e.event === "ready")),
+        Stream.runHead,
+        Effect.timeout(options.joinWithin ?? "20 seconds"),
+        Effect.orDieWith(() => new Error(`member ${pid}: not ready; its stderr:\n${stderr()}`))
+      )
+    } else {
+      yield* waitFor((info) => info.index >= 0, options.joinWithin ?? "20 seconds", "first valid Info")
+    }
     return member
   })
