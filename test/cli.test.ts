@@ -8,13 +8,17 @@ import * as Descriptor from "@effect/cli/CommandDescriptor"
 import * as HelpDoc from "@effect/cli/HelpDoc"
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect } from "effect"
-import { readFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
 import { commandHelp } from "../src/cli/help.js"
 import { members as membersCommand, status as statusCommand, watch as watchCommand } from "../src/cli/inspect.js"
 import { run as runCommand } from "../src/cli/run.js"
 import { Etcd, EtcdSeq } from "../src/index.js"
 import { assignments, child, childLines, type Cli, cli, gone, root, runsOf } from "./support/cli.js"
+const modulesHook = fileURLToPath(new URL("./support/cli-modules.mjs", import.meta.url))
 import { startEtcd } from "./support/etcd.js"
 import { uniqueGroup } from "./support/members.js"
 import { expectNothingLeftWithin, expectPidsGone } from "./support/reliability.js"
@@ -378,6 +382,36 @@ describe("the etcdseq command", () => {
         expect(members.lines()[0]).toBe("Usage: etcdseq members --group <key> [--json] [flags]")
         expect(version.lines()).toEqual([packageVersion])
       })),
+    60_000
+  )
+
+  it.live(
+    "--version, --help and a mistyped command load nothing but main.ts and help.ts",
+    () =>
+      Effect.gen(function*() {
+        const dir = yield* Effect.acquireRelease(
+          Effect.sync(() => mkdtempSync(path.join(os.tmpdir(), "etcdseq-modules-"))),
+          (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
+        )
+        const loaded = (args: ReadonlyArray<string>) =>
+          Effect.gen(function*() {
+            const file = path.join(dir, `${args.join("_")}.txt`)
+            const w = yield* cli(args, { NODE_OPTIONS: `--import ${modulesHook}`, CLI_MODULES_FILE: file })
+            yield* w.exit()
+            // All but tsx, which runs the TypeScript, and esbuild, which tsx runs.
+            return readFileSync(file, "utf8").split("\n").filter((url) => url.startsWith("file:"))
+              .map((url) => path.relative(root, fileURLToPath(url)))
+              .filter((file) => !/^node_modules\/(tsx|esbuild)\//.test(file))
+          })
+        const only = ["src/cli/main.ts", "src/cli/help.ts"]
+        expect(yield* loaded(["--version"])).toEqual(only)
+        expect(yield* loaded(["run", "--help"])).toEqual(only)
+        expect(yield* loaded(["frob"])).toEqual(only)
+        // A subcommand loads its own module, not the others'.
+        const members = yield* loaded(["members"])
+        expect(members).toContain("src/cli/inspect.ts")
+        expect(members).not.toContain("src/cli/run.ts")
+      }).pipe(Effect.scoped),
     60_000
   )
 
