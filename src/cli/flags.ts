@@ -3,8 +3,8 @@
  * variable and the default come from there. A value that does not parse is a usage error naming the flag; the
  * descriptions are not given to @effect/cli, whose help is not used (help.ts writes it).
  *
- * @effect/cli and @effect/platform are imported by module, not from their index: the index loads every module of the
- * package (HTTP servers, clusters, prompts), which `etcdseq` would pay for at every start.
+ * @effect/cli and @effect/platform are imported by module, not from their index, which loads every module of the
+ * package (see program.ts).
  */
 import * as Args from "@effect/cli/Args"
 import * as HelpDoc from "@effect/cli/HelpDoc"

@@ -1,7 +1,7 @@
 /**
  * What `etcdseq --help` and `etcdseq <command> --help` print, and the flags' names, descriptions and defaults the
  * parser is built from (flags.ts), so the help cannot show a default the parser does not use. Plain data and strings:
- * `main.ts` prints help without loading Effect, @effect/cli or etcd3 (half a second on an idle machine).
+ * `main.ts` prints help without loading Effect, @effect/cli or etcd3 (see main.ts).
  * Plain text always: the help is read in terminals, pipes and CI logs alike.
  */
 

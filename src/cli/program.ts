@@ -3,6 +3,10 @@
  * @effect/cli, and it runs under `NodeRuntime.runMain`. Every error ends as one line on stderr, `etcdseq: ...`, naming
  * the flag where a flag is wrong, and a documented exit code (exit.ts), never a stack trace.
  *
+ * The @effect packages are imported by module, not from their index: `@effect/platform-node`'s loads its HTTP, socket
+ * and cluster modules too (undici, ws, msgpackr), `@effect/platform`'s and `@effect/cli`'s theirs; 200 modules of the
+ * 940 `etcdseq members` loaded.
+ *
  * The parse goes through `CommandDescriptor.parse` rather than `Command.run`: `Command.run` prints its own help and
  * usage errors (in ANSI colours, without the prefix, over several lines), where here they are values to report.
  */
