@@ -94,7 +94,7 @@ describe("writes etcd applies late", () => {
       // etcd applies the stuck claims now, long after a released them.
       expect(yield* x.land).toBe(true)
       yield* settle
-      yield* advance(100)
+      yield* advance(1_500)
       expect(yield* keysUnder(`${group}/claims/`)).toEqual(before)
       // More members: every shard finds its owner running it, none waits behind a claim nobody holds.
       for (const name of ["d", "e", "f"]) {
@@ -141,7 +141,7 @@ describe("writes etcd applies late", () => {
       const before = yield* keysUnder(`${group}/locks/`)
       expect(yield* x.land).toBe(true)
       yield* settle
-      yield* advance(100)
+      yield* advance(1_500)
       expect(yield* keysUnder(`${group}/locks/`)).toEqual(before)
       // b leaves: c moves to index 1, which a's stale key would have held for as long as a lives.
       yield* Scope.close(bScope, Exit.void)
@@ -178,7 +178,7 @@ describe("writes etcd applies late", () => {
       // etcd applies a's first create now: the key is absent, so it is created under x's live lease.
       expect(yield* x.land).toBe(true)
       yield* settle
-      yield* advance(100)
+      yield* advance(1_500)
       expect(yield* keysUnder(`${group}/members/`)).toHaveLength(1)
       expect((yield* other.members).length).toBe(1)
       expect(String(yield* other.current)).toMatch(/^0\/1@/)

@@ -42,6 +42,8 @@ export interface Holder {
   readonly leaseId: string
   /** The member key's create revision. */
   readonly createRevision: number
+  /** Completes once the lease is gone, and every key under it. */
+  readonly leaseLost: Effect.Effect<unknown>
 }
 
 /** Two statuses that a runner need not be told apart: the same registration, Info and view, or the same end. */
@@ -141,9 +143,6 @@ const runLoop = <E, R>(
     const handover = exclusive === "group"
       ? Option.some(yield* RcMap.get(shared.handovers, source.group))
       : Option.none()
-    // Held for the runner's life in "index" mode: the client's watch of the locks sweeps a lock key of this member
-    // that etcd applied after its run gave up on it.
-    if (exclusive === "index") yield* RcMap.get(shared.locks, source.group)
     const claim = yield* Cell.make<Claim | undefined>(undefined)
     if (Option.isSome(handover)) {
       let published: Claim | undefined
@@ -183,7 +182,8 @@ const runLoop = <E, R>(
             Keys.lockPrefix(source.group, info.index),
             { owner: holder.id, run, leaseId: holder.leaseId },
             shared.leases.retryInBackground,
-            shared.owned
+            shared.owned,
+            holder.leaseLost
           ).pipe(
             Effect.tapError((e) => Effect.logWarning(`index lock ${info.index} not taken; retrying`, e)),
             // Retried, not failed: a lost lease or an unreachable etcd resolves with the next Info.
@@ -244,7 +244,13 @@ const runLoop = <E, R>(
   }).pipe(Effect.scoped, Effect.withSpan("EtcdSeq.runAssigned", { attributes: { group: source.group, exclusive } }))
 
 /** The holder of every Info of a membership this library did not make: it has no registration to tell apart. */
-const handMade: Holder = { id: "hand-made", name: "hand-made", leaseId: "0", createRevision: 0 }
+const handMade: Holder = {
+  id: "hand-made",
+  name: "hand-made",
+  leaseId: "0",
+  createRevision: 0,
+  leaseLost: Effect.never
+}
 
 const handMadeSources = new WeakMap<object, Source>()
 

@@ -13,6 +13,7 @@ import * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 import * as OwnedKeys from "./ownedKeys.js"
 import * as PrefixCache from "./prefixCache.js"
+import { backoff } from "./retry.js"
 
 /** A live claim as the cache holds it. */
 export interface Claim {
@@ -139,18 +140,21 @@ export const watch = (
   })
 
 /**
- * Waits until the claim `key` holds `shard`: it is in the cache and no older claim of the shard is left. (An older
- * claim of a run that gave up on its write, and that etcd applied late, is swept by its writer's client: see
- * ownedKeys.ts.) Fails with `ClaimLost` when the key goes after it was seen. Returns the claim's create revision: the
- * shard's fence.
+ * Waits until the claim `key` holds `shard`: it is in the cache and no older claim of the shard is left. Older claims
+ * of `owner` itself are leftovers of its earlier runs (its runs of one shard never overlap): a release still under
+ * way (slow under load: this claim would wait for it), or a put applied late; they are deleted. Fails with
+ * `ClaimLost` when the key goes after it was seen. Returns the claim's create revision: the shard's fence.
  */
 export const awaitHeld = (
+  api: Api.EtcdApi,
   claims: ClaimsWatch,
   shard: number,
-  key: string
+  key: string,
+  owner: string
 ): Effect.Effect<number, ClaimLost> =>
   Effect.gen(function*() {
     let seen = false
+    const deleting = new Set<string>()
     while (true) {
       // Registered before the look, so that no change between the look and the wait is missed.
       let woken = false
@@ -167,7 +171,12 @@ export const awaitHeld = (
       }
       if (at >= 0) {
         seen = true
-        if (at === 0) {
+        const ahead = list.slice(0, at)
+        for (const leftover of ahead.filter((c) => c.owner === owner && !deleting.has(c.key))) {
+          deleting.add(leftover.key)
+          yield* api.delete(leftover.key).pipe(Effect.retry(backoff), Effect.ignore, Effect.forkDaemon)
+        }
+        if (ahead.length === 0) {
           cancel()
           return list[at]!.createRevision
         }

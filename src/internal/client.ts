@@ -61,7 +61,8 @@ export const make = (
     })
     const handovers = yield* RcMap.make({ lookup: (group: string) => Handover.watch(api, group, sweep), ...forLife })
     const claims = yield* RcMap.make({ lookup: (group: string) => Claims.watch(api, group, sweep), ...forLife })
-    const locks = yield* RcMap.make({ lookup: (group: string) => Lock.watch(api, group, sweep), ...forLife })
+    // Followed while observed only (members do not: see lock.ts); a late lock write is swept as a suspect.
+    const locks = yield* RcMap.make({ lookup: (group: string) => Lock.watch(api, group, sweep) })
     const memberWrites = yield* MemberWrites.make(api)
     const registrationWrites = yield* Effect.makeSemaphore(registrationWritesInFlight)
     return { api, groups, handovers, claims, locks, owned, leases, memberWrites, registrationWrites }

@@ -37,7 +37,9 @@ export const acquire = (
   /** Retries cleanup past the holder's scope (the client's `LeasePool.retryInBackground`). */
   retryInBackground: OwnedKeys.Options["retryInBackground"],
   /** The client's registry: the key is held while this run holds or waits for the lock. */
-  registry: OwnedKeys.Registry
+  registry: OwnedKeys.Registry,
+  /** Completes once the holder's lease is gone (its keys with it). */
+  leaseLost: Effect.Effect<unknown>
 ): Effect.Effect<number, Api.RequestError | LockLost, Scope.Scope> =>
   Effect.gen(function*() {
     const key = Keys.lockKey(prefix, holder.owner, holder.run)
@@ -48,7 +50,15 @@ export const acquire = (
         compare: [{ key, target: "create", result: "equal", value: 0 }],
         success: [{ _tag: "Put", key, value: "", lease: holder.leaseId }],
         failure: [{ _tag: "Range", range: { target: { key } } }]
-      })
+      }).pipe(
+        // No answer within the request timeout: the write may still land, after this run gave up on it. Nothing of
+        // the client follows the locks as a whole (a contender watches its predecessor only), so the key is watched
+        // alone. Uninterruptible with its outcome, as a write is anyway: a run interrupted meanwhile still learns it.
+        Effect.tapError((e) =>
+          e._tag === "EtcdUnavailable" ? Effect.sync(() => registry.suspect(key, leaseLost)) : Effect.void
+        ),
+        Effect.uninterruptible
+      )
     )
     const own = written.results[0]
     const revision = written.succeeded || own?._tag !== "Range"
@@ -78,6 +88,14 @@ export const acquire = (
         if (ahead.length < lookBehind) return revision
         // Only keys no lease holds in this look: look further back.
         before = ahead.at(-1)!.createRevision
+        continue
+      }
+      if (Keys.lockOwnerOfKey(prefix, predecessor.key, predecessor.lease) === holder.owner) {
+        // A key of this member's own earlier run: its runs never overlap (each stops before the next starts, and a
+        // membership has one runner), so it is a leftover, not a holder: a release still under way (slow under
+        // load: this run would wait for it), or a put applied after its run gave up on it.
+        yield* api.delete(predecessor.key)
+        before = revision
         continue
       }
       // Wait for that one key to change (its delete, in practice), from the revision we read it at: nothing slips by.
@@ -154,9 +172,9 @@ export interface LocksWatch {
 }
 
 /**
- * Follows every index lock of `group` for the life of the scope (`EtcdSeq.observe` shows them; a runner in `"index"`
- * mode holds it so that a lock key of its client's applied late is swept). Contenders wait for their predecessor
- * only, not on this.
+ * Follows every index lock of `group` for the life of the scope (`EtcdSeq.observe` shows them). Contenders wait for
+ * their predecessor only, not on this: a watch of every lock in each client costs a group of a thousand members
+ * thousands of events per change.
  */
 export const watch = (
   api: Api.EtcdApi,

@@ -7,13 +7,15 @@
  * - a write etcd applies late (after its writer gave up on it: a request that timed out on a slow or paused etcd
  *   node and was applied later, after the delete meant to undo it) is swept: the client's watches hand every key
  *   they see written to its {@link Registry}, which deletes the ones under the client's leases that nobody holds.
- *   Keys are never written twice (every member id, lock and claim key is new), so a key nobody holds is stale.
+ *   Keys are never written twice (every member id, lock and claim key is new), so a key nobody holds is stale. Where
+ *   the client has no watch of a key's prefix (index locks: each contender watches its predecessor only), a write
+ *   that got no answer makes its key a suspect, watched alone until it lands and goes, or its lease ends.
  */
-import { Duration, Effect, FiberSet, Metric, Scope } from "effect"
+import { Duration, Effect, FiberSet, Metric, Scope, Stream } from "effect"
 import * as Bounded from "./bounded.js"
-import type * as Api from "./etcd/api.js"
+import * as Api from "./etcd/api.js"
 import * as Metrics from "./metrics.js"
-import type { Fold } from "./prefixCache.js"
+import { type Fold, watchStream } from "./prefixCache.js"
 import { backoff } from "./retry.js"
 
 /** The keys a client means to hold under its leases; every other key under them is a write applied late. */
@@ -26,7 +28,13 @@ export interface Registry {
    * Told of every key a watch of the client saw written, synchronously: one under a lease this client granted that
    * nobody holds is deleted in the background (retried until it lands).
    */
-  readonly sweep: (kv: { readonly key: string; readonly lease: string }) => void
+  readonly sweep: (kv: { readonly key: string; readonly lease: string; readonly modRevision: number }) => void
+  /**
+   * A write of `key` got no answer: it may land at any time. The key is read, then watched alone, and swept as above
+   * when it shows up while nobody holds it; the watch ends once it was swept, or once `until` completes (the lease
+   * is gone, and the key with it). For keys under a prefix none of the client's watches follow.
+   */
+  readonly suspect: (key: string, until: Effect.Effect<unknown>) => void
 }
 
 /** `fold`, telling `sweep` of every key it reads or sees written: how a watch of the client sweeps. */
@@ -46,6 +54,9 @@ export const sweeping = <S>(fold: Fold<S>, sweep: Registry["sweep"]): Fold<S> =>
   seen: fold.seen
 })
 
+/** How long a key nobody holds may stay before it is swept: its owner's own delete is usually done by then. */
+const sweepAfter = Duration.seconds(1)
+
 /** The registry of a client whose leases `granted` tells. */
 export const makeRegistry = (
   api: Api.EtcdApi,
@@ -55,6 +66,51 @@ export const makeRegistry = (
     const run = yield* FiberSet.makeRuntime<never, void, never>()
     const held = new Map<string, number>()
     const sweeping = new Set<string>()
+    const suspects = new Set<string>()
+    // Deleted only as the version seen: a key its owner deleted meanwhile (a release whose put the watch showed
+    // late) is left alone, and only a key that stayed is counted and told of.
+    const remove = (kv: { readonly key: string; readonly modRevision: number }) =>
+      api.txn({
+        compare: [{ key: kv.key, target: "mod", result: "equal", value: kv.modRevision }],
+        success: [{ _tag: "Delete", key: kv.key }]
+      }).pipe(
+        Effect.retry(backoff),
+        Effect.flatMap((result) =>
+          result.succeeded
+            ? Effect.logWarning(`deleted ${kv.key}: written under this process's lease, held by nobody`).pipe(
+              Effect.zipRight(Metric.increment(Metrics.staleKeysDeleted))
+            )
+            : Effect.void
+        ),
+        Effect.ignore
+      )
+    // A suspect's watch: the key as it is now, then every change of it, until it is swept or `until`.
+    const watchSuspect = (key: string, until: Effect.Effect<unknown>) =>
+      Effect.gen(function*() {
+        const stale = (kv: Api.KeyValue | undefined): kv is Api.KeyValue =>
+          kv !== undefined && !held.has(key) && granted(kv.lease)
+        const now = yield* api.range({ target: { key } }).pipe(Effect.retry(backoff))
+        const there = now.kvs[0]
+        if (stale(there)) return yield* remove(there)
+        // Resumed after the last revision seen when the watch drops, so nothing slips by.
+        let seen = now.revision
+        const landed = yield* Stream.suspend(() => watchStream(api, { key }, seen + 1)).pipe(
+          Stream.tap((response) =>
+            Effect.sync(() => {
+              for (const event of response.events) seen = Math.max(seen, Api.eventRevision(event))
+            })
+          ),
+          Stream.map((response) => response.events.find((event) => event._tag === "Put" && stale(event.kv))),
+          Stream.filter((event) => event !== undefined),
+          Stream.runHead,
+          Effect.retry(backoff)
+        )
+        if (landed._tag === "Some" && landed.value._tag === "Put") yield* remove(landed.value.kv)
+      }).pipe(
+        Effect.raceFirst(Effect.asVoid(until)),
+        Effect.ignore,
+        Effect.ensuring(Effect.sync(() => suspects.delete(key)))
+      )
     return {
       hold: (key) => void held.set(key, (held.get(key) ?? 0) + 1),
       release: (key) => {
@@ -65,15 +121,19 @@ export const makeRegistry = (
       sweep: (kv) => {
         if (kv.lease === "0" || held.has(kv.key) || sweeping.has(kv.key) || !granted(kv.lease)) return
         sweeping.add(kv.key)
+        // After a while: the put of a key released meanwhile often shows after its release, whose delete is then
+        // under way; only one that stays is stale.
         run(
-          Effect.logWarning(`deleting ${kv.key}: written under this process's lease after its writer gave up on it`)
-            .pipe(
-              Effect.zipRight(api.delete(kv.key).pipe(Effect.retry(backoff))),
-              Effect.zipRight(Metric.increment(Metrics.staleKeysDeleted)),
-              Effect.ignore,
-              Effect.ensuring(Effect.sync(() => sweeping.delete(kv.key)))
-            )
+          Effect.sleep(sweepAfter).pipe(
+            Effect.zipRight(remove(kv)),
+            Effect.ensuring(Effect.sync(() => sweeping.delete(kv.key)))
+          )
         )
+      },
+      suspect: (key, until) => {
+        if (suspects.has(key)) return
+        suspects.add(key)
+        run(watchSuspect(key, until))
       }
     }
   })

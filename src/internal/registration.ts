@@ -107,7 +107,7 @@ export const register = (
       const handoverKey = Keys.handoverKey(settings.key, id)
       const api = shared.api
       // Known once the key is written: nothing reads it before (onView waits for the write).
-      let holder: Holder = { id, name, leaseId: lease.id, createRevision: 0 }
+      let holder: Holder = { id, name, leaseId: lease.id, createRevision: 0, leaseLost: lease.lost }
       const visible = yield* Deferred.make<void, EtcdUnavailable>()
       let endedWith: Ended | undefined
       let onEnded: ((ended: Ended) => void) | undefined

@@ -134,7 +134,7 @@ const runLoop = <E, R>(
           Effect.tapError((e) => Effect.logWarning(`claim of shard ${shard} not written; retrying`, e)),
           // Retried, not failed: a lost lease or an unreachable etcd resolves with the next Info.
           Effect.retry(backoff),
-          Effect.zipRight(Claims.awaitHeld(claims, shard, key)),
+          Effect.zipRight(Claims.awaitHeld(shared.api, claims, shard, key, owner.id)),
           // No stack trace: a thousand shards may be acquired at once, and capturing one is most of a span's cost.
           Effect.withSpan("EtcdSeq.acquireShard", {
             attributes: { group: source.group, shard },

@@ -35,7 +35,8 @@ const contend = (etcd: Etcd3Client, prefix: string, leaseId: string, n: number) 
       prefix,
       { owner: `${hex(leaseId)}_${n}`, run: 0, leaseId },
       shared.leases.retryInBackground,
-      shared.owned
+      shared.owned,
+      Effect.never
     ).pipe(Scope.extend(scope), Effect.either, Effect.fork)
     yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
     return { fiber, key: `${prefix}${hex(leaseId)}_${n}.0`, release: Scope.close(scope, Exit.void) }
