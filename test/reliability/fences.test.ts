@@ -14,19 +14,42 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Duration, Effect, Layer, Option, Redacted } from "effect"
 import { fileURLToPath } from "node:url"
+import { blockUnder } from "../../scripts/codeBlocks.js"
 import { FenceSql } from "../../src/sql.js"
+import { type Cli, cli, eventually as until } from "../support/cli.js"
 import { startEtcd } from "../support/etcd.js"
 import { uniqueGroup } from "../support/members.js"
 import { startPostgres } from "../support/postgres.js"
-import { type MemberEvent, type MemberProcess, spawnMember } from "../support/processes.js"
+import { type MemberEvent, type MemberProcess, pidIsGone, spawnMember } from "../support/processes.js"
 import { admin, expectPidsGone } from "../support/reliability.js"
 
 const fixture = fileURLToPath(new URL("../support/fence-member.ts", import.meta.url))
+const fenceChild = fileURLToPath(new URL("../support/fence-child.mjs", import.meta.url))
+const guide = fileURLToPath(new URL("../../docs/exclusive-work.md", import.meta.url))
 const ttl = Duration.seconds(3)
 const shards = 12
 const txnMillis = 40
 
 type Write = Extract<MemberEvent, { event: "write" }>
+
+/** A line of `fence-child.mjs`: its start, or one of its writes. */
+interface ChildLine {
+  readonly event: "start" | "write"
+  readonly writer: string
+  readonly index: number
+  readonly count: number
+  readonly fence: number
+  readonly mono: number
+  readonly lockKey?: string | null
+  readonly shares: ReadonlyArray<number>
+}
+
+interface ChildWrite extends ChildLine {
+  readonly event: "write"
+  readonly resource: string
+  readonly outcome: "committed" | "stale" | "failed"
+  readonly began: number
+}
 
 /** A committed row, as the store holds it, in commit order. */
 export interface Row {
@@ -262,4 +285,118 @@ describe("fences a store checks, under a member paused past its TTL mid-transact
       120_000
     )
   }
+})
+
+describe("etcdseq run, a wrapper paused past its TTL while its child writes on", () => {
+  it.live(
+    "the child's writes through the guide's SQL statement are refused once its successor's child wrote",
+    () =>
+      Effect.gen(function*() {
+        const pids: Array<number | undefined> = []
+        const { aLines, bLines, rows } = yield* Effect.scoped(Effect.gen(function*() {
+          const [etcd, pg] = yield* Effect.all([startEtcd({ name: "fences-cli" }), startPostgres], {
+            concurrency: "unbounded"
+          })
+          pids.push(etcd.pid, pg.pid)
+          // The guide's statements, as printed: the table, and the check a child in any language runs.
+          const table = blockUnder(guide, "The table", "sql").code.trim()
+          const documented = blockUnder(guide, "PostgreSQL", "sql").code.trim()
+          expect(documented).toBe(FenceSql.statements.pg.check)
+          // FENCES_CHECK=noop: a statement that returns the child's own fence, whatever is recorded (the test fails).
+          const statement = process.env["FENCES_CHECK"] === "noop"
+            ? "SELECT $2::bigint AS fence WHERE $1::text IS NOT NULL"
+            : documented
+          expect(table).toBe(FenceSql.statements.pg.setup)
+          const sql = Context.get(
+            yield* Layer.build(PgClient.layer({ url: Redacted.make(pg.url) })),
+            SqlClient.SqlClient
+          )
+          yield* sql.unsafe(table)
+          yield* sql`CREATE TABLE fence_rows (resource TEXT, fence BIGINT, writer TEXT, seq INT)`
+
+          const group = uniqueGroup("fences-cli")
+          const wrapper = (name: string) =>
+            cli([
+              "run",
+              "--endpoints",
+              etcd.clientUrl,
+              "--group",
+              group,
+              "--ttl",
+              "3s",
+              "--exclusive",
+              "index",
+              "--grace",
+              "1s",
+              "--",
+              process.execPath,
+              fenceChild
+            ], { PG_URL: pg.url, FENCE_SQL: statement, CHILD_NAME: name, CHILD_SHARDS: "4" }).pipe(
+              Effect.tap((w) => Effect.sync(() => pids.push(w.pid)))
+            )
+          const linesOf = (w: Cli) => w.lines().flatMap((l) => l.startsWith("{") ? [JSON.parse(l) as ChildLine] : [])
+          const writes = (w: Cli) => linesOf(w).filter((l): l is ChildWrite => l.event === "write")
+
+          // --- a's child writes as 0/1, then as 0/2 once b's child writes as 1/2 ---
+          const a = yield* wrapper("a")
+          yield* until(() => writes(a).some((w) => w.outcome === "committed"), "a's child writes", 30_000)
+          const b = yield* wrapper("b")
+          yield* until(
+            () =>
+              writes(b).some((w) => w.outcome === "committed" && w.count === 2) &&
+              writes(a).some((w) => w.outcome === "committed" && w.count === 2),
+            `both children write as 0/2 and 1/2; a: ${a.stderr()}; b: ${b.stderr()}`,
+            30_000
+          )
+          const childOfA = writes(a).filter((w) => w.count === 2).at(-1)!
+          // The environment of an --exclusive index child: its lock key, created at its fence.
+          const start = linesOf(a).find((l) => l.event === "start" && l.writer === childOfA.writer)!
+          const client = yield* admin([etcd.clientUrl])
+          const lock = yield* Effect.promise(() => client.get(start.lockKey!).exec())
+          expect([start.lockKey!.startsWith(`${group}/locks/${childOfA.index}/`), Number(lock.kvs[0]?.create_revision)])
+            .toEqual([true, childOfA.fence])
+
+          // --- a's wrapper paused: its child writes on, under its old fence ---
+          process.kill(a.pid, "SIGSTOP")
+          const pausedAt = mono()
+          // b's wrapper takes index 0 once a's lease expired; its new child writes a's shards under a higher fence, and
+          // a's child is refused from then on.
+          yield* until(
+            () =>
+              childOfA.shares.every((shard) =>
+                writes(b).some((w) =>
+                  w.resource === `shard-${shard}` && w.outcome === "committed" && w.fence > childOfA.fence &&
+                  w.began > pausedAt
+                )
+              ),
+            `b's new child writes a's shares ${childOfA.shares}; b: ${b.stderr()}`,
+            30_000
+          )
+          yield* Effect.sleep("500 millis")
+          process.kill(a.pid, "SIGCONT")
+          const oldChild = Number(childOfA.writer.split("-").at(-1))
+          yield* until(() => pidIsGone(oldChild), "a's old child stopped once its wrapper resumed", 15_000)
+
+          yield* a.signal("SIGTERM")
+          yield* b.signal("SIGTERM")
+          expect([yield* a.exit(), yield* b.exit()]).toEqual([0, 0])
+          const rows = (yield* sql<{ resource: string; fence: string; writer: string }>`
+          SELECT resource, fence, writer FROM fence_rows
+          ORDER BY pg_xact_commit_timestamp(xmin), xmin::text::bigint`).map((r) => ({
+            resource: r.resource,
+            fence: Number(r.fence),
+            writer: r.writer
+          }))
+          return { aLines: writes(a), bLines: writes(b), rows }
+        }))
+        yield* expectPidsGone(pids)
+        expect(regressions(rows)).toEqual([])
+        // The successor's child wrote a's shares under higher fences while a's child was still running, and a's
+        // child was refused from then on.
+        expect(bLines.some((w) => w.count === 1 && w.outcome === "committed")).toBe(true)
+        expect(aLines.filter((w) => w.outcome === "stale").length).toBeGreaterThan(0)
+        expect(aLines.filter((w) => w.outcome === "failed")).toEqual([])
+      }),
+    120_000
+  )
 })
