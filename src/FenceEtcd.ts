@@ -252,7 +252,12 @@ const holderTxn = (api: Api.EtcdApi, guard: HolderGuard, ops: ReadonlyArray<Api.
       success: ops,
       failure: [{
         _tag: "Range",
-        range: { target: slash > 0 ? { prefix: guard.key.slice(0, slash + 1) } : { key: guard.key }, keysOnly: true }
+        range: {
+          target: slash > 0 ? { prefix: guard.key.slice(0, slash + 1) } : { key: guard.key },
+          keysOnly: true,
+          // A shard's claims, an index's contenders: a few keys. Bounded all the same, for a prefix shared by more.
+          limit: 256
+        }
       }]
     })
     if (done.succeeded) return { revision: done.revision }

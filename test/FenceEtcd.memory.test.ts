@@ -4,7 +4,7 @@
  * missing or written by hand.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Layer, Metric, Scope } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, Layer, Metric, Scope } from "effect"
 import {
   type Assignment,
   Etcd,
@@ -210,6 +210,13 @@ describe("FenceEtcd over MemoryEtcd", () => {
       expect(landed).toEqual([...landed].sort((x, y) => x - y))
       expect(landed.length + outcomes.filter((o) => o._tag === "Left").length).toBe(fences.length)
     }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it("StaleFence prints as its one line", () => {
+    const error = new StaleFence({ resource: "orders", fence: 7, current: 9 })
+    expect(Cause.pretty(Cause.fail(error), { renderErrorCause: true })).toBe(
+      "StaleFence: fence 7 of \"orders\" is stale: the store holds 9"
+    )
+  })
 
   it.effect("a guard that is no guard is refused before any I/O", () =>
     Effect.gen(function*() {
