@@ -41,7 +41,9 @@ export class InvalidOptions extends Data.TaggedError("InvalidOptions")<{
 
 /**
  * etcd could not be reached within the connect timeout (or a request timed out because no endpoint answered).
- * `error` is what the etcd client reported, when it reported something (a refused connection, a TLS failure).
+ * `error` is what the etcd client reported, when it reported something (a refused connection, a TLS failure). The
+ * message tells these apart (refused, no answer within `timeout`, a name that does not resolve, TLS) and says what
+ * to check, in one line.
  *
  * @example
  * ```ts
@@ -72,7 +74,23 @@ export class EtcdUnavailable extends Data.TaggedError("EtcdUnavailable")<{
   declare readonly cause?: undefined
 
   override get message(): string {
-    return `etcd unavailable at ${this.endpoints.join(", ")} within ${Duration.format(this.timeout)}`
+    const at = `etcd at ${this.endpoints.join(", ")}`
+    const reported = this.error === undefined ? undefined : detail(this.error)
+    if (reported === undefined || /DEADLINE_EXCEEDED/.test(reported)) {
+      return `${at} did not answer within ${
+        Duration.format(this.timeout)
+      }: is etcd running there, and reachable from here?`
+    }
+    if (/ECONNREFUSED/.test(reported)) {
+      return `${at} refused the connection: is etcd running and listening there?`
+    }
+    if (/ENOTFOUND|EAI_AGAIN|Name resolution failed/.test(reported)) {
+      return `${at}: the host name does not resolve: check the endpoints`
+    }
+    if (/TLS|SSL|certificate|handshake/i.test(reported)) {
+      return `${at}: TLS failed (${reported}): check http:// or https:// and the certificates`
+    }
+    return `${at} is unavailable (${reported}): is etcd running there, and reachable from here?`
   }
 
   /** @internal */
@@ -94,7 +112,8 @@ export class EtcdUnavailable extends Data.TaggedError("EtcdUnavailable")<{
 
 /**
  * An etcd request failed for a reason other than unavailability (permission denied, bad request, ...).
- * `operation` names the request, `error` is what the etcd client reported.
+ * `operation` names the request, `error` is what the etcd client reported. The message gives etcd's reason and, for
+ * refused credentials or permissions, what to check.
  *
  * @example
  * ```ts
@@ -123,7 +142,18 @@ export class EtcdRequestFailed extends Data.TaggedError("EtcdRequestFailed")<{
   declare readonly cause?: undefined
 
   override get message(): string {
-    return `etcd request "${this.operation}" failed: ${describe(this.error)}`
+    const reported = detail(this.error)
+    const message = this.error instanceof Error ? this.error.message : String(this.error)
+    const check = /authentication failed/.test(message)
+      ? ": check the user and password"
+      : /user name is empty/.test(message)
+      ? ": etcd has authentication on: give a user and password"
+      : /permission denied/.test(message)
+      ? ": the user's role must grant read and write on the group's keys"
+      : /UNIMPLEMENTED/.test(message)
+      ? ": is that etcd's client URL?"
+      : ""
+    return `etcd refused request "${this.operation}": ${reported}${check}`
   }
 
   /** @internal */
@@ -234,6 +264,23 @@ export class InstanceTaken extends Data.TaggedError("InstanceTaken")<{
 }
 
 const describe = (error: unknown): string => error instanceof Error ? `${error.name}: ${error.message}` : String(error)
+
+/**
+ * The etcd client's error for a message: gRPC's status code and etcd's `etcdserver:` prefix dropped, gRPC's empty
+ * "Resolution note" too (`14 UNAVAILABLE: No connection established. Last error: Error: connect ECONNREFUSED ...` is
+ * `connect ECONNREFUSED ...`). The code is kept when it is all there is.
+ */
+const detail = (error: unknown): string => {
+  const message = error instanceof Error ? error.message : String(error)
+  const text = message
+    .replace(/^\d+ [A-Z_]+: /, "")
+    .replace(/^etcdserver: /, "")
+    .replace(/Error: /g, "")
+    .replace(/^No connection established\. Last error: /, "")
+    .replace(/\.? ?Resolution note: ?$/, "")
+    .trim()
+  return text === "" ? message : text
+}
 
 /**
  * The stack of an error the library fails with: its first line only. `Cause.pretty` (what `runMain` and every logger

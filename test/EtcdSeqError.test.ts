@@ -42,9 +42,91 @@ describe("EtcdSeqError", () => {
     expect(error.error).toBe(refused)
     expect(JSON.parse(JSON.stringify(error))).toEqual({
       _tag: "EtcdUnavailable",
-      message: "etcd unavailable at http://127.0.0.1:2379 within 5s",
+      message: "etcd at http://127.0.0.1:2379 refused the connection: is etcd running and listening there?",
       error: "Error: 14 UNAVAILABLE: connect ECONNREFUSED 127.0.0.1:2379"
     })
+  })
+
+  // What the etcd client reports (etcd3 1.1 over gRPC, as seen against etcd 3.5), and the line each becomes: what
+  // failed, where, and what to check.
+  it.each([
+    [
+      new EtcdUnavailable({
+        endpoints: ["http://10.0.0.1:2379", "http://10.0.0.2:2379"],
+        timeout: Duration.seconds(5)
+      }),
+      "etcd at http://10.0.0.1:2379, http://10.0.0.2:2379 did not answer within 5s: is etcd running there, and " +
+      "reachable from here?"
+    ],
+    [
+      new EtcdUnavailable({
+        endpoints: ["http://127.0.0.1:9"],
+        timeout: Duration.seconds(5),
+        error: new GRPCUnavailableError(
+          "14 UNAVAILABLE: No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:9. " +
+            "Resolution note: "
+        )
+      }),
+      "etcd at http://127.0.0.1:9 refused the connection: is etcd running and listening there?"
+    ],
+    [
+      new EtcdUnavailable({
+        endpoints: ["http://etcd.invalid:2379"],
+        timeout: Duration.seconds(5),
+        error: new GRPCUnavailableError("14 UNAVAILABLE: Name resolution failed for target dns:etcd.invalid:2379")
+      }),
+      "etcd at http://etcd.invalid:2379: the host name does not resolve: check the endpoints"
+    ],
+    [
+      new EtcdUnavailable({
+        endpoints: ["https://127.0.0.1:2379"],
+        timeout: Duration.seconds(5),
+        error: new GRPCUnavailableError(
+          "14 UNAVAILABLE: No connection established. Last error: Error: Client network socket disconnected before " +
+            "secure TLS connection was established. Resolution note: "
+        )
+      }),
+      "etcd at https://127.0.0.1:2379: TLS failed (Client network socket disconnected before secure TLS connection " +
+      "was established): check http:// or https:// and the certificates"
+    ],
+    [
+      new EtcdUnavailable({
+        endpoints: ["http://127.0.0.1:2379"],
+        timeout: Duration.seconds(5),
+        error: new GRPCUnavailableError("14 UNAVAILABLE: Connection dropped")
+      }),
+      "etcd at http://127.0.0.1:2379 is unavailable (Connection dropped): is etcd running there, and reachable from here?"
+    ],
+    [
+      new EtcdRequestFailed({
+        operation: "connect",
+        error: new Error("3 INVALID_ARGUMENT: etcdserver: authentication failed, invalid user ID or password")
+      }),
+      `etcd refused request "connect": authentication failed, invalid user ID or password: check the user and password`
+    ],
+    [
+      new EtcdRequestFailed({
+        operation: "connect",
+        error: new Error("3 INVALID_ARGUMENT: etcdserver: user name is empty")
+      }),
+      `etcd refused request "connect": user name is empty: etcd has authentication on: give a user and password`
+    ],
+    [
+      new EtcdRequestFailed({
+        operation: "range",
+        error: new Error("7 PERMISSION_DENIED: etcdserver: permission denied")
+      }),
+      `etcd refused request "range": permission denied: the user's role must grant read and write on the group's keys`
+    ],
+    [
+      new EtcdRequestFailed({
+        operation: "connect",
+        error: new Error("12 UNIMPLEMENTED: Received HTTP status code 404")
+      }),
+      `etcd refused request "connect": Received HTTP status code 404: is that etcd's client URL?`
+    ]
+  ])("%s", (error, line) => {
+    expect(error.message).toBe(line)
   })
 
   it.live(
@@ -68,7 +150,9 @@ describe("EtcdSeqError", () => {
         // of the span it failed in; no JavaScript stack, no cause.
         const [header, line, ...trace] = stdout.trimEnd().split("\n")
         expect(header).toMatch(/^\[[\d:.]+\] ERROR \(#\d+\):$/)
-        expect(line).toBe(`  EtcdUnavailable: etcd unavailable at http://127.0.0.1:${port} within 2s`)
+        expect(line).toBe(
+          `  EtcdUnavailable: etcd at http://127.0.0.1:${port} refused the connection: is etcd running and listening there?`
+        )
         expect(trace).toEqual([expect.stringMatching(/^ {6}at Etcd\.connect \(/)])
       }).pipe(Effect.scoped),
     { timeout: 60_000 }

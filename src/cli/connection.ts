@@ -1,39 +1,17 @@
 /**
- * The connection flags every subcommand takes, and the `Etcd` client they make. Files (password, TLS material) are
- * read with the platform's `FileSystem`; a file that cannot be read is a usage error naming the flag.
+ * The `Etcd` client the connection flags (flags.ts) describe. Files (password, TLS material) are read with the
+ * platform's `FileSystem`; a file that cannot be read is a usage error naming the flag.
  */
-import { Options } from "@effect/cli"
-import { FileSystem } from "@effect/platform"
-import { Config, Duration, Effect, Layer, Option, Redacted } from "effect"
+import * as FileSystem from "@effect/platform/FileSystem"
+import { type Duration, Effect, Layer, Option, Redacted } from "effect"
 import { Etcd } from "../Etcd.js"
 import type { EtcdSeqError } from "../EtcdSeqError.js"
 import { CliExit, ExitCode } from "./exit.js"
-import { durationOption } from "./flags.js"
-
-export const connectionOptions = {
-  endpoints: Options.text("endpoints").pipe(
-    Options.withDescription("etcd endpoints, comma separated (default: ETCD_ENDPOINTS, then http://127.0.0.1:2379)"),
-    Options.withFallbackConfig(Config.string("ETCD_ENDPOINTS")),
-    Options.withDefault("http://127.0.0.1:2379")
-  ),
-  user: Options.text("user").pipe(Options.withDescription("etcd user name"), Options.optional),
-  passwordFile: Options.text("password-file").pipe(
-    Options.withDescription("a file holding the etcd user's password"),
-    Options.optional
-  ),
-  cacert: Options.text("cacert").pipe(
-    Options.withDescription("CA certificate (PEM) that verifies etcd"),
-    Options.optional
-  ),
-  cert: Options.text("cert").pipe(Options.withDescription("client certificate (PEM)"), Options.optional),
-  key: Options.text("key").pipe(Options.withDescription("client certificate's private key (PEM)"), Options.optional),
-  connectTimeout: durationOption("connect-timeout", "how long to wait for etcd to answer at first").pipe(
-    Options.withDefault(Duration.seconds(5))
-  )
-}
+import { flags } from "./help.js"
 
 export interface Connection {
-  readonly endpoints: string
+  /** none: neither `--endpoints` nor `ETCD_ENDPOINTS` was given. */
+  readonly endpoints: Option.Option<string>
   readonly user: Option.Option<string>
   readonly passwordFile: Option.Option<string>
   readonly cacert: Option.Option<string>
@@ -52,9 +30,25 @@ const readFile = (fs: FileSystem.FileSystem, flag: string, path: Option.Option<s
       )
   })
 
-/** The client the flags describe, proven reachable within the connect timeout (as `Etcd.layer` does). */
+/**
+ * The client the flags describe, proven reachable within the connect timeout (as `Etcd.layer` does). When no endpoint
+ * was given, an unreachable etcd's line says that the default was used, and where to set another.
+ */
 export const etcdLayer = (c: Connection): Layer.Layer<Etcd, EtcdSeqError | CliExit, FileSystem.FileSystem> =>
-  Layer.scoped(Etcd, Effect.flatMap(options(c), Etcd.make))
+  Layer.scoped(
+    Etcd,
+    Effect.flatMap(options(c), Etcd.make).pipe(
+      Effect.mapError((e) =>
+        e._tag === "EtcdUnavailable" && Option.isNone(c.endpoints)
+          ? new CliExit({
+            code: ExitCode.etcdUnavailable,
+            line: `${e.message} (the default endpoint: set --endpoints or ETCD_ENDPOINTS)`,
+            error: e.error
+          })
+          : e
+      )
+    )
+  )
 
 const options = (c: Connection) =>
   Effect.gen(function*() {
@@ -72,7 +66,9 @@ const options = (c: Connection) =>
       ? undefined
       : { rootCertificate, certChain, privateKey: privateKey === undefined ? undefined : Redacted.make(privateKey) }
     return {
-      endpoints: c.endpoints.split(",").map((e) => e.trim()).filter((e) => e !== ""),
+      endpoints: Option.getOrElse(c.endpoints, () => flags.endpoints.default).split(",").map((e) => e.trim()).filter((
+        e
+      ) => e !== ""),
       auth: Option.isSome(c.user)
         ? { username: c.user.value, password: Redacted.make(password!.toString("utf8").replace(/\r?\n$/, "")) }
         : undefined,

@@ -1,6 +1,6 @@
 /**
- * How the command ends: its exit codes, and the one line it prints on stderr for each error. Documented in the
- * README's "Command line" section; keep the two in step.
+ * How the command ends: its exit codes, and the one line it prints on stderr for each error. Documented in
+ * docs/command.md and in `etcdseq run --help` (help.ts); keep the three in step.
  *
  * `etcdseq run` passes its child's exit code through, so its own codes are the BSD `sysexits.h` numbers (64-78),
  * which programs use only for those meanings, and a supervisor can tell "etcdseq could not do its part" from "the
@@ -29,8 +29,12 @@ export const ExitCode = {
   notFound: 127
 } as const
 
-/** Ends the command with `code`, after printing `line` on stderr when there is one. */
+/**
+ * Ends the command with `code`, after printing `line` on stderr when there is one. `error`, what the line was made
+ * from, is logged at debug level (`--log-level debug`).
+ */
 export class CliExit extends Data.TaggedError("CliExit")<{
   readonly code: number
   readonly line?: string | undefined
+  readonly error?: unknown
 }> {}

@@ -1,13 +1,13 @@
 /**
  * The inspector: `etcdseq members`, `watch` and `status`, built on `EtcdSeq.observe` (they never join the group).
  */
-import { Command } from "@effect/cli"
+import * as Command from "@effect/cli/Command"
 import { Console, Effect, Option, Stream } from "effect"
 import { EtcdSeq } from "../EtcdSeq.js"
 import type { GroupView } from "../GroupView.js"
-import { type Connection, connectionOptions, etcdLayer } from "./connection.js"
+import { type Connection, etcdLayer } from "./connection.js"
 import { CliExit, ExitCode } from "./exit.js"
-import { groupOption, jsonOption } from "./flags.js"
+import * as Flags from "./flags.js"
 
 /** The group's current view, read once. */
 const current = (connection: Connection, group: string) =>
@@ -69,21 +69,21 @@ const statusText = (view: GroupView): string => {
   return parts.join("\n\n")
 }
 
+const flags = { ...Flags.connection, group: Flags.group, json: Flags.json }
+
 export const members = Command.make(
   "members",
-  { ...connectionOptions, group: groupOption, json: jsonOption },
+  flags,
   (o) =>
     Effect.flatMap(
       current(o, o.group),
       (view) => Console.log(o.json ? JSON.stringify(viewJson(view)) : membersTable(view))
     )
-).pipe(
-  Command.withDescription("List the group's members in index order: index, id, instance, join revision, metadata.")
 )
 
 export const watch = Command.make(
   "watch",
-  { ...connectionOptions, group: groupOption, json: jsonOption },
+  flags,
   (o) =>
     EtcdSeq.observe(o.group).pipe(
       Stream.changesWith((a, b) =>
@@ -92,13 +92,11 @@ export const watch = Command.make(
       Stream.runForEach((view) => Console.log(o.json ? JSON.stringify(viewJson(view)) : viewLine(view))),
       Effect.provide(etcdLayer(o))
     )
-).pipe(
-  Command.withDescription("Print one line per view of the group as it changes (JSON lines with --json), until ^C.")
 )
 
 export const status = Command.make(
   "status",
-  { ...connectionOptions, group: groupOption, json: jsonOption },
+  flags,
   (o) =>
     Effect.gen(function*() {
       const view = yield* current(o, o.group)
@@ -110,8 +108,4 @@ export const status = Command.make(
         })
       }
     })
-).pipe(
-  Command.withDescription(
-    "Show members, index locks, handover and shards; exit 4 while the group has not converged (someone waits)."
-  )
 )

@@ -7,8 +7,11 @@
  * its code, after the leave. On Linux the child is started under `setpriv --pdeathsig KILL`, so it dies with a
  * SIGKILLed wrapper too.
  */
-import { Args, Command, Options } from "@effect/cli"
-import { Command as ChildCommand, FileSystem } from "@effect/platform"
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import * as ChildCommand from "@effect/platform/Command"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { Console, Duration, Effect, Layer, Option } from "effect"
 import { constants } from "node:os"
 import type { Assignment } from "../Assignment.js"
@@ -16,9 +19,10 @@ import { EtcdSeq } from "../EtcdSeq.js"
 import { Info } from "../Info.js"
 import { fencingMargin } from "../internal/lease.js"
 import * as Membership from "../internal/member.js"
-import { type Connection, connectionOptions, etcdLayer } from "./connection.js"
+import { type Connection, etcdLayer } from "./connection.js"
 import { CliExit, ExitCode } from "./exit.js"
-import { durationOption, groupOption } from "./flags.js"
+import * as Flags from "./flags.js"
+import { flags } from "./help.js"
 import * as ProcessGroup from "./processGroup.js"
 
 const say = (line: string) => Console.error(`etcdseq run: ${line}`)
@@ -134,29 +138,15 @@ const runMember = (
 export const run = Command.make(
   "run",
   {
-    ...connectionOptions,
-    group: groupOption,
-    ttl: durationOption("ttl", "lease TTL: how long a crashed member keeps its index").pipe(
-      Options.withDefault(Duration.seconds(10))
-    ),
-    exclusive: Options.choice("exclusive", ["none", "index", "group"]).pipe(
-      Options.withDescription("index: one child per index at a time; group: no two children with overlapping shares"),
-      Options.withDefault("none" as const)
-    ),
-    instance: Options.text("instance").pipe(
-      Options.withDescription("a stable name (a pod name): a restart within the TTL keeps the index"),
-      Options.optional
-    ),
-    keepPlaceOnLeave: Options.boolean("keep-place-on-leave").pipe(
-      Options.withDescription("with --instance: a stop keeps the place for the TTL, for the next start")
-    ),
-    metadata: Options.text("metadata").pipe(Options.withDescription("stored with the member"), Options.optional),
-    grace: durationOption(
-      "grace",
-      "how long the child's process group has to stop after SIGTERM before SIGKILL; shorter than --ttl " +
-        "(default: half the TTL)"
-    ).pipe(Options.optional),
-    command: Args.text({ name: "command" }).pipe(Args.withDescription("the program to run, after --")),
+    ...Flags.connection,
+    group: Flags.group,
+    ttl: Flags.durationOrDefault(flags.ttl),
+    exclusive: Flags.choice(flags.exclusive, ["none", "index", "group"]),
+    instance: Flags.optional(flags.instance),
+    keepPlaceOnLeave: Flags.boolean(flags.keepPlaceOnLeave),
+    metadata: Flags.optional(flags.metadata),
+    grace: Flags.duration(flags.grace).pipe(Options.optional),
+    command: Flags.command,
     args: Args.text({ name: "args" }).pipe(Args.repeated)
   },
   (o) =>
@@ -191,9 +181,4 @@ export const run = Command.make(
         keepPlaceOnLeave: o.keepPlaceOnLeave
       })
     })
-).pipe(
-  Command.withDescription(
-    "Join the group and run <command> once per assignment, with ETCDSEQ_GROUP, ETCDSEQ_INDEX, ETCDSEQ_COUNT, " +
-      "ETCDSEQ_FENCE and ETCDSEQ_REVISION in its environment."
-  )
 )

@@ -159,6 +159,8 @@ it.live("the README's Install and Quick start work as printed in a fresh app", (
     // runMain reports through Effect's pretty logger, which writes to stdout.
     const [header, line, ...trace] = refused.stdout().trimEnd().split("\n")
     expect(header).toMatch(/^\[[\d:.]+\] ERROR \(#\d+\):$/)
-    expect(line).toBe(`  EtcdUnavailable: etcd unavailable at http://127.0.0.1:${port} within 2s`)
+    expect(line).toBe(
+      `  EtcdUnavailable: etcd at http://127.0.0.1:${port} refused the connection: is etcd running and listening there?`
+    )
     expect(trace).toEqual([expect.stringMatching(/^ {6}at Etcd\.connect \(.*node_modules\/effect-etcdseq\/dist\//)])
   }).pipe(Effect.scoped), { timeout: 12 * 60_000 })

@@ -1,0 +1,202 @@
+/**
+ * What `etcdseq --help` and `etcdseq <command> --help` print, and the flags' names, descriptions and defaults the
+ * parser is built from (flags.ts), so the help cannot show a default the parser does not use. Plain data and strings:
+ * `main.ts` prints help without loading Effect, @effect/cli or etcd3 (see main.ts).
+ * Plain text always: the help is read in terminals, pipes and CI logs alike.
+ */
+
+/** A flag as the help shows it; flags.ts reads `name`, `env` and `default` from the same object. */
+export interface Flag {
+  readonly name: string
+  /** The value's placeholder, e.g. `<duration>`; none for a boolean flag. */
+  readonly value?: string
+  readonly about: string
+  /** The value taken when the flag is not given, as the user would write it. */
+  readonly default?: string
+  /** An environment variable read when the flag is not given, before `default`. */
+  readonly env?: string
+  readonly required?: true
+}
+
+export const flags = {
+  group: { name: "group", value: "<key>", about: "the group's key, e.g. prod/indexer", required: true },
+  json: { name: "json", about: "print JSON instead of text" },
+  ttl: { name: "ttl", value: "<duration>", about: "how long a crashed member keeps its index", default: "10s" },
+  grace: {
+    name: "grace",
+    value: "<duration>",
+    about: "how long the command's process group has after SIGTERM before SIGKILL; below --ttl " +
+      "(default: half the TTL)"
+  },
+  exclusive: {
+    name: "exclusive",
+    value: "<mode>",
+    about: "none; index: one command per index at a time; group: no two commands with overlapping shares",
+    default: "none"
+  },
+  instance: { name: "instance", value: "<name>", about: "a stable name: a restart within the TTL keeps the index" },
+  keepPlaceOnLeave: {
+    name: "keep-place-on-leave",
+    about: "with --instance: a stop keeps the index for the TTL, for the next start"
+  },
+  metadata: { name: "metadata", value: "<text>", about: "stored with the member; etcdseq members shows it" },
+  endpoints: {
+    name: "endpoints",
+    value: "<urls>",
+    about: "etcd's client URLs, comma separated",
+    env: "ETCD_ENDPOINTS",
+    default: "http://127.0.0.1:2379"
+  },
+  user: { name: "user", value: "<name>", about: "etcd user, with --password-file" },
+  passwordFile: { name: "password-file", value: "<path>", about: "a file holding the user's password" },
+  cacert: { name: "cacert", value: "<path>", about: "CA certificate that verifies etcd (PEM)" },
+  cert: { name: "cert", value: "<path>", about: "client certificate (PEM), with --key" },
+  key: { name: "key", value: "<path>", about: "its private key (PEM)" },
+  connectTimeout: {
+    name: "connect-timeout",
+    value: "<duration>",
+    about: "how long etcd has to answer at first",
+    default: "5s"
+  },
+  logLevel: {
+    name: "log-level",
+    value: "<level>",
+    about: "logs on stderr from this level: debug (with the etcd client's errors), info, warning, error, none",
+    default: "warning"
+  }
+} as const satisfies Record<string, Flag>
+
+const connection: ReadonlyArray<Flag> = [
+  flags.endpoints,
+  flags.user,
+  flags.passwordFile,
+  flags.cacert,
+  flags.cert,
+  flags.key,
+  flags.connectTimeout
+]
+
+interface CommandHelp {
+  readonly usage: string
+  /** One line, in `etcdseq --help`'s list. */
+  readonly summary: string
+  /** What the command does, in paragraphs. */
+  readonly text: ReadonlyArray<string>
+  readonly flags: ReadonlyArray<Flag>
+}
+
+const inspector = (summary: string, text: string): CommandHelp => ({
+  usage: `--group <key> [--json] [flags]`,
+  summary,
+  text: [`${text} It never joins the group.`],
+  flags: [flags.group, flags.json]
+})
+
+export const commands = {
+  run: {
+    usage: "--group <key> [flags] -- <command> [args...]",
+    summary: "join the group and run a command once per assignment",
+    text: [
+      "Joins the group and runs <command> once per assignment, with ETCDSEQ_GROUP, ETCDSEQ_INDEX, " +
+      "ETCDSEQ_COUNT, ETCDSEQ_FENCE and ETCDSEQ_REVISION (and ETCDSEQ_INSTANCE, and with --exclusive index " +
+      "ETCDSEQ_LOCK_KEY, the lock key created at ETCDSEQ_FENCE) in its environment. " +
+      "Everything after -- is the command and its arguments: flags there go to the command, not to etcdseq.",
+      "On a new assignment the command's process group gets SIGTERM (SIGKILL after --grace), and the next " +
+      "command starts once it is gone. A command that exits 0 waits for the next assignment; any other exit code " +
+      "ends etcdseq run with that code, after it leaves the group. On SIGINT or SIGTERM the command is stopped, " +
+      "the member leaves, and etcdseq run exits 0.",
+      "Its own exit codes: 64 usage, 69 etcd unavailable, 70 internal error, 77 etcd refused a request, " +
+      "78 --instance taken by a newer member, 126/127 command not executable/not found."
+    ],
+    flags: [
+      flags.group,
+      flags.ttl,
+      flags.grace,
+      flags.exclusive,
+      flags.instance,
+      flags.keepPlaceOnLeave,
+      flags.metadata
+    ]
+  },
+  members: inspector(
+    "list the group's members",
+    "Lists the group's members in index order: index, id, instance, join revision, metadata."
+  ),
+  watch: inspector(
+    "print the group's views as they change, until ^C",
+    "Prints one line per view of the group as it changes (JSON lines with --json), until ^C."
+  ),
+  status: inspector(
+    "show members, locks, handover and shards; exit 75 until converged",
+    "Shows the members, index locks, handover and shards, then `converged` or what waits. Exits 75 while the " +
+      "group has not converged (someone waits): usable as a readiness probe."
+  )
+} satisfies Record<string, CommandHelp>
+
+export type CommandName = keyof typeof commands
+
+export const isCommand = (name: string | undefined): name is CommandName =>
+  name !== undefined && Object.hasOwn(commands, name)
+
+const width = 80
+
+/** `text` in lines of at most `width` columns, each after `indent`. */
+const wrap = (text: string, indent: string): Array<string> => {
+  const lines: Array<string> = []
+  let line = ""
+  for (const word of text.split(" ")) {
+    if (line !== "" && indent.length + line.length + 1 + word.length > width) {
+      lines.push(indent + line)
+      line = word
+    } else {
+      line = line === "" ? word : `${line} ${word}`
+    }
+  }
+  return [...lines, indent + line]
+}
+
+const column = 32
+
+const flagLines = (flag: Flag): Array<string> => {
+  const head = `  --${flag.name}${flag.value === undefined ? "" : ` ${flag.value}`}`
+  const notes = [
+    flag.required === true ? "required" : undefined,
+    flag.env === undefined ? undefined : `default: $${flag.env}`,
+    flag.default === undefined ? undefined : `${flag.env === undefined ? "default: " : "then "}${flag.default}`
+  ].filter((n) => n !== undefined)
+  const about = notes.length === 0 ? flag.about : `${flag.about} (${notes.join(", ")})`
+  const [first, ...rest] = wrap(about, " ".repeat(column))
+  return head.length < column - 1
+    ? [head.padEnd(column) + first!.trimStart(), ...rest]
+    : [head, first!, ...rest]
+}
+
+/** `etcdseq <command> --help`. */
+export const commandHelp = (name: CommandName): string => {
+  const command: CommandHelp = commands[name]
+  return [
+    `Usage: etcdseq ${name} ${command.usage}`,
+    "",
+    ...command.text.flatMap((paragraph) => [...wrap(paragraph, ""), ""]),
+    "Flags:",
+    ...[...command.flags, flags.logLevel].flatMap(flagLines),
+    "",
+    "Connection:",
+    ...connection.flatMap(flagLines),
+    "",
+    ...wrap(`Durations: 3s, 500ms, 2m, 1h or "3 seconds". A flag's value: --flag value or --flag=value.`, "")
+  ].join("\n")
+}
+
+/** `etcdseq --help`. */
+export const rootHelp = (version: string): string =>
+  [
+    `etcdseq ${version}: an (index, count) for each member of a group, through etcd.`,
+    "",
+    "Usage: etcdseq <command> [flags]",
+    "",
+    "Commands:",
+    ...Object.entries(commands).map(([name, command]) => `  ${name.padEnd(10)}${command.summary}`),
+    "",
+    "etcdseq <command> --help shows a command's flags; etcdseq --version, the version."
+  ].join("\n")
