@@ -14,6 +14,7 @@ export default defineConfig({
   resolve: {
     alias: {
       "effect-etcdseq/testing": fileURLToPath(new URL("./src/testing.ts", import.meta.url)),
+      "effect-etcdseq/sql": fileURLToPath(new URL("./src/sql.ts", import.meta.url)),
       "effect-etcdseq": fileURLToPath(new URL("./src/index.ts", import.meta.url))
     }
   },

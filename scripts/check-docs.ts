@@ -103,6 +103,7 @@ export default defineConfig({
   resolve: {
     alias: {
       "effect-etcdseq/testing": ${JSON.stringify(path.join(root, "src/testing.ts"))},
+      "effect-etcdseq/sql": ${JSON.stringify(path.join(root, "src/sql.ts"))},
       "effect-etcdseq": ${JSON.stringify(path.join(root, "src/index.ts"))}
     }
   },

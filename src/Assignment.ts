@@ -47,6 +47,14 @@ export interface Assignment {
    * takes its place back after a self-fence (the same Info) resumes with.
    */
   readonly fence: number
+  /**
+   * In `"index"` mode, the etcd key of the run's index lock, `<group>/locks/<index>/<member id>.<run>`: the run holds
+   * the index while the key exists, and its create revision is `fence`. A write to etcd that compares it in its
+   * transaction (`FenceEtcd.ofAssignment`) fails from the moment the run lost the lock. `undefined` in the other modes.
+   *
+   * @since 0.1.0
+   */
+  readonly lockKey: string | undefined
   /** True when `shard` (in `0..totalShards-1`) is one of this member's shares. */
   readonly owns: (shard: number, totalShards: number) => boolean
   /** The shard numbers in `0..totalShards-1` this member owns, ascending. */
@@ -136,7 +144,8 @@ const checkTotal = (totalShards: number): void => {
 }
 
 /**
- * Builds an Assignment for an Info (tests, test layers, and `runAssigned` itself).
+ * Builds an Assignment for an Info (tests, test layers, and `runAssigned` itself); `lockKey` is the index lock's key
+ * of an `"index"` run.
  *
  * `owns` and `shares` throw a `RangeError` for a `totalShards` that is not a positive integer or a shard outside
  * `0..totalShards-1`: a programming error, not a runtime condition.
@@ -151,9 +160,10 @@ const checkTotal = (totalShards: number): void => {
  * @since 0.1.0
  * @category constructors
  */
-export const makeAssignment = (info: Info, fence: number): Assignment => ({
+export const makeAssignment = (info: Info, fence: number, lockKey?: string | undefined): Assignment => ({
   info,
   fence,
+  lockKey,
   owns: (shard, totalShards) => {
     checkTotal(totalShards)
     if (!Number.isSafeInteger(shard) || shard < 0 || shard >= totalShards) {

@@ -403,7 +403,8 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
 /**
  * A membership and its etcd client from configuration: `ETCDSEQ_KEY` (required), `ETCD_ENDPOINTS` (default
  * `http://127.0.0.1:2379`), `ETCDSEQ_TTL`, and the other variables of {@link Etcd.config} and
- * {@link EtcdSeq.config}. This is the layer behind `Effect.provide(EtcdSeqLive)`.
+ * {@link EtcdSeq.config}. This is the layer behind `Effect.provide(EtcdSeqLive)`. It provides the client too
+ * (`Etcd`), for the member's own requests: `FenceEtcd.commit` uses it.
  *
  * @example
  * ```ts
@@ -416,13 +417,13 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
  * @since 0.1.0
  * @category layers
  */
-export const EtcdSeqLive: Layer.Layer<EtcdSeq, EtcdSeqError | ConfigError> = Layer.unwrapEffect(
+export const EtcdSeqLive: Layer.Layer<EtcdSeq | Etcd, EtcdSeqError | ConfigError> = Layer.unwrapEffect(
   // Both configurations are read, and the membership's options checked, before any I/O: a missing or bad
   // ETCDSEQ_KEY never waits on a connection.
   Effect.gen(function*() {
     const [client, membership] = yield* Config.all([Etcd.config, EtcdSeq.config])
     yield* validate(membership)
-    return EtcdSeq.layer(membership).pipe(Layer.provide(Etcd.layer(client)))
+    return EtcdSeq.layer(membership).pipe(Layer.provideMerge(Etcd.layer(client)))
   })
 )
 

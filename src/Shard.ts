@@ -32,6 +32,14 @@ export interface Shard {
    */
   readonly fence: number
   /**
+   * The etcd key of this member's claim on the shard, `<group>/claims/<id>/<member id>.<run>`: the shard is the
+   * member's while the key exists, and its create revision is `fence`. A write to etcd that compares it in its
+   * transaction (`FenceEtcd.ofShard`) fails from the moment the member lost the shard.
+   *
+   * @since 0.1.0
+   */
+  readonly claimKey: string
+  /**
    * The member's Info when it acquired the shard. A shard that stays with its member keeps running across view
    * changes, so the member's index and count may since have changed.
    */

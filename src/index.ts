@@ -22,6 +22,16 @@ export * from "./EtcdSeqError.js"
 /**
  * @since 0.1.0
  */
+export * from "./Fence.js"
+/**
+ * Guarded writes to etcd: `FenceEtcd.commit(FenceEtcd.ofShard(shard), writes)`.
+ *
+ * @since 0.1.0
+ */
+export * as FenceEtcd from "./FenceEtcd.js"
+/**
+ * @since 0.1.0
+ */
 export * from "./GroupView.js"
 /**
  * @since 0.1.0

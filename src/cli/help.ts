@@ -98,7 +98,8 @@ export const commands = {
     summary: "join the group and run a command once per assignment",
     text: [
       "Joins the group and runs <command> once per assignment, with ETCDSEQ_GROUP, ETCDSEQ_INDEX, " +
-      "ETCDSEQ_COUNT, ETCDSEQ_FENCE and ETCDSEQ_REVISION (and ETCDSEQ_INSTANCE) in its environment. " +
+      "ETCDSEQ_COUNT, ETCDSEQ_FENCE and ETCDSEQ_REVISION (and ETCDSEQ_INSTANCE, and with --exclusive index " +
+      "ETCDSEQ_LOCK_KEY, the lock key created at ETCDSEQ_FENCE) in its environment. " +
       "Everything after -- is the command and its arguments: flags there go to the command, not to etcdseq.",
       "On a new assignment the command's process group gets SIGTERM (SIGKILL after --grace), and the next " +
       "command starts once it is gone. A command that exits 0 waits for the next assignment; any other exit code " +

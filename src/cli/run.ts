@@ -77,6 +77,9 @@ const runOnce = (settings: Settings, a: Assignment) =>
           ETCDSEQ_COUNT: String(count),
           ETCDSEQ_FENCE: String(a.fence),
           ETCDSEQ_REVISION: String(revision),
+          // With --exclusive index: the run's lock key, whose create revision is the fence. A child's etcd writes that
+          // compare it in their transaction fail once the lock is lost (the docs' `etcdctl txn`).
+          ...(a.lockKey === undefined ? {} : { ETCDSEQ_LOCK_KEY: a.lockKey }),
           ...Option.match(settings.instance, { onNone: () => ({}), onSome: (i) => ({ ETCDSEQ_INSTANCE: i }) })
         }),
         // An empty stdin: a child that reads it gets EOF at once rather than waiting on a pipe nobody writes.

@@ -175,11 +175,14 @@ const runLoop = <E, R>(
     const runOne = (info: Info, holder: Holder) =>
       Effect.gen(function*() {
         let fence = info.revision
+        let lockKey: string | undefined
         if (exclusive === "index") {
           const run = yield* shared.leases.unique
+          const prefix = Keys.lockPrefix(source.group, info.index)
+          lockKey = Keys.lockKey(prefix, holder.id, run)
           fence = yield* Lock.acquire(
             shared.api,
-            Keys.lockPrefix(source.group, info.index),
+            prefix,
             { owner: holder.id, run, leaseId: holder.leaseId },
             shared.leases.retryInBackground,
             shared.owned,
@@ -193,7 +196,7 @@ const runLoop = <E, R>(
         }
         if (Option.isSome(handover)) yield* Handover.awaitAll(source.view!, handover.value, info.revision)
         yield* Effect.logDebug(`work starts for ${info.toString()} (fence ${fence})`)
-        yield* work(makeAssignment(info, fence))
+        yield* work(makeAssignment(info, fence, lockKey))
       }).pipe(
         Effect.scoped,
         count,

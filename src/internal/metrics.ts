@@ -49,3 +49,9 @@ export const shardHandoverWait = Metric.histogram(
 export const staleKeysDeleted = Metric.counter("etcdseq_stale_keys_deleted", {
   description: "Keys deleted because a write of this process landed after its writer gave up on it (applied late)"
 })
+
+/** Tagged `store`: `etcd` (FenceEtcd) or `sql` (FenceSql). */
+export const staleFences = Metric.counter("etcdseq_stale_fences", {
+  description:
+    "Guarded writes refused because the store holds a higher fence: a stale holder's writes that did not land"
+})

@@ -143,7 +143,7 @@ const runLoop = <E, R>(
         )
         yield* Metric.update(Metrics.shardHandoverWait, (yield* Monotonic.millis) - claimedAt)
         yield* Metric.increment(Metrics.shardsAcquired)
-        yield* work({ id: shard, shards, fence, info }).pipe(
+        yield* work({ id: shard, shards, fence, claimKey: key, info }).pipe(
           Effect.withSpan("EtcdSeq.shard", {
             attributes: { group: source.group, shard, fence },
             captureStackTrace: false

@@ -164,6 +164,41 @@ export const contract = <R>(test: Test<R>, harness: Harness<R>): void => {
       expect(older.succeeded).toBe(false)
     }))
 
+  test("a transaction compares values byte by byte, and a value compare of a missing key fails", () =>
+    Effect.gen(function*() {
+      const api = yield* harness.client
+      const p = harness.prefix("txn-value")
+      const below = (key: string, value: string) =>
+        api.txn({
+          compare: [{ key, target: "value", result: "less", value }],
+          success: [{ _tag: "Put", key, value }],
+          failure: [{ _tag: "Range", range: { target: { key } } }]
+        })
+      // What a fence record relies on: zero-padded decimals order as numbers.
+      yield* api.put(`${p}fence`, "00000000000000000009")
+      expect((yield* below(`${p}fence`, "00000000000000000010")).succeeded).toBe(true)
+      const refused = yield* below(`${p}fence`, "00000000000000000010")
+      expect(refused.succeeded).toBe(false)
+      expect(Api.rangeKv(refused.results[0])?.value).toBe("00000000000000000010")
+      // Unpadded, "9" is above "10": the compare is of bytes.
+      yield* api.put(`${p}plain`, "9")
+      expect((yield* below(`${p}plain`, "10")).succeeded).toBe(false)
+      // However it compares, a key that does not exist fails the compare.
+      for (const result of ["less", "greater", "equal"] as const) {
+        const missing = yield* api.txn({
+          compare: [{ key: `${p}missing`, target: "value", result, value: "" }],
+          success: [{ _tag: "Put", key: `${p}missing`, value: "x" }]
+        })
+        expect([result, missing.succeeded]).toEqual([result, false])
+      }
+      expect((yield* api.range({ target: { key: `${p}missing` } })).kvs).toEqual([])
+      const equal = yield* api.txn({
+        compare: [{ key: `${p}plain`, target: "value", result: "equal", value: "9" }],
+        success: []
+      })
+      expect(equal.succeeded).toBe(true)
+    }))
+
   test("a watch delivers every change from its start revision in order, and fails once that is compacted", () =>
     Effect.gen(function*() {
       const api = yield* harness.client

@@ -103,6 +103,7 @@ it.live("the README's Install and Quick start work as printed in a fresh app", (
       "package/dist/index.js",
       "package/dist/index.d.ts",
       "package/dist/testing.js",
+      "package/dist/sql.js",
       "package/dist/cli/main.js"
     ]))
 

@@ -41,6 +41,20 @@ export type MemberEvent =
     readonly fence: number
     readonly mono: number
   }
+  | {
+    /** A guarded write of `fence-member.ts`, once it ended: committed, refused (`stale`), or failed otherwise. */
+    readonly event: "write"
+    readonly member: string
+    readonly resource: string
+    readonly shard: number
+    readonly fence: number
+    readonly seq: number
+    readonly outcome: "committed" | "stale" | "failed"
+    readonly message?: string
+    /** When its transaction began and when it ended (CLOCK_MONOTONIC, ms). */
+    readonly began: number
+    readonly mono: number
+  }
   | { readonly event: "error"; readonly message: string; readonly tag?: string }
   | { readonly event: "done"; readonly at: number }
   /** With `joinOnRequest`: connected, waiting for `join`. */
@@ -159,6 +173,8 @@ export const spawnMember = (options: {
    * so that the old one's leave and the new one's join are not apart by Node's start (seconds on a loaded machine).
    */
   readonly joinOnRequest?: boolean
+  /** Another fixture than `member-process.ts` that prints the same lines (`fence-member.ts`), and its own flags. */
+  readonly fixture?: { readonly path: string; readonly args: ReadonlyArray<string> }
 }): Effect.Effect<MemberProcess, never, Scope.Scope> =>
   Effect.gen(function*() {
     const events = yield* SubscriptionRef.make<ReadonlyArray<MemberEvent>>([])
@@ -171,7 +187,8 @@ export const spawnMember = (options: {
           [
             "--import",
             "tsx",
-            fixture,
+            options.fixture?.path ?? fixture,
+            ...(options.fixture?.args ?? []),
             "--endpoints",
             options.endpoints.join(","),
             "--group",

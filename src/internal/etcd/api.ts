@@ -58,12 +58,23 @@ export interface RangeResult {
   readonly revision: number
 }
 
-export type Compare = {
-  readonly key: string
-  readonly target: "create" | "mod"
-  readonly result: "equal" | "greater" | "less"
-  readonly value: number
-}
+/**
+ * A compare of a transaction: a key's create or mod revision against a number (a missing key's are 0), or its value
+ * against a string, byte by byte (a missing key's value compares as nothing: the compare fails, as etcd's does).
+ */
+export type Compare =
+  | {
+    readonly key: string
+    readonly target: "create" | "mod"
+    readonly result: "equal" | "greater" | "less"
+    readonly value: number
+  }
+  | {
+    readonly key: string
+    readonly target: "value"
+    readonly result: "equal" | "greater" | "less"
+    readonly value: string
+  }
 
 export type Op =
   | { readonly _tag: "Put"; readonly key: string; readonly value: string; readonly lease?: string | undefined }

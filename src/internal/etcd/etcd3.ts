@@ -304,9 +304,13 @@ export const make = (
           etcd.kv.txn({
             compare: txn.compare.map((c) => ({
               key: Buffer.from(c.key),
-              target: c.target === "create" ? "Create" : "Mod",
+              target: c.target === "create" ? "Create" : c.target === "mod" ? "Mod" : "Value",
               result: c.result === "equal" ? "Equal" : c.result === "greater" ? "Greater" : "Less",
-              ...(c.target === "create" ? { create_revision: String(c.value) } : { mod_revision: String(c.value) })
+              ...(c.target === "value"
+                ? { value: Buffer.from(c.value) }
+                : c.target === "create"
+                ? { create_revision: String(c.value) }
+                : { mod_revision: String(c.value) })
             })),
             success: txn.success.map(toRequestOp),
             failure: (txn.failure ?? []).map(toRequestOp)

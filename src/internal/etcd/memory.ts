@@ -136,8 +136,13 @@ export const makeServer: Effect.Effect<Server, never, Scope.Scope> = Effect.gen(
 
   const compare = (c: Api.Compare): boolean => {
     const kv = latest(c.key)
+    const order = (sign: number) => c.result === "equal" ? sign === 0 : c.result === "greater" ? sign > 0 : sign < 0
+    if (c.target === "value") {
+      // etcd fails a value compare of a key that does not exist, whatever the operator.
+      return kv !== undefined && order(Buffer.compare(Buffer.from(kv.value), Buffer.from(c.value)))
+    }
     const actual = kv === undefined ? 0 : c.target === "create" ? kv.createRevision : kv.modRevision
-    return c.result === "equal" ? actual === c.value : c.result === "greater" ? actual > c.value : actual < c.value
+    return order(Math.sign(actual - c.value))
   }
 
   // --- Writing: one revision per write request, its events to every watch ---
