@@ -9,7 +9,7 @@ import type { Assignment, Exclusive } from "./Assignment.js"
 import { Etcd } from "./Etcd.js"
 import { InvalidOptions } from "./EtcdSeqError.js"
 import type { EtcdSeqError } from "./EtcdSeqError.js"
-import type { GroupView } from "./GroupView.js"
+import type { GroupView, Member } from "./GroupView.js"
 import type { Info } from "./Info.js"
 import * as Assign from "./internal/assign.js"
 import * as Client from "./internal/client.js"
@@ -19,6 +19,7 @@ import * as Observe from "./internal/observe.js"
 import type { Settings } from "./internal/registration.js"
 import * as Retry from "./internal/retry.js"
 import * as Shards from "./internal/shards.js"
+import * as Source from "./internal/source.js"
 import * as View from "./internal/view.js"
 import type { Shard } from "./Shard.js"
 
@@ -67,34 +68,6 @@ export interface EtcdSeqOptions {
 }
 
 /**
- * A live member of the group, as `EtcdSeq.members` lists it.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Member {
-  /**
-   * The member's id, `<lease id in hex>_<number>`: its key is `<group>/members/<id>` (`@<instance>` with an
-   * instance). Members that share an `Etcd` client share its lease (one per TTL), so the number tells them apart.
-   */
-  readonly id: string
-  /**
-   * The member's `instance`, when it has one: its key is then `<group>/members/@<instance>`, and the id changes from
-   * one incarnation to the next while the place stays.
-   *
-   * @since 0.1.0
-   */
-  readonly instance: string | undefined
-  readonly metadata: string
-  readonly index: number
-  /**
-   * Revision at which the member joined (its key's create revision): the join order. Members that one client added
-   * at the same moment are written in one transaction and share it; among them, the `id` orders.
-   */
-  readonly joinRevision: number
-}
-
-/**
  * The service of one membership.
  *
  * @since 0.1.0
@@ -115,6 +88,12 @@ export interface EtcdSeqService {
   readonly current: Effect.Effect<Info>
   /** The live members of the group in index order, as this member's view holds them. */
   readonly members: Effect.Effect<ReadonlyArray<Member>>
+  /**
+   * What the runners need of a membership this library made; a hand-made service (a test double) has none.
+   *
+   * @internal
+   */
+  readonly [Source.SourceId]?: Source.Library | undefined
 }
 
 /**
@@ -345,9 +324,9 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
       EtcdSeq,
       (seq) =>
         Effect.flatMap(
-          Effect.suspend(() => {
-            const source = Membership.sourceOf(seq)
-            return source === undefined ? Assign.fromChanges(seq) : Effect.succeed(source)
+          Effect.suspend((): Effect.Effect<Source.Source> => {
+            const source = Source.libraryOf(seq)
+            return source === undefined ? Source.handMadeOf(seq) : Effect.succeed(source)
           }),
           (source) => Assign.run(source, work, exclusive)
         )
@@ -396,7 +375,7 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
   ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq> {
     const problem = Shards.invalidShards(options?.shards)
     if (problem !== undefined) return Effect.fail(new InvalidOptions({ field: "shards", reason: problem }))
-    return Effect.flatMap(EtcdSeq, (seq) => Shards.run(Membership.sourceOf(seq), options.shards, work))
+    return Effect.flatMap(EtcdSeq, (seq) => Shards.run(Source.libraryOf(seq), options.shards, work))
   }
 }
 

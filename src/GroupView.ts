@@ -3,7 +3,34 @@
  *
  * @since 0.1.0
  */
-import type { Member } from "./EtcdSeq.js"
+
+/**
+ * A live member of the group, as `EtcdSeq.members` lists it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Member {
+  /**
+   * The member's id, `<lease id in hex>_<number>`: its key is `<group>/members/<id>` (`@<instance>` with an
+   * instance). Members that share an `Etcd` client share its lease (one per TTL), so the number tells them apart.
+   */
+  readonly id: string
+  /**
+   * The member's `instance`, when it has one: its key is then `<group>/members/@<instance>`, and the id changes from
+   * one incarnation to the next while the place stays.
+   *
+   * @since 0.1.0
+   */
+  readonly instance: string | undefined
+  readonly metadata: string
+  readonly index: number
+  /**
+   * Revision at which the member joined (its key's create revision): the join order. Members that one client added
+   * at the same moment are written in one transaction and share it; among them, the `id` orders.
+   */
+  readonly joinRevision: number
+}
 
 /**
  * A group's view as its members hold it, and what its exclusive modes hold and wait for.

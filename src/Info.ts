@@ -89,6 +89,25 @@ export class Info implements Equal.Equal, Inspectable.Inspectable {
   }
 
   /**
+   * Whether two Infos hold the same share of the same view: index, count and revision all equal. `Equal.equals`
+   * ignores the revision (the same share across views); this tells a view change apart as well, as a runner that
+   * follows views (the group handover) needs.
+   *
+   * @since 0.1.0
+   * @category equivalence
+   * @example
+   * import { Equal } from "effect"
+   * import { Info } from "effect-etcdseq"
+   *
+   * const before = Info.make(1, 3, 10)
+   * const after = Info.make(1, 3, 12)
+   * console.log(Equal.equals(before, after), Info.sameView(before, after)) // true false
+   */
+  static sameView(a: Info, b: Info): boolean {
+    return a.index === b.index && a.count === b.count && a.revision === b.revision
+  }
+
+  /**
    * Equal when index and count are: two Infos of one member that differ only in `revision` hold the same share.
    *
    * @since 0.1.0

@@ -18,7 +18,7 @@ import type { Assignment } from "../Assignment.js"
 import { EtcdSeq } from "../EtcdSeq.js"
 import { Info } from "../Info.js"
 import { fencingMargin } from "../internal/lease.js"
-import * as Membership from "../internal/member.js"
+import * as Source from "../internal/source.js"
 import { type Connection, etcdLayer } from "./connection.js"
 import { CliExit, ExitCode } from "./exit.js"
 import * as Flags from "./flags.js"
@@ -55,8 +55,8 @@ const signalExit = (message: string): number => {
  */
 const graceNow = (settings: Settings) =>
   Effect.gen(function*() {
-    const source = Membership.sourceOf(yield* EtcdSeq)
-    const latest = source?.current === undefined ? undefined : yield* source.current
+    const source = Source.libraryOf(yield* EtcdSeq)
+    const latest = source === undefined ? undefined : yield* source.current
     return latest?._tag === "Info" && !Info.isValid(latest.info)
       ? Duration.min(settings.grace, Duration.times(fencingMargin(settings.ttl), 0.5))
       : settings.grace

@@ -4,16 +4,16 @@
  * order of its leave: its work stops before its keys go.
  */
 import { Channel, Chunk, Effect, Equal, ExecutionStrategy, RcMap, Scope, Stream, SubscriptionRef } from "effect"
-import type { EtcdSeqService } from "../EtcdSeq.js"
 import type { EtcdSeqError } from "../EtcdSeqError.js"
+import type { Member } from "../GroupView.js"
 import { Info } from "../Info.js"
-import * as Assign from "./assign.js"
 import * as Bounded from "./bounded.js"
 import * as Cell from "./cell.js"
 import type { Shared } from "./client.js"
 import * as Metrics from "./metrics.js"
 import { membersOf } from "./observe.js"
 import * as Registration from "./registration.js"
+import * as Source from "./source.js"
 
 type End = { readonly _tag: "Open" } | { readonly _tag: "Closed" } | {
   readonly _tag: "Failed"
@@ -23,22 +23,26 @@ type End = { readonly _tag: "Open" } | { readonly _tag: "Closed" } | {
 interface Status {
   readonly info: Info
   /** The registration the Info was obtained under, while valid. */
-  readonly holder: Assign.Holder | undefined
+  readonly holder: Source.Holder | undefined
   readonly end: End
 }
 
-const registry = new WeakMap<EtcdSeqService, Assign.Source>()
-
-const toLatest = (s: Status): Assign.Latest =>
+const toLatest = (s: Status): Source.Latest =>
   s.end._tag === "Open" ? { _tag: "Info", info: s.info, holder: s.holder } : s.end
 
-/** What `runAssigned` and `runShards` need of a membership this library made; none for a hand-made one. */
-export const sourceOf = (seq: EtcdSeqService): Assign.Source | undefined => registry.get(seq)
+/** A membership as this module makes it: `EtcdSeqService`'s fields, with the source its runners read. */
+export interface Membership {
+  readonly group: string
+  readonly changes: Stream.Stream<Info, EtcdSeqError>
+  readonly current: Effect.Effect<Info>
+  readonly members: Effect.Effect<ReadonlyArray<Member>>
+  readonly [Source.SourceId]: Source.Library
+}
 
 export const make = (
   shared: Shared,
   settings: Registration.Settings
-): Effect.Effect<EtcdSeqService, EtcdSeqError, Scope.Scope> =>
+): Effect.Effect<Membership, EtcdSeqError, Scope.Scope> =>
   Effect.gen(function*() {
     const memberScope = yield* Effect.scope
     // Acquired first, so released last: the view outlives the member's own keys.
@@ -54,11 +58,11 @@ export const make = (
     // --- Info from the registration ---
     // Every view change is stored (runAssigned's group handover follows revisions); `changes` drops equal Infos.
     // Synchronous: the shared watch calls it for every member on every view, so it must cost next to nothing.
-    const unsafeSetInfo = (info: Info, holder?: Assign.Holder): void => {
+    const unsafeSetInfo = (info: Info, holder?: Source.Holder): void => {
       const changed = status.unsafeModify((s): [boolean, Status] =>
         // Once ended, the membership stays invalid: a view update racing the release must not revive it.
         s.end._tag !== "Open" ||
-          (Equal.equals(s.info, info) && s.info.revision === info.revision && s.holder === holder)
+          (Info.sameView(s.info, info) && s.holder === holder)
           ? [false, s]
           : [!Equal.equals(s.info, info), { ...s, info, holder }]
       )
@@ -137,22 +141,17 @@ export const make = (
       }
     )))
 
-    const service: EtcdSeqService = {
-      group: settings.key,
-      changes,
-      current: Effect.map(status.get, (s) => s.info),
-      members: Effect.map(SubscriptionRef.get(watch.view), membersOf)
-    }
-    registry.set(service, {
+    const source: Source.Library = {
+      _tag: "Library",
       group: settings.key,
       shared,
       view: watch.view,
       listen: watch.listen,
       reader: Effect.map(status.reader, (read) => {
-        let last: Assign.Latest | undefined
-        const next: Effect.Effect<Assign.Latest> = Effect.flatMap(read, (s) => {
+        let last: Source.Latest | undefined
+        const next: Effect.Effect<Source.Latest> = Effect.flatMap(read, (s) => {
           const latest = toLatest(s)
-          if (last !== undefined && Assign.sameLatest(last, latest)) return next
+          if (last !== undefined && Source.sameLatest(last, latest)) return next
           last = latest
           return Effect.succeed(latest)
         })
@@ -170,6 +169,13 @@ export const make = (
             ? Effect.void
             : Effect.asVoid(latest.rewrite(shards))
         })
-    })
+    }
+    const service: Membership = {
+      group: settings.key,
+      changes,
+      current: Effect.map(status.get, (s) => s.info),
+      members: Effect.map(SubscriptionRef.get(watch.view), membersOf),
+      [Source.SourceId]: source
+    }
     return service
   }).pipe(Effect.annotateLogs({ group: settings.key }))

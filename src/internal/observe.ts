@@ -4,8 +4,7 @@
  * watches of them. What the group waits for is a pure function of the four (`waiting`).
  */
 import { Effect, RcMap, type Scope, Stream } from "effect"
-import type { Member } from "../EtcdSeq.js"
-import type { GroupView, IndexLock, ShardOwner, ShardsView } from "../GroupView.js"
+import type { GroupView, IndexLock, Member, ShardOwner, ShardsView } from "../GroupView.js"
 import type * as Claims from "./claims.js"
 import type { Shared } from "./client.js"
 import type * as Api from "./etcd/api.js"
