@@ -9,24 +9,18 @@
  */
 import { Data, Deferred, Effect, Exit, Queue, type Scope, SubscriptionRef } from "effect"
 import * as Bounded from "./bounded.js"
-import * as Api from "./etcd/api.js"
+import * as Contenders from "./contenders.js"
+import type * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 import * as OwnedKeys from "./ownedKeys.js"
 import * as PrefixCache from "./prefixCache.js"
 import { backoff } from "./retry.js"
 
 /** A live claim as the cache holds it. */
-export interface Claim {
-  readonly key: string
-  readonly owner: string
-  readonly createRevision: number
-}
+export type Claim = Contenders.Contender
 
 /** Every live claim of a group, by shard, oldest first. */
-export interface Claims {
-  readonly byShard: ReadonlyMap<number, ReadonlyArray<Claim>>
-  readonly seen: number
-}
+export type Claims = Contenders.Contenders
 
 export interface ClaimsWatch {
   /** The claims as the watch last applied them. */
@@ -43,49 +37,14 @@ export interface ClaimsWatch {
 /** A claim's key went before it held its shard (its lease revoked, or deleted from outside): it holds nothing. */
 export class ClaimLost extends Data.TaggedError("ClaimLost")<{ readonly key: string }> {}
 
-// --- The cache --------------------------------------------------------------------------------------------------
-
-const insert = (list: ReadonlyArray<Claim> | undefined, claim: Claim): ReadonlyArray<Claim> => {
-  const next = (list ?? []).filter((c) => c.key !== claim.key)
-  let at = next.length
-  while (at > 0 && next[at - 1]!.createRevision > claim.createRevision) at--
-  return [...next.slice(0, at), claim, ...next.slice(at)]
-}
-
-const fromKvs = (prefix: string, kvs: ReadonlyArray<Api.KeyValue>, revision: number): Claims => {
-  const byShard = new Map<number, ReadonlyArray<Claim>>()
-  for (const kv of kvs) {
-    const decoded = Keys.decodeClaim(prefix, kv)
-    if (decoded === undefined) continue
-    byShard.set(
-      decoded.shard,
-      insert(byShard.get(decoded.shard), { key: kv.key, owner: decoded.owner, createRevision: kv.createRevision })
-    )
-  }
-  return { byShard, seen: revision }
-}
-
-const apply = (prefix: string) => (state: Claims, events: ReadonlyArray<Api.Event>): Claims => {
-  const byShard = new Map(state.byShard)
-  let seen = state.seen
-  for (const event of events) {
-    const key = Api.eventKey(event)
-    seen = Math.max(seen, Api.eventRevision(event))
-    const decoded = Keys.decodeClaim(prefix, event._tag === "Put" ? event.kv : { key, lease: "0" })
-    const shard = decoded?.shard ?? Number(key.slice(prefix.length).split("/")[0])
-    if (!Number.isInteger(shard)) continue
-    const without = (byShard.get(shard) ?? []).filter((c) => c.key !== key)
-    // A put that is no claim (no lease, a foreign name) replaces whatever the key held: it holds nothing.
-    byShard.set(
-      shard,
-      event._tag === "Put" && decoded !== undefined
-        ? insert(without, { key, owner: decoded.owner, createRevision: event.kv.createRevision })
-        : without
-    )
-    if (byShard.get(shard)!.length === 0) byShard.delete(shard)
-  }
-  return { byShard, seen }
-}
+/** How claim keys name their shard and owner. */
+const scheme = (prefix: string): Contenders.Scheme => ({
+  numberOf: (key) => {
+    const shard = Number(key.slice(prefix.length).split("/")[0])
+    return Number.isInteger(shard) ? shard : undefined
+  },
+  ownerOf: (kv) => Keys.decodeClaim(prefix, kv)?.owner
+})
 
 /** Follows every claim of `group` for the life of the scope: one watch, whatever number of shards wait. */
 export const watch = (
@@ -96,7 +55,7 @@ export const watch = (
   Effect.gen(function*() {
     const prefix = Keys.claimsPrefix(group)
     const waiters = new Map<number, Set<() => void>>()
-    let last: Claims = { byShard: new Map(), seen: 0 }
+    let last: Claims = { byNumber: new Map(), seen: 0 }
     const latest = yield* SubscriptionRef.make(last)
     // Shards an event touched get new lists (`apply` copies the map, not the untouched lists).
     const changed = (next: Claims) =>
@@ -105,7 +64,7 @@ export const watch = (
           const before = last
           last = next
           for (const [shard, set] of waiters) {
-            if (before.byShard.get(shard) === next.byShard.get(shard)) continue
+            if (before.byNumber.get(shard) === next.byNumber.get(shard)) continue
             waiters.delete(shard)
             for (const wake of set) wake()
           }
@@ -115,12 +74,7 @@ export const watch = (
     const cache = yield* PrefixCache.follow(
       api,
       prefix,
-      OwnedKeys.sweeping({
-        initial: (kvs, revision) => fromKvs(prefix, kvs, revision),
-        reread: (_, kvs, revision) => fromKvs(prefix, kvs, revision),
-        apply: apply(prefix),
-        seen: (state) => state.seen
-      }, sweep),
+      OwnedKeys.sweeping(Contenders.fold(scheme(prefix)), sweep),
       {
         span: "EtcdSeq.claimsWatch",
         onChange: changed
@@ -163,7 +117,7 @@ export const awaitHeld = (
         woken = true
         resume?.()
       })
-      const list = claims.current().byShard.get(shard) ?? []
+      const list = claims.current().byNumber.get(shard) ?? []
       const at = list.findIndex((c) => c.key === key)
       if (at < 0 && seen) {
         cancel()

@@ -9,6 +9,7 @@
  * for longer than it takes its client to see it.
  */
 import { Data, Effect, Option, type Scope, Stream, SubscriptionRef } from "effect"
+import * as Contenders from "./contenders.js"
 import * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 import * as OwnedKeys from "./ownedKeys.js"
@@ -111,17 +112,8 @@ export const acquire = (
 
 // --- The group's locks, for the client ---
 
-export interface Contender {
-  readonly key: string
-  readonly owner: string
-  readonly createRevision: number
-}
-
-/** Every index's contenders, oldest (the holder) first, and the highest revision applied. */
-export interface Locks {
-  readonly byIndex: ReadonlyMap<number, ReadonlyArray<Contender>>
-  readonly seen: number
-}
+/** Every index's contenders (lock keys), oldest (the holder) first. */
+export type Locks = Contenders.Contenders
 
 const indexOfKey = (prefix: string, key: string): number | undefined => {
   const rest = key.slice(prefix.length)
@@ -129,42 +121,11 @@ const indexOfKey = (prefix: string, key: string): number | undefined => {
   return slash > 0 && /^(0|[1-9][0-9]{0,8})$/.test(rest.slice(0, slash)) ? Number(rest.slice(0, slash)) : undefined
 }
 
-const withContender = (locks: Map<number, ReadonlyArray<Contender>>, prefix: string, kv: Api.KeyValue) => {
-  const index = indexOfKey(prefix, kv.key)
-  if (index === undefined) return
-  const owner = Keys.lockOwnerOfKey(`${prefix}${index}/`, kv.key, kv.lease)
-  const others = (locks.get(index) ?? []).filter((c) => c.key !== kv.key)
-  if (owner === undefined) return void locks.set(index, others)
-  locks.set(
-    index,
-    [...others, { key: kv.key, owner, createRevision: kv.createRevision }].sort((a, b) =>
-      a.createRevision - b.createRevision
-    )
-  )
-}
-
-const readLocks = (prefix: string, kvs: ReadonlyArray<Api.KeyValue>, revision: number): Locks => {
-  const byIndex = new Map<number, ReadonlyArray<Contender>>()
-  for (const kv of kvs) withContender(byIndex, prefix, kv)
-  // Keys no lease holds leave an index with no contender.
-  for (const [index, list] of byIndex) if (list.length === 0) byIndex.delete(index)
-  return { byIndex, seen: revision }
-}
-
-const applyLocks = (prefix: string) => (state: Locks, events: ReadonlyArray<Api.Event>): Locks => {
-  const byIndex = new Map(state.byIndex)
-  let seen = state.seen
-  for (const event of events) {
-    seen = Math.max(seen, Api.eventRevision(event))
-    if (event._tag === "Put") withContender(byIndex, prefix, event.kv)
-    else {
-      const index = indexOfKey(prefix, event.key)
-      if (index !== undefined) byIndex.set(index, (byIndex.get(index) ?? []).filter((c) => c.key !== event.key))
-    }
-  }
-  for (const [index, list] of byIndex) if (list.length === 0) byIndex.delete(index)
-  return { byIndex, seen }
-}
+/** How lock keys name their index and owner. */
+const scheme = (prefix: string): Contenders.Scheme => ({
+  numberOf: (key) => indexOfKey(prefix, key),
+  ownerOf: (kv) => Keys.lockOwnerOfKey(`${prefix}${indexOfKey(prefix, kv.key)}/`, kv.key, kv.lease)
+})
 
 /** Every index lock of a group, as one watch of the client follows them. */
 export interface LocksWatch {
@@ -183,16 +144,11 @@ export const watch = (
 ): Effect.Effect<LocksWatch, Api.RequestError, Scope.Scope> =>
   Effect.gen(function*() {
     const prefix = Keys.locksPrefix(group)
-    const latest = yield* SubscriptionRef.make<Locks>({ byIndex: new Map(), seen: 0 })
+    const latest = yield* SubscriptionRef.make<Locks>({ byNumber: new Map(), seen: 0 })
     const cache = yield* PrefixCache.follow(
       api,
       prefix,
-      OwnedKeys.sweeping({
-        initial: (kvs, revision) => readLocks(prefix, kvs, revision),
-        reread: (_, kvs, revision) => readLocks(prefix, kvs, revision),
-        apply: applyLocks(prefix),
-        seen: (state) => state.seen
-      }, sweep),
+      OwnedKeys.sweeping(Contenders.fold(scheme(prefix)), sweep),
       { span: "EtcdSeq.locksWatch", onChange: (state) => SubscriptionRef.set(latest, state) }
     )
     yield* SubscriptionRef.set(latest, cache.current())

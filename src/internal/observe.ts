@@ -25,7 +25,7 @@ export const membersOf = (view: View): ReadonlyArray<Member> =>
 // --- The view, and what it waits for -------------------------------------------------------------------------------
 
 const lockViews = (locks: Lock.Locks): ReadonlyArray<IndexLock> =>
-  [...locks.byIndex].sort(([a], [b]) => a - b).map(([index, [holder, ...waiting]]) => ({
+  [...locks.byNumber].sort(([a], [b]) => a - b).map(([index, [holder, ...waiting]]) => ({
     index,
     holder: holder!.owner,
     fence: holder!.createRevision,
@@ -41,7 +41,7 @@ const shardsView = (view: View, claims: Claims.Claims): ShardsView | undefined =
   const planned = new Array<string>(shards)
   for (const [name, owned] of planOf(view, shards)) for (const shard of owned) planned[shard] = idOf.get(name)!
   const owners = Array.from({ length: shards }, (_, shard): ShardOwner => {
-    const [holder, ...waiting] = claims.byShard.get(shard) ?? []
+    const [holder, ...waiting] = claims.byNumber.get(shard) ?? []
     return {
       shard,
       planned: planned[shard]!,
