@@ -16,7 +16,7 @@ import { type Flag, flags } from "./help.js"
 
 const invalid = (flag: Flag, reason: string) => ValidationError.invalidValue(HelpDoc.p(`--${flag.name}: ${reason}`))
 
-export const text = (flag: Flag): Options.Options<string> => Options.text(flag.name)
+const text = (flag: Flag): Options.Options<string> => Options.text(flag.name)
 
 export const optional = (flag: Flag): Options.Options<Option.Option<string>> =>
   Options.text(flag.name).pipe(Options.optional)
@@ -24,7 +24,7 @@ export const optional = (flag: Flag): Options.Options<Option.Option<string>> =>
 export const boolean = (flag: Flag): Options.Options<boolean> => Options.boolean(flag.name)
 
 /** The flag, else its environment variable when set and not empty, else none. */
-export const orEnv = (flag: Flag & { readonly env: string }): Options.Options<Option.Option<string>> =>
+const orEnv = (flag: Flag & { readonly env: string }): Options.Options<Option.Option<string>> =>
   Options.text(flag.name).pipe(
     Options.map(Option.some),
     Options.withFallbackConfig(Config.option(Config.string(flag.env))),

@@ -19,7 +19,7 @@ const pollEvery = Duration.millis(25)
  * reap it (an orphan of a parent, pid 1, that reaps nobody) stays a zombie there, and counts as gone. Elsewhere, a
  * signal 0 to the group tells whether any process (a zombie too) is left.
  */
-export const livePids = (pgid: number): Effect.Effect<ReadonlyArray<number>, never, FileSystem.FileSystem> =>
+const livePids = (pgid: number): Effect.Effect<ReadonlyArray<number>, never, FileSystem.FileSystem> =>
   process.platform !== "linux"
     ? Effect.sync(() => {
       try {
@@ -49,7 +49,7 @@ export const livePids = (pgid: number): Effect.Effect<ReadonlyArray<number>, nev
  * State and process group from a `/proc/<pid>/stat` line: `pid (comm) state ppid pgrp ...`. The command name may hold
  * spaces and parentheses, so the fields are read after the last `)`.
  */
-export const parseStat = (stat: string): { readonly state: string; readonly pgrp: number } | undefined => {
+const parseStat = (stat: string): { readonly state: string; readonly pgrp: number } | undefined => {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
   const pgrp = Number(fields[2])
   return fields[0] === undefined || fields[0] === "" || !Number.isInteger(pgrp)
@@ -58,7 +58,7 @@ export const parseStat = (stat: string): { readonly state: string; readonly pgrp
 }
 
 /** Sends `signal` to every process of the group; none left is no error. */
-export const signal = (pgid: number, signal: NodeJS.Signals): Effect.Effect<void> =>
+const signal = (pgid: number, signal: NodeJS.Signals): Effect.Effect<void> =>
   Effect.sync(() => {
     try {
       process.kill(-pgid, signal)
@@ -68,7 +68,7 @@ export const signal = (pgid: number, signal: NodeJS.Signals): Effect.Effect<void
   })
 
 /** Waits until no live process of the group is left or `within` has passed; true when none is left. */
-export const awaitEmpty = (
+const awaitEmpty = (
   pgid: number,
   within: Duration.Duration
 ): Effect.Effect<boolean, never, FileSystem.FileSystem> =>

@@ -27,7 +27,7 @@ export interface Scheme {
 }
 
 /** `contender` in `list`, which it replaces by key, in create-revision order. */
-export const insert = (list: ReadonlyArray<Contender> | undefined, contender: Contender): ReadonlyArray<Contender> => {
+const insert = (list: ReadonlyArray<Contender> | undefined, contender: Contender): ReadonlyArray<Contender> => {
   const next = (list ?? []).filter((c) => c.key !== contender.key)
   let at = next.length
   while (at > 0 && next[at - 1]!.createRevision > contender.createRevision) at--

@@ -25,7 +25,7 @@
  * Segments a group key may not contain: the ones the library writes under a group (and will: shard claims), so no
  * group's keys nest in another's, plus `.` and `..`.
  */
-export const reservedSegments: ReadonlySet<string> = new Set([
+const reservedSegments: ReadonlySet<string> = new Set([
   "members",
   "locks",
   "handover",
@@ -53,7 +53,7 @@ export const invalidGroup = (group: unknown): string | undefined => {
 // --- Member ids -------------------------------------------------------------------------------------------------
 
 /** Lease ids are int64 decimals on the wire; keys carry them in hex, as etcd's own tools print them. */
-export const leaseIdToHex = (leaseId: string): string => {
+const leaseIdToHex = (leaseId: string): string => {
   let hex = hexOfLease.get(leaseId)
   if (hex === undefined) {
     // Bounded: a process sees a few leases per client it hears from, and a forgotten one is only computed again.
@@ -79,7 +79,7 @@ export const isBoundTo = (id: string, lease: string): boolean => {
 }
 
 /** True when `id` is a member id (bound to some lease). */
-export const isMemberId = (id: string): boolean => memberIdPattern.test(id)
+const isMemberId = (id: string): boolean => memberIdPattern.test(id)
 
 // --- Instances --------------------------------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ const shardsView = (view: View, claims: Claims.Claims): ShardsView | undefined =
 }
 
 /** What the group waits for, one line each: empty once it converged. */
-export const waitingOf = (
+const waitingOf = (
   view: View,
   published: ReadonlyMap<string, number>,
   locks: ReadonlyArray<IndexLock>,

@@ -23,7 +23,7 @@ import { counted, type Holder, type Latest, type Library } from "./source.js"
 import type { View } from "./view.js"
 
 /** The most shards a group may have. */
-export const maxShards = 65_536
+const maxShards = 65_536
 
 /** Why `shards` is not a number of shards, or `undefined` when it is. */
 export const invalidShards = (shards: unknown): string | undefined =>

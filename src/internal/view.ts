@@ -143,7 +143,7 @@ export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
 export const empty: View = { members: [], revision: 0, seen: 0, awaitingName: false }
 
 /** Join order: create revision, then name (members written in one transaction share their create revision). */
-export const compare = (
+const compare = (
   a: { readonly createRevision: number; readonly name: string },
   b: { readonly createRevision: number; readonly name: string }
 ): number => a.createRevision - b.createRevision || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
@@ -269,7 +269,7 @@ export const applyEvents = (
 }
 
 /** Index of the member with this name and create revision, or -1. */
-export const indexOf = (view: View, name: string, createRevision: number): number => {
+const indexOf = (view: View, name: string, createRevision: number): number => {
   const at = search(view.members, { createRevision, name })
   return view.members[at]?.name === name ? at : -1
 }
