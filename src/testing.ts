@@ -46,7 +46,9 @@ export const EtcdHarnessError: typeof HarnessError.EtcdHarnessError = HarnessErr
  * @since 0.1.0
  * @category errors
  */
-export type EtcdHarnessError = HarnessError.EtcdHarnessError
+// An interface, not an alias: signatures then read `EtcdHarnessError`, not the internal module's name.
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface EtcdHarnessError extends HarnessError.EtcdHarnessError {}
 
 /**
  * One etcd process the harness started, with the faults a test can inject by its pid.
