@@ -6,7 +6,7 @@
  * Options: `--sizes=10,100,300,1000` (300 is not in the issue: it shows the trend where 1000 cannot be measured),
  * `--impls=library,library10,baseline,assignments,shards`, `--shard-sizes=10,100,1000` (the shards section: `runShards`
  * beside `runAssigned` with 1024 shards), `--out=bench/results`, `--log=warning` (the library's warnings; by default
- * errors only), `--fleet` (the fleet benchmark instead: bench/fleet.ts).
+ * errors only), `--fleet` (the fleet benchmark instead: bench/measures/fleet.ts).
  */
 import { FileSystem, Path } from "@effect/platform"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
@@ -15,16 +15,17 @@ import { Console, Duration, Effect, Logger, LogLevel } from "effect"
 import { execFileSync } from "node:child_process"
 import * as os from "node:os"
 import { etcdStatus, startEtcd } from "../test/support/etcd.js"
-import { assignmentsMarkdown, measureAssignments } from "./assignments.js"
-import * as Baseline from "./baseline.js"
-import { BenchError } from "./etcdMetrics.js"
-import { runFleet } from "./fleet.js"
-import { measureFloor } from "./floor.js"
-import * as Library from "./library.js"
-import { markdown, type Report, row, targets } from "./report.js"
-import { nowMs } from "./runtime.js"
-import { failedRun, type GroupRun, type RunConfig, runGroup } from "./scenarios.js"
-import { measureShards, shardsMarkdown } from "./shards.js"
+import * as Baseline from "./drivers/baseline.js"
+import * as Library from "./drivers/library.js"
+import { assignmentsMarkdown, measureAssignments } from "./measures/assignments.js"
+import { BenchError } from "./measures/etcdMetrics.js"
+import { runFleet } from "./measures/fleet.js"
+import { measureFloor } from "./measures/floor.js"
+import { failedRun, type GroupRun, type RunConfig } from "./measures/groupRun.js"
+import { nowMs } from "./measures/runtime.js"
+import { runGroup } from "./measures/scenarios.js"
+import { measureShards, shardsMarkdown } from "./measures/shards.js"
+import { markdown, type Report, row, targets } from "./reports/report.js"
 
 const arg = (name: string): string | undefined =>
   process.argv.slice(2).find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)

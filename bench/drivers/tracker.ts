@@ -4,8 +4,8 @@
  * convergence is the time the last member reached the goal.
  */
 import { Deferred, type Duration, Effect, Option } from "effect"
-import type { Info } from "../src/index.js"
-import { nowMs } from "./runtime.js"
+import type { Info } from "../../src/index.js"
+import { nowMs } from "../measures/runtime.js"
 
 export interface Outcome {
   /** Every member reached the goal within the bound. */

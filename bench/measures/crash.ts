@@ -13,7 +13,7 @@ export interface CrashMember {
   readonly kill: Effect.Effect<void>
 }
 
-const script = fileURLToPath(new URL("./crashMember.ts", import.meta.url))
+const script = fileURLToPath(new URL("../children/crashMember.ts", import.meta.url))
 const readyWithin = Duration.seconds(30)
 const exitWithin = Duration.seconds(5)
 

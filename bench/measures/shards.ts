@@ -12,8 +12,8 @@
  * the member that joins and leaves has a client of its own, like a new process.
  */
 import { Console, Duration, Effect, Exit, Scope } from "effect"
-import { Etcd, EtcdSeq, type EtcdSeqService, type Exclusive, type Shard } from "../src/index.js"
-import * as ShardPlan from "../src/internal/shardPlan.js"
+import { Etcd, EtcdSeq, type EtcdSeqService, type Exclusive, type Shard } from "../../src/index.js"
+import * as ShardPlan from "../../src/internal/shardPlan.js"
 import { diff, requests, scrapeOrUnreadable } from "./etcdMetrics.js"
 import { nowMs, unsafeNowMs } from "./runtime.js"
 import { round, summarize } from "./stats.js"

@@ -6,10 +6,10 @@
  */
 import { Duration, Effect, Either, ExecutionStrategy, Exit, Queue, Ref, Scope, Stream } from "effect"
 import type { Etcd3, Lease } from "etcd3"
-import { Info } from "../src/index.js"
+import { Info } from "../../src/index.js"
+import { BenchError } from "../measures/etcdMetrics.js"
+import { bounded, rawClient } from "../measures/probe.js"
 import { type ClientCounters, type Driver, joinEach, type MemberHandle } from "./driver.js"
-import { BenchError } from "./etcdMetrics.js"
-import { bounded, rawClient } from "./probe.js"
 import * as Tracker from "./tracker.js"
 
 export interface BaselineOptions {

@@ -3,11 +3,11 @@
  * uses client `slot % clients`), each in its own scope, so closing that scope is a graceful leave.
  */
 import { Duration, Effect, ExecutionStrategy, Exit, Metric, Ref, Scope, Stream } from "effect"
-import { Etcd, type EtcdClient, EtcdSeq, type EtcdSeqError } from "../src/index.js"
-import { membersPrefix } from "../src/internal/keys.js"
-import { groupReads, watchResponses } from "../src/internal/metrics.js"
+import { Etcd, type EtcdClient, EtcdSeq, type EtcdSeqError } from "../../src/index.js"
+import { membersPrefix } from "../../src/internal/keys.js"
+import { groupReads, watchResponses } from "../../src/internal/metrics.js"
+import { BenchError } from "../measures/etcdMetrics.js"
 import { type ClientCounters, type Driver, joinEach, type MemberHandle } from "./driver.js"
-import { BenchError } from "./etcdMetrics.js"
 import * as Tracker from "./tracker.js"
 
 export interface LibraryOptions {

@@ -2,10 +2,10 @@
  * Turns the runs into the summary rows, the verdict on the issue's targets, and the Markdown that is printed and
  * written to `bench/results/`.
  */
-import type { AssignmentRow } from "./assignments.js"
-import type { GroupRun } from "./scenarios.js"
-import type { ShardsRow } from "./shards.js"
-import { round, summarize, type Summary } from "./stats.js"
+import type { AssignmentRow } from "../measures/assignments.js"
+import type { GroupRun } from "../measures/groupRun.js"
+import type { ShardsRow } from "../measures/shards.js"
+import { round, summarize, type Summary } from "../measures/stats.js"
 
 /** A latency that may not have been reached within its bound: then `ms` is the bound, a lower limit. */
 export interface Latency {

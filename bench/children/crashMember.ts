@@ -2,16 +2,16 @@
  * One member in a process of its own, for the crash scenario: the benchmark starts it, waits for `ready`, then
  * SIGKILLs it, so its lease is never revoked and expires after its TTL, exactly as when a real member crashes.
  *
- *   node <loader flags> bench/crashMember.ts <library|baseline> <endpoint> <group> <ttl seconds>
+ *   node <loader flags> bench/children/crashMember.ts <library|baseline> <endpoint> <group> <ttl seconds>
  *
  * It also ends by itself when its parent goes away (its stdin closes) or after two minutes.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Duration, Effect } from "effect"
-import { Etcd, EtcdSeq } from "../src/index.js"
-import * as Baseline from "./baseline.js"
-import { BenchError } from "./etcdMetrics.js"
-import { rawClient } from "./probe.js"
+import { Etcd, EtcdSeq } from "../../src/index.js"
+import * as Baseline from "../drivers/baseline.js"
+import { BenchError } from "../measures/etcdMetrics.js"
+import { rawClient } from "../measures/probe.js"
 
 const [impl = "", endpoint = "", group = "", ttlText = ""] = process.argv.slice(2)
 const ttlSeconds = Number(ttlText)

@@ -2,7 +2,7 @@
  * One process of a fleet: M members of one group on one client (the library) or on one raw client (the Go original's
  * algorithm), driven by the fleet benchmark over stdin, reporting on stdout. Spawned as the real node process:
  *
- *   node --import tsx bench/fleetMember.ts <library|baseline> <endpoint> <group> <members> <ttl seconds>
+ *   node --import tsx bench/children/fleetMember.ts <library|baseline> <endpoint> <group> <members> <ttl seconds>
  *
  * stdin, one command per line:
  *   go <n>       join every member at once, and report when all of them hold count n
@@ -32,9 +32,9 @@ import * as fs from "node:fs"
 import * as inspector from "node:inspector"
 import { monitorEventLoopDelay } from "node:perf_hooks"
 import * as readline from "node:readline"
-import { Etcd, EtcdSeq, Info } from "../src/index.js"
-import * as Metrics from "../src/internal/metrics.js"
-import * as Baseline from "./baseline.js"
+import { Etcd, EtcdSeq, Info } from "../../src/index.js"
+import * as Metrics from "../../src/internal/metrics.js"
+import * as Baseline from "../drivers/baseline.js"
 
 const [impl = "library", endpoint = "", group = "", membersText = "0", ttlText = "10"] = process.argv.slice(2)
 const size = Number(membersText)

@@ -4,7 +4,7 @@
  * sees to the tracker.
  */
 import { Effect } from "effect"
-import type { BenchError } from "./etcdMetrics.js"
+import type { BenchError } from "../measures/etcdMetrics.js"
 import type { Tracker } from "./tracker.js"
 
 export interface MemberHandle {

@@ -1,17 +1,17 @@
 /**
  * One scenario alone, to profile it: a join storm of N library members on one client, then single leaves and joins.
  *
- *   node --cpu-prof --cpu-prof-dir=bench/results/profiles --import tsx bench/profile.ts --size=300 --rounds=20
+ *   node --cpu-prof --cpu-prof-dir=bench/results/profiles --import tsx bench/entry/profile.ts --size=300 --rounds=20
  *
  * Prints the storm's time and each change's time; `--impl=baseline` profiles the baseline instead.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Duration, Effect, Fiber, Metric } from "effect"
-import { startEtcd } from "../test/support/etcd.js"
-import * as Baseline from "./baseline.js"
-import { BenchError } from "./etcdMetrics.js"
-import * as Library from "./library.js"
-import { nowMs } from "./runtime.js"
+import { startEtcd } from "../../test/support/etcd.js"
+import * as Baseline from "../drivers/baseline.js"
+import * as Library from "../drivers/library.js"
+import { BenchError } from "../measures/etcdMetrics.js"
+import { nowMs } from "../measures/runtime.js"
 
 const arg = (name: string, fallback: string): string =>
   process.argv.slice(2).find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback

@@ -7,7 +7,7 @@
  * count and when every member's work for the new count had started.
  */
 import { Duration, Effect, Exit, Option, Scope, Stream } from "effect"
-import { Etcd, EtcdSeq, type EtcdSeqService, type Exclusive } from "../src/index.js"
+import { Etcd, EtcdSeq, type EtcdSeqService, type Exclusive } from "../../src/index.js"
 import { nowMs, unsafeNowMs } from "./runtime.js"
 import { round, summarize } from "./stats.js"
 

@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- --fleet`: a fleet of members spread over P processes (M members each, one client per process)
  * against one etcd this benchmark starts, per configuration P x M. Each process is the real node process running
- * `bench/fleetMember.ts` (bundled to JavaScript first), so the pid held is the process. Not a test: figures, not
+ * `bench/children/fleetMember.ts` (bundled to JavaScript first), so the pid held is the process. Not a test: figures, not
  * assertions.
  *
  * Per configuration: the join storm from "go" (processes already started, clients connected) until every member holds
@@ -23,7 +23,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
-import { startEtcd } from "../test/support/etcd.js"
+import { startEtcd } from "../../test/support/etcd.js"
 import { BenchError, diff, scrapeOrUnreadable } from "./etcdMetrics.js"
 import { measureFloor } from "./floor.js"
 import { summarize } from "./stats.js"
@@ -46,8 +46,8 @@ const outDir = arg("out") ?? "bench/results"
  * own; here a hundred busy Node processes share two cores with it, and at equal priority they starve it of CPU.
  */
 const niceness = Number(arg("nice") ?? "0")
-const memberScript = fileURLToPath(new URL("./fleetMember.ts", import.meta.url))
-const root = fileURLToPath(new URL("..", import.meta.url))
+const memberScript = fileURLToPath(new URL("../children/fleetMember.ts", import.meta.url))
+const root = fileURLToPath(new URL("../..", import.meta.url))
 /**
  * The member script bundled once into plain JavaScript (its packages left to node_modules): a hundred processes
  * started through tsx would each carry its transpiler, and memory and start-up would measure that, not the library.
