@@ -3,13 +3,13 @@
  * asking every node, and a stop order that does not make the leader wait for peers that are dying.
  */
 import { Array as Arr, Duration, Effect, Option, type Scope } from "effect"
-import type { EtcdCluster, EtcdNode } from "../../testing.js"
 import * as Bounded from "../bounded.js"
 import { requireEtcdBinary } from "./binary.js"
 import { live, POLL_EVERY } from "./clock.js"
 import { type EtcdHarnessError, harnessError } from "./error.js"
 import { clusterToken, makeNode, type NodeConfig, type NodeHandle, peerUrlOf } from "./etcdNode.js"
 import { etcdStatus, HEALTH_REQUEST_TIMEOUT_MS } from "./gateway.js"
+import type { EtcdCluster, EtcdNode } from "./model.js"
 import { freePorts, retryOnPortClash } from "./ports.js"
 
 const LEADER_WITHIN = Duration.seconds(10)

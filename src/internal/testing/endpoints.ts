@@ -3,12 +3,12 @@
  * that says how to get etcd.
  */
 import { Effect, Option, type Scope } from "effect"
-import type { ResolvedEtcdEndpoints } from "../../testing.js"
 import { findEtcdBinary, NO_ETCD_MESSAGE } from "./binary.js"
 import { live } from "./clock.js"
 import { startContainer } from "./container.js"
 import { type EtcdHarnessError, harnessError } from "./error.js"
 import { startEtcdWith } from "./etcdNode.js"
+import type { ResolvedEtcdEndpoints } from "./model.js"
 
 /** `ETCD_ENDPOINTS`, comma separated, if it names at least one endpoint. */
 const endpointsFromEnv = (): Option.Option<ReadonlyArray<string>> => {

@@ -4,12 +4,12 @@
  */
 import { Duration, Effect, type Scope } from "effect"
 import { randomUUID } from "node:crypto"
-import type { EtcdNode } from "../../testing.js"
 import * as Bounded from "../bounded.js"
 import { requireEtcdBinary } from "./binary.js"
 import { live, POLL_EVERY } from "./clock.js"
 import { type EtcdHarnessError, harnessError } from "./error.js"
 import { etcdHealthy, memberPeerUrls } from "./gateway.js"
+import type { EtcdNode } from "./model.js"
 import { freePorts, retryOnPortClash } from "./ports.js"
 import { describeExit, killProc, type Proc, signalProc, spawnProc, stopProc } from "./processes.js"
 import { tempDir } from "./tempDir.js"

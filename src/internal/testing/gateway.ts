@@ -3,10 +3,10 @@
  * decoded by `healthJson.ts`.
  */
 import { Effect, Option } from "effect"
-import type { EtcdStatus } from "../../testing.js"
 import { live } from "./clock.js"
 import { describeCause, type EtcdHarnessError, harnessError } from "./error.js"
 import { healthyBody, peerUrlsOfBody, statusOfBody } from "./healthJson.js"
+import type { EtcdStatus } from "./model.js"
 
 export const HEALTH_REQUEST_TIMEOUT_MS = 1_000
 

@@ -3,7 +3,7 @@
  * `/v3/cluster/member/list`. Only the fields the harness reads; others are ignored. 64-bit ids come as strings.
  */
 import { Option, Schema } from "effect"
-import type { EtcdStatus } from "../../testing.js"
+import type { EtcdStatus } from "./model.js"
 
 /** A uint64 as grpc-gateway writes it (a string), or as a plain number. */
 const Uint64 = Schema.Union(Schema.String, Schema.Number)
