@@ -9,6 +9,7 @@ import type { ConfigError } from "effect/ConfigError"
 import type { EtcdSeqError, InvalidOptions } from "./EtcdSeqError.js"
 import * as Client from "./internal/client.js"
 import * as Etcd3Api from "./internal/etcd/etcd3.js"
+import type { Etcd3 } from "./internal/etcd/etcd3.js"
 import * as Memory from "./internal/etcd/memory.js"
 import * as Options from "./internal/etcd/options.js"
 import { MemoryEtcd } from "./MemoryEtcd.js"
@@ -73,7 +74,7 @@ export interface EtcdClient extends Client.EtcdClient {} // eslint-disable-line 
  * @category models
  */
 export interface Etcd3Client extends EtcdClient {
-  readonly client: Etcd3Api.Etcd3
+  readonly client: Etcd3
 }
 
 /**
