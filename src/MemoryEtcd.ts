@@ -5,8 +5,8 @@
  * @since 0.1.0
  */
 import { Context, Duration, Effect, Layer, type Scope } from "effect"
-import type { EtcdClient } from "./Etcd.js"
 import * as Client from "./internal/client.js"
+import type { EtcdClient } from "./internal/client.js"
 import * as Memory from "./internal/etcd/memory.js"
 
 /**
@@ -82,6 +82,8 @@ export interface MemoryEtcdService {
    * fails as etcd's do, and the library re-reads.
    */
   readonly compact: (revision?: number) => Effect.Effect<void>
+  /** The server behind the service, for `Etcd.layerMemory`; absent on a service value this library did not make. */
+  readonly [Memory.TypeId]?: Memory.Server | undefined
 }
 
 /**
@@ -127,7 +129,7 @@ export class MemoryEtcd extends Context.Tag("effect-etcdseq/MemoryEtcd")<MemoryE
       const api = Client.of(client)?.api
       return api === undefined ? undefined : server.clientOf(api)
     }
-    const service: MemoryEtcdService = {
+    const service: Omit<MemoryEtcdService, Memory.TypeId> = {
       revision: Effect.sync(server.revision),
       read: (prefix = "") => Effect.sync(() => server.read(prefix)),
       leases: Effect.sync(() => {
@@ -161,7 +163,7 @@ export class MemoryEtcd extends Context.Tag("effect-etcdseq/MemoryEtcd")<MemoryE
       revoke: (lease) => Effect.sync(() => server.revokeFromOutside(lease)),
       compact: (revision) => Effect.sync(() => server.compact(revision ?? server.revision()))
     }
-    return Memory.attach(service, server)
+    return Memory.attach<MemoryEtcdService>(service, server)
   })
 
   /**

@@ -1,7 +1,9 @@
 /**
- * What the members of one `Etcd` client share: the seam to its etcd, one watch of each group, of each group's
- * handover values, shard claims and index locks, one lease per TTL, and the registry of the keys it holds under its
- * leases. Kept beside the public client object, not in its type, so that public types carry no internals.
+ * The client's shape (`Etcd.EtcdClient` is this interface) and what the members of one client share: the seam to its
+ * etcd, one watch of each group, of each group's handover values, shard claims and index locks, one lease per TTL,
+ * and the registry of the keys it holds under its leases. The client value carries them under `TypeId`, a symbol the
+ * package does not export, so users see only its public members. The shape lives here, not in `Etcd.ts`, so that
+ * `Etcd.ts` and `MemoryEtcd.ts` both use it without importing each other.
  *
  * A watch, once opened, stays open for the client's life: each also sweeps the keys a write of this client's landed
  * late under its leases (ownedKeys.ts), which can happen any time its leases live.
@@ -9,12 +11,32 @@
 import { Duration, Effect, RcMap, type Scope } from "effect"
 import * as Claims from "./claims.js"
 import type * as Api from "./etcd/api.js"
+import type { Etcd3 } from "./etcd/etcd3.js"
 import * as Handover from "./handover.js"
 import * as Lease from "./lease.js"
 import * as Lock from "./lock.js"
 import * as MemberWrites from "./memberWrites.js"
 import * as OwnedKeys from "./ownedKeys.js"
 import * as GroupWatch from "./watch.js"
+
+/** The key of a client's internals on the client value; not exported by the package. */
+export const TypeId: unique symbol = Symbol.for("effect-etcdseq/EtcdClient")
+export type TypeId = typeof TypeId
+
+/**
+ * The service: a client of one etcd, connected and proven. The members of a group that share one client share its
+ * watch of the group and its lease (one per TTL).
+ */
+export interface EtcdClient {
+  /** Where its requests go: the endpoints it was given, or `memory://client-<n>` for a client of `MemoryEtcd`. */
+  readonly endpoints: ReadonlyArray<string>
+  readonly connectTimeout: Duration.Duration
+  readonly requestTimeout: Duration.Duration
+  /** The `etcd3` client behind it, for requests of your own; absent on a client of `MemoryEtcd`. */
+  readonly client?: Etcd3 | undefined
+  /** What its members share; absent on a client value this library did not make. */
+  readonly [TypeId]?: Shared | undefined
+}
 
 export interface Shared {
   readonly api: Api.EtcdApi
@@ -68,13 +90,18 @@ export const make = (
     return { api, groups, handovers, claims, locks, owned, leases, memberWrites, registrationWrites }
   })
 
-const registry = new WeakMap<object, Shared>()
+// --- The internals on the client value ---
 
-/** Records what a public client object shares. */
-export const attach = <A extends object>(client: A, shared: Shared): A => {
-  registry.set(client, shared)
-  return client
-}
+/**
+ * The client value, carrying what its members share. The property is neither enumerable nor writable: the client
+ * prints, compares and spreads as its public members alone.
+ */
+export const attach = <A extends EtcdClient>(client: Omit<A, TypeId>, shared: Shared): A =>
+  Object.defineProperty(client, TypeId, { value: shared, enumerable: false, writable: false, configurable: false }) as A
 
-/** What a public client object shares, when this library made it. */
-export const of = (client: object): Shared | undefined => registry.get(client)
+/**
+ * What a client value shares, when this library made it. Asked with `in` first: a stand-in client (a Proxy in tests)
+ * is not read.
+ */
+export const of = (client: EtcdClient): Shared | undefined =>
+  typeof client === "object" && client !== null && TypeId in client ? client[TypeId] : undefined

@@ -6,7 +6,7 @@
  * in create-revision order), puts and deletes, transactions with compares, prefix or key watches from a revision,
  * and leases. Values are strings, revisions and lease ids numbers and decimal strings as etcd prints them.
  */
-import { Data, type Duration, Effect, Exit, Mailbox, type Scope } from "effect"
+import { Data, type Duration, Effect, Exit, Mailbox, Predicate, type Scope } from "effect"
 import type { EtcdRequestFailed, EtcdUnavailable } from "../../EtcdSeqError.js"
 
 /** What a request fails with: no etcd answered, or etcd answered no. */
@@ -190,10 +190,13 @@ export class Compacted extends Data.TaggedError("Compacted")<{ readonly revision
   }
 }
 
-/** True when etcd refused a request for a lease it does not know: the lease is gone. */
+/**
+ * True when etcd refused a request for a lease it does not know: the lease is gone. Both implementations report the
+ * refusal as a `LeaseNotFound` in `EtcdRequestFailed.error`, known by its tag.
+ */
 export const isLeaseNotFound = (error: RequestError): boolean =>
-  error._tag === "EtcdRequestFailed" && error.error instanceof LeaseNotFound
+  error._tag === "EtcdRequestFailed" && Predicate.isTagged(error.error, "LeaseNotFound")
 
-/** True when etcd refused a read at a compacted revision. */
+/** True when etcd refused a read at a compacted revision (a `Compacted`, known by its tag, as `isLeaseNotFound`). */
 export const isCompacted = (error: RequestError): boolean =>
-  error._tag === "EtcdRequestFailed" && error.error instanceof Compacted
+  error._tag === "EtcdRequestFailed" && Predicate.isTagged(error.error, "Compacted")
