@@ -20,7 +20,7 @@ export interface Outcome {
   readonly stragglers: ReadonlyArray<string>
 }
 
-export interface Goal {
+interface Goal {
   /** Waits until every member reached the goal, or the bound passed. */
   readonly await: (bound: Duration.DurationInput) => Effect.Effect<Outcome>
 }

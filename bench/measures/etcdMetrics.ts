@@ -32,7 +32,7 @@ export interface EtcdCounters {
 const sampleLine = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)$/
 const labelPair = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g
 
-export const parse = (text: string): EtcdCounters => {
+const parse = (text: string): EtcdCounters => {
   const started: Record<string, number> = {}
   const received: Record<string, number> = {}
   const sent: Record<string, number> = {}
@@ -77,7 +77,7 @@ export const parse = (text: string): EtcdCounters => {
 const scrapeTimeout = Duration.seconds(5)
 
 /** Reads etcd's counters; fails after 5 s rather than hang. */
-export const scrape = (clientUrl: string): Effect.Effect<EtcdCounters, BenchError> =>
+const scrape = (clientUrl: string): Effect.Effect<EtcdCounters, BenchError> =>
   Effect.tryPromise({
     try: async (signal) => {
       const response = await fetch(`${clientUrl}/metrics`, {
@@ -104,7 +104,7 @@ const diffRecord = (after: Readonly<Record<string, number>>, before: Readonly<Re
 }
 
 /** What a scenario reports when etcd's counters could not be read. */
-export const unreadable: EtcdCounters = {
+const unreadable: EtcdCounters = {
   readable: false,
   started: {},
   received: {},
@@ -145,5 +145,3 @@ export const requests = (d: EtcdCounters): number => {
   for (const [method, n] of Object.entries(d.started)) if (!streamMethods.has(method)) total += n
   return total + (d.received["Watch"] ?? 0)
 }
-
-export const count = (record: Readonly<Record<string, number>>, method: string): number => record[method] ?? 0

@@ -27,7 +27,7 @@ export const bounded = <A>(
     })
   )
 
-export interface ProbeEvent {
+interface ProbeEvent {
   readonly type: "put" | "delete"
   readonly key: string
   /** When the event reached the probe (ms on the benchmark clock). */

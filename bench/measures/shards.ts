@@ -18,7 +18,7 @@ import { diff, requests, scrapeOrUnreadable } from "./etcdMetrics.js"
 import { nowMs, unsafeNowMs } from "./runtime.js"
 import { round, summarize } from "./stats.js"
 
-export type Runner = "runShards" | `runAssigned ${Exclude<Exclusive, "none">}`
+type Runner = "runShards" | `runAssigned ${Exclude<Exclusive, "none">}`
 
 export interface ShardsRow {
   readonly runner: Runner

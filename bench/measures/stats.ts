@@ -13,7 +13,7 @@ export interface Summary {
 }
 
 /** The q-quantile (0..1) of already sorted samples, by the nearest-rank method. */
-export const quantileSorted = (sorted: ReadonlyArray<number>, q: number): number => {
+const quantileSorted = (sorted: ReadonlyArray<number>, q: number): number => {
   if (sorted.length === 0) return Number.NaN
   const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))
   return sorted[rank]!
@@ -32,8 +32,6 @@ export const summarize = (samples: ReadonlyArray<number>): Summary => {
     mean: sorted.length === 0 ? Number.NaN : total / sorted.length
   }
 }
-
-export const median = (samples: ReadonlyArray<number>): number => summarize(samples).median
 
 /** Rounds to `digits` significant digits, keeping integers >= 1000 whole. */
 export const round = (x: number, digits = 3): number => {

@@ -8,7 +8,7 @@ import type { ShardsRow } from "../measures/shards.js"
 import { round, summarize, type Summary } from "../measures/stats.js"
 
 /** A latency that may not have been reached within its bound: then `ms` is the bound, a lower limit. */
-export interface Latency {
+interface Latency {
   readonly ms: number
   readonly complete: boolean
 }

@@ -18,7 +18,7 @@ import { watch } from "./etcd3/watch.js"
 
 /** The etcd3 client type, for the public `Etcd3Client`: nothing outside `internal/etcd/` imports etcd3. */
 export type { Etcd3 } from "etcd3"
-export { classify, isUnavailability } from "./etcd3/errors.js"
+export { classify } from "./etcd3/errors.js"
 export type { Credentials, Settings } from "./etcd3/settings.js"
 
 // --- Requests -----------------------------------------------------------------------------------------------------

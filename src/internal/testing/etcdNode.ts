@@ -33,7 +33,7 @@ export interface NodeHandle {
   readonly stop: Effect.Effect<void>
 }
 
-export const clientUrlOf = (port: number) => `http://127.0.0.1:${port}`
+const clientUrlOf = (port: number) => `http://127.0.0.1:${port}`
 export const peerUrlOf = (port: number) => `http://127.0.0.1:${port}`
 
 /** A fresh `--initial-cluster-token`, so that members of different clusters never join each other. */

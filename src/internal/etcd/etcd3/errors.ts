@@ -21,7 +21,7 @@ const unavailableNames = new Set([
  * True when a failure means "no etcd answered", as opposed to "etcd answered no". etcd3 counts RESOURCE_EXHAUSTED as
  * recoverable, but it is a refusal: a response over the client's message size, an etcd out of space, a rate limit.
  */
-export const isUnavailability = (cause: unknown): boolean =>
+const isUnavailability = (cause: unknown): boolean =>
   cause instanceof Error && !(cause instanceof GRPCResourceExhastedError) &&
   (unavailableNames.has(cause.name) || unavailableNames.has(cause.constructor.name) || isRecoverableError(cause))
 

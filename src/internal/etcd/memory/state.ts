@@ -7,7 +7,7 @@ import type { Mailbox } from "effect"
 import type * as Api from "../api.js"
 
 /** One version of a key: its value from `modRevision` on, or its delete (`kv` undefined). */
-export interface Version {
+interface Version {
   readonly modRevision: number
   readonly kv: Api.KeyValue | undefined
 }
@@ -28,7 +28,7 @@ export interface Watch {
 
 export type OutageMode = "unreachable" | "hang"
 
-export interface Outage {
+interface Outage {
   readonly mode: OutageMode
   /** Clients cut off; all of them when undefined. */
   readonly clients: ReadonlySet<number> | undefined

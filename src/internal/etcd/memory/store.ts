@@ -10,7 +10,7 @@ import * as Watches from "./watches.js"
 // --- Reading ---
 
 /** The key's value at revision `at` (the current one by default), if it lived then. */
-export const latest = (state: State, key: string, at: number = state.revision): Api.KeyValue | undefined => {
+const latest = (state: State, key: string, at: number = state.revision): Api.KeyValue | undefined => {
   const list = state.versions.get(key)
   if (list === undefined) return undefined
   for (let i = list.length - 1; i >= 0; i--) {
