@@ -13,7 +13,7 @@ import * as Claims from "./claims.js"
 import type * as Api from "./etcd/api.js"
 import type { Etcd3 } from "./etcd/etcd3.js"
 import * as Handover from "./handover.js"
-import * as Lease from "./lease.js"
+import * as LeasePool from "./leasePool.js"
 import * as Lock from "./lock.js"
 import * as MemberWrites from "./memberWrites.js"
 import * as OwnedKeys from "./ownedKeys.js"
@@ -51,7 +51,7 @@ export interface Shared {
   /** The keys this client means to hold under its leases; its watches sweep the others. */
   readonly owned: OwnedKeys.Registry
   /** The client's leases, one per TTL, shared by its members. */
-  readonly leases: Lease.LeasePool
+  readonly leases: LeasePool.LeasePool
   /** Its members' keys, created a batch at a time (see memberWrites.ts). */
   readonly memberWrites: MemberWrites.MemberWrites
   /**
@@ -73,7 +73,7 @@ export const make = (
   pacing?: GroupWatch.Pacing | undefined
 ): Effect.Effect<Shared, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const leases = yield* Lease.makePool(api)
+    const leases = yield* LeasePool.makePool(api)
     const owned = yield* OwnedKeys.makeRegistry(api, leases.granted)
     const sweep = owned.sweep
     const forLife = { idleTimeToLive: Duration.infinity }

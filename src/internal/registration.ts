@@ -23,11 +23,13 @@ import { Info } from "../Info.js"
 import type { Shared } from "./client.js"
 import * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
-import * as Lease from "./lease.js"
+import type * as Lease from "./lease.js"
+import * as LeaseTiming from "./leaseTiming.js"
 import * as Metrics from "./metrics.js"
 import * as OwnedKeys from "./ownedKeys.js"
 import { backoff } from "./retry.js"
 import type { Holder } from "./source.js"
+import * as Standing from "./standing.js"
 import * as View from "./view.js"
 import type { GroupWatch } from "./watch.js"
 
@@ -44,9 +46,7 @@ export interface Settings {
 }
 
 /** How a registration ended: its membership lost (the member registers again), or its key taken over (it does not). */
-export type Ended =
-  | { readonly _tag: "Lost"; readonly reason: string }
-  | { readonly _tag: "Taken"; readonly by: string }
+export type Ended = Standing.Ended
 
 export interface Registration {
   readonly holder: Holder
@@ -93,212 +93,283 @@ export const register = (
   earlier: Array<string>
 ): Effect.Effect<Registration, Api.RequestError | InstanceTaken> =>
   Effect.gen(function*() {
-    const { settings, shared, watch } = deps
     const scope = yield* Scope.fork(deps.parent, ExecutionStrategy.sequential)
     return yield* Effect.gen(function*() {
-      // --- The lease, shared with the client's other members: the member itself is a key under it ---
-      const lease = yield* shared.leases.hold(settings.ttl)
-      const id = Keys.memberId(lease.id, yield* shared.leases.unique)
-      const takeOver = earlier.length === 0
-      earlier.push(id)
-      const name = settings.instance === undefined ? id : Keys.instanceName(settings.instance)
-      const prefix = Keys.membersPrefix(settings.key)
-      const memberKey = prefix + name
-      const handoverKey = Keys.handoverKey(settings.key, id)
-      const api = shared.api
-      // Known once the key is written: nothing reads it before (onView waits for the write).
-      let holder: Holder = { id, name, leaseId: lease.id, createRevision: 0, leaseLost: lease.lost }
-      const visible = yield* Deferred.make<void, EtcdUnavailable>()
-      let endedWith: Ended | undefined
-      let onEnded: ((ended: Ended) => void) | undefined
-      const end = (ended: Ended) => {
-        if (endedWith !== undefined) return
-        endedWith = ended
-        onEnded?.(ended)
-      }
-      const state = { written: undefined as Written | undefined, retired: false, leaseLost: false }
-      yield* lease.onLost((reason) => {
-        state.leaseLost = true
-        end({ _tag: "Lost", reason })
-      })
-
-      // --- The view: the member's Info while its key is its own in it, and the end once it is not ---
-      let fenced = false
-      let latestView: View.View | undefined
-      const onView = (view: View.View): void => {
-        latestView = view
-        if (state.written === undefined || state.retired) return
-        const standing = View.standing(view, { id, name, ...state.written })
-        if (standing._tag === "Member") {
-          if (!fenced) deps.setInfo(standing.info, holder)
-          Deferred.unsafeDone(visible, Exit.void)
-        } else if (standing._tag !== "Pending") {
-          end(standing._tag === "Taken" ? standing : { _tag: "Lost", reason: "its key was deleted" })
-          Deferred.unsafeDone(visible, Exit.void)
-        }
-      }
-      yield* watch.listen(onView)
-      // While the lease is fenced the member is invalid (its work stops) and keeps its key: a keepalive that lifts the
-      // fence proves the lease, and so the key, alive all along, and the member takes its place back from the view.
-      // The others see nothing of it.
-      yield* lease.onFence((isFenced) => {
-        fenced = isFenced
-        if (state.written === undefined || state.retired) return
-        if (isFenced) deps.setInfo(Info.invalid)
-        else if (latestView !== undefined) onView(latestView)
-      })
-
-      // --- Writes to the member key while it is this registration's own (an instance key may become another's) ---
-      // Compared on the mod revision the registration last wrote; a compare that fails reads the key once, since a
-      // write of its own whose answer was lost (the first put, say) moved it. Nothing written yet: compared on the
-      // key's absence, so a delete after a put that never landed deletes nothing and one that did finds it.
-      const ownWrite = (ops: ReadonlyArray<Api.Op>) =>
-        Effect.gen(function*() {
-          let modRevision = state.written?.modRevision ?? 0
-          for (let attempt = 0; attempt < 3; attempt++) {
-            const result = yield* api.txn({
-              compare: [{ key: memberKey, target: "mod", result: "equal", value: modRevision }],
-              success: ops,
-              failure: [{ _tag: "Range", range: { target: { key: memberKey } } }]
-            })
-            if (result.succeeded) {
-              if (state.written !== undefined) state.written = { ...state.written, modRevision: result.revision }
-              return true
-            }
-            const kv = Api.rangeKv(result.results[0])
-            const decoded = kv === undefined ? undefined : View.decode(prefix, kv)
-            if (decoded?._tag !== "Member" || decoded.entry.id !== id) return false
-            modRevision = kv!.modRevision
-          }
-          return false
-        })
-
-      // --- The key: its delete registered first; a leave deletes it with the member's handover key ---
-      const instanceId = settings.instance === undefined ? undefined : id
-      // The shards the record declares: the member's own once it runs runShards; until then, a new incarnation
-      // takes its predecessor's over (see writeInstanceKey), so that a restart moves no shard of anyone's.
-      let declared = deps.shards()
-      const recordOf = (shards: number | undefined) => View.encodeValue(settings.metadata, { id: instanceId, shards })
-      const written = yield* OwnedKeys.hold(
-        {
-          api,
-          keys: [memberKey, handoverKey],
-          retryInBackground: shared.leases.retryInBackground,
-          registry: shared.owned,
-          leaseLost: lease.lost,
-          deleteWithin: Duration.min(settings.ttl, api.requestTimeout),
-          // A lost lease took the keys with it (or will within the TTL).
-          gone: () => state.leaseLost,
-          // With the client's other leaving members, in one transaction (see memberWrites.ts). An instance key is
-          // deleted (or parked) only while it is still this registration's: a newer incarnation may hold it.
-          remove: settings.instance === undefined ? () => shared.memberWrites.remove([memberKey, handoverKey]) : () => {
-            const release = settings.keepPlaceOnLeave && deps.leaving()
-              ? Effect.flatMap(
-                api.grant(Lease.ttlSeconds(settings.ttl)),
-                (parking) =>
-                  ownWrite([{
-                    _tag: "Put",
-                    key: memberKey,
-                    // The place keeps its declaration: its shards wait for the next incarnation, as its index does.
-                    value: View.encodeValue(settings.metadata, {
-                      id: Keys.memberId(parking, 0),
-                      parked: true,
-                      shards: declared
-                    }),
-                    lease: parking
-                  }, { _tag: "Delete", key: handoverKey }]).pipe(
-                    // Not parked (the key is another's): the parking lease holds nothing.
-                    Effect.tap((parked) => parked ? Effect.void : Effect.ignore(api.revoke(parking))),
-                    Effect.tapErrorCause(() => Effect.ignore(api.revoke(parking)))
-                  )
-              )
-              : ownWrite([{ _tag: "Delete", key: memberKey }, { _tag: "Delete", key: handoverKey }])
-            return Effect.flatMap(release, (done) => done ? Effect.void : Effect.asVoid(api.delete(handoverKey)))
-          }
-        },
-        retryUnanswered(
-          settings.ttl,
-          settings.instance === undefined
-            ? Effect.map(
-              shared.memberWrites.create(memberKey, recordOf(declared), lease.id),
-              (created): Written => ({ ...created, writtenAt: created.modRevision })
-            )
-            : shared.registrationWrites.withPermits(1)(writeInstanceKey({
-              api,
-              group: settings.key,
-              instance: settings.instance,
-              key: memberKey,
-              value: (inherited) => {
-                declared = deps.shards() ?? inherited
-                return recordOf(declared)
-              },
-              leaseId: lease.id,
-              earlier: takeOver ? undefined : earlier
-            }))
-        )
-      ).pipe(
-        // The shared lease was revoked or expired and its keepalive has not noticed yet: drop it now, so the retry
-        // gets a fresh one instead of failing against the dead one for a third of a TTL.
-        Effect.tapError((e) => e._tag !== "InstanceTaken" && Api.isLeaseNotFound(e) ? lease.rejected : Effect.void)
-      )
-      state.written = written
-      holder = { ...holder, createRevision: written.createRevision }
-      if (written.createRevision !== written.writtenAt) {
-        yield* Effect.logInfo(
-          `instance "${settings.instance}" takes its place back (joined at revision ${written.createRevision}) as ${id}`
-        )
-      }
-      // Runs before the delete: the member's own delete must not read as "key deleted, register again".
-      yield* Scope.addFinalizer(scope, Effect.sync(() => void (state.retired = true)))
-      // Registered once the shared view has applied the member's own join (it may have already). The put landed, so
-      // the wait is bounded by the TTL, not the request timeout: a watch that is slow to attach (its stream reset off a
-      // silent etcd member) must not turn a join that worked into a failure and a second put.
-      onView(yield* SubscriptionRef.get(watch.view))
-      if (!(yield* Deferred.isDone(visible))) {
-        // Past the request timeout the wait says what it waits for: an overloaded process or watch, not etcd's answer.
-        // One fiber keeps the time, not a race per member: five hundred members of a process join at once.
-        const seeWithin = Duration.max(settings.ttl, api.requestTimeout)
-        const deadline = yield* Effect.gen(function*() {
-          yield* Effect.sleep(api.requestTimeout)
-          const view = yield* SubscriptionRef.get(watch.view)
-          yield* Effect.logWarning(
-            `registered as ${id} at revision ${written.writtenAt}; the group's view has applied revision ${view.seen} ` +
-              `so far; waiting up to ${Duration.format(seeWithin)} for it to show this member`
-          )
-          yield* Effect.sleep(Duration.subtract(seeWithin, api.requestTimeout))
-          yield* Deferred.fail(visible, new EtcdUnavailable({ endpoints: api.endpoints, timeout: seeWithin }))
-        }).pipe(Effect.forkIn(scope))
-        yield* Deferred.await(visible).pipe(Effect.ensuring(Fiber.interrupt(deadline)))
-      }
-      return {
-        holder,
-        scope,
-        whenEnded: (f) => {
-          onEnded = f
-          if (endedWith !== undefined) f(endedWith)
-        },
-        retire: Effect.sync(() => {
-          state.retired = true
-        }),
-        rewrite: (shards) =>
-          ownWrite([{ _tag: "Put", key: memberKey, value: recordOf(shards), lease: lease.id }]).pipe(
-            Effect.tap((written) => Effect.sync(() => written && void (declared = shards)))
-          ),
-        declared: () => declared
-      } satisfies Registration
+      const reg = yield* begin(deps, earlier, scope)
+      yield* follow(reg)
+      const written = yield* writeKey(reg)
+      yield* reachVisible(reg, written)
+      return registrationOf(reg)
     }).pipe(
       Scope.extend(scope),
       Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void),
-      Effect.withSpan("EtcdSeq.register", { attributes: { group: settings.key }, captureStackTrace: false })
+      Effect.withSpan("EtcdSeq.register", { attributes: { group: deps.settings.key }, captureStackTrace: false })
     )
   })
 
-/** What a registration wrote: its key's create revision (its place), the last revision it wrote, the first. */
-interface Written {
-  readonly createRevision: number
-  readonly modRevision: number
-  readonly writtenAt: number
+/** One registration as its steps share it; `standing`, `declared` and `onEnded` are its only mutable parts. */
+interface Reg {
+  readonly deps: Deps
+  readonly api: Api.EtcdApi
+  readonly scope: Scope.CloseableScope
+  readonly lease: Lease.LeaseSession
+  readonly id: string
+  readonly name: string
+  readonly prefix: string
+  readonly memberKey: string
+  readonly handoverKey: string
+  /** The first registration of the member: with an instance, it takes the instance's key over whoever holds it. */
+  readonly takeOver: boolean
+  readonly earlier: ReadonlyArray<string>
+  /** Completed once the view has applied the member's write; failed when it did not in time. */
+  readonly visible: Deferred.Deferred<void, EtcdUnavailable>
+  /** Changed by `dispatch` only. */
+  standing: Standing.Standing
+  /**
+   * The shards the record declares: the member's own once it runs runShards; until then, a new incarnation takes
+   * its predecessor's over (see writeInstanceKey), so that a restart moves no shard of anyone's.
+   */
+  declared: number | undefined
+  onEnded: ((ended: Ended) => void) | undefined
 }
+
+// --- The lease, shared with the client's other members: the member itself is a key under it ---
+
+const begin = (deps: Deps, earlier: Array<string>, scope: Scope.CloseableScope) =>
+  Effect.gen(function*() {
+    const { settings, shared } = deps
+    const lease = yield* shared.leases.hold(settings.ttl)
+    const id = Keys.memberId(lease.id, yield* shared.leases.unique)
+    const takeOver = earlier.length === 0
+    earlier.push(id)
+    const name = settings.instance === undefined ? id : Keys.instanceName(settings.instance)
+    const prefix = Keys.membersPrefix(settings.key)
+    const reg: Reg = {
+      deps,
+      api: shared.api,
+      scope,
+      lease,
+      id,
+      name,
+      prefix,
+      memberKey: prefix + name,
+      handoverKey: Keys.handoverKey(settings.key, id),
+      takeOver,
+      earlier,
+      visible: yield* Deferred.make<void, EtcdUnavailable>(),
+      standing: Standing.initial({ id, name }),
+      declared: deps.shards(),
+      onEnded: undefined
+    }
+    return reg
+  })
+
+// --- The standing: every event through the pure reducer (standing.ts), its outputs applied here ---
+
+const dispatch = (reg: Reg, event: Standing.Event): void => {
+  const [next, outputs] = Standing.step(reg.standing, event)
+  reg.standing = next
+  for (const output of outputs) {
+    switch (output._tag) {
+      case "Info":
+        reg.deps.setInfo(output.info, output.holder)
+        break
+      case "Invalid":
+        reg.deps.setInfo(Info.invalid)
+        break
+      case "Visible":
+        Deferred.unsafeDone(reg.visible, Exit.void)
+        break
+      case "Ended":
+        reg.onEnded?.(output.ended)
+        break
+    }
+  }
+}
+
+/** The member's Info while its key is its own in the view, and the end once it is not, or once the lease is lost. */
+const follow = (reg: Reg) =>
+  Effect.gen(function*() {
+    yield* reg.lease.onLost((reason) => dispatch(reg, { _tag: "LeaseLost", reason }))
+    yield* reg.deps.watch.listen((view) => dispatch(reg, { _tag: "View", view }))
+    yield* reg.lease.onFence((fenced) => dispatch(reg, { _tag: "Fenced", fenced }))
+  })
+
+// --- Writes to the member key while it is this registration's own (an instance key may become another's) ---
+
+/**
+ * Compared on the mod revision the registration last wrote; a compare that fails reads the key once, since a write
+ * of its own whose answer was lost (the first put, say) moved it. Nothing written yet: compared on the key's
+ * absence, so a delete after a put that never landed deletes nothing and one that did finds it.
+ */
+const ownWrite = (reg: Reg, ops: ReadonlyArray<Api.Op>) =>
+  Effect.gen(function*() {
+    const { memberKey } = reg
+    let modRevision = reg.standing.written?.modRevision ?? 0
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const result = yield* reg.api.txn({
+        compare: [{ key: memberKey, target: "mod", result: "equal", value: modRevision }],
+        success: ops,
+        failure: [{ _tag: "Range", range: { target: { key: memberKey } } }]
+      })
+      if (result.succeeded) {
+        dispatch(reg, { _tag: "Rewritten", modRevision: result.revision })
+        return true
+      }
+      const kv = Api.rangeKv(result.results[0])
+      const decoded = kv === undefined ? undefined : View.decode(reg.prefix, kv)
+      if (decoded?._tag !== "Member" || decoded.entry.id !== reg.id) return false
+      modRevision = kv!.modRevision
+    }
+    return false
+  })
+
+const recordOf = (reg: Reg, shards: number | undefined) =>
+  View.encodeValue(reg.deps.settings.metadata, {
+    id: reg.deps.settings.instance === undefined ? undefined : reg.id,
+    shards
+  })
+
+// --- The key: its delete registered first; a leave deletes it with the member's handover key ---
+
+const writeKey = (reg: Reg) =>
+  Effect.gen(function*() {
+    const { api, deps, lease, memberKey, handoverKey } = reg
+    const { settings, shared } = deps
+    const written = yield* OwnedKeys.hold(
+      {
+        api,
+        keys: [memberKey, handoverKey],
+        retryInBackground: shared.leases.retryInBackground,
+        registry: shared.owned,
+        leaseLost: lease.lost,
+        deleteWithin: Duration.min(settings.ttl, api.requestTimeout),
+        // A lost lease took the keys with it (or will within the TTL).
+        gone: () => reg.standing.leaseLost,
+        remove: () => removeKey(reg)
+      },
+      retryUnanswered(settings.ttl, createKey(reg))
+    ).pipe(
+      // The shared lease was revoked or expired and its keepalive has not noticed yet: drop it now, so the retry
+      // gets a fresh one instead of failing against the dead one for a third of a TTL.
+      Effect.tapError((e) => e._tag !== "InstanceTaken" && Api.isLeaseNotFound(e) ? lease.rejected : Effect.void)
+    )
+    const holder: Holder = {
+      id: reg.id,
+      name: reg.name,
+      leaseId: lease.id,
+      createRevision: written.createRevision,
+      leaseLost: lease.lost
+    }
+    dispatch(reg, { _tag: "Written", written, holder })
+    if (written.createRevision !== written.writtenAt) {
+      yield* Effect.logInfo(
+        `instance "${settings.instance}" takes its place back (joined at revision ${written.createRevision}) as ${reg.id}`
+      )
+    }
+    // Runs before the delete: the member's own delete must not read as "key deleted, register again".
+    yield* Scope.addFinalizer(reg.scope, Effect.sync(() => dispatch(reg, { _tag: "Retired" })))
+    return written
+  })
+
+/** The first write: with the client's other joining members, or an instance's key taken over or back. */
+const createKey = (reg: Reg): Effect.Effect<Standing.Written, Api.RequestError | InstanceTaken> => {
+  const { deps, lease, memberKey } = reg
+  const { settings, shared } = deps
+  return settings.instance === undefined
+    ? Effect.map(
+      shared.memberWrites.create(memberKey, recordOf(reg, reg.declared), lease.id),
+      (created): Standing.Written => ({ ...created, writtenAt: created.modRevision })
+    )
+    : shared.registrationWrites.withPermits(1)(writeInstanceKey({
+      api: reg.api,
+      group: settings.key,
+      instance: settings.instance,
+      key: memberKey,
+      value: (inherited) => {
+        reg.declared = deps.shards() ?? inherited
+        return recordOf(reg, reg.declared)
+      },
+      leaseId: lease.id,
+      earlier: reg.takeOver ? undefined : reg.earlier
+    }))
+}
+
+/**
+ * With the client's other leaving members, in one transaction (see memberWrites.ts). An instance key is deleted (or
+ * parked) only while it is still this registration's: a newer incarnation may hold it.
+ */
+const removeKey = (reg: Reg) => {
+  const { api, deps, handoverKey, memberKey } = reg
+  const { settings } = deps
+  if (settings.instance === undefined) return deps.shared.memberWrites.remove([memberKey, handoverKey])
+  const release = settings.keepPlaceOnLeave && deps.leaving()
+    ? Effect.flatMap(
+      api.grant(LeaseTiming.ttlSeconds(settings.ttl)),
+      (parking) =>
+        ownWrite(reg, [{
+          _tag: "Put",
+          key: memberKey,
+          // The place keeps its declaration: its shards wait for the next incarnation, as its index does.
+          value: View.encodeValue(settings.metadata, {
+            id: Keys.memberId(parking, 0),
+            parked: true,
+            shards: reg.declared
+          }),
+          lease: parking
+        }, { _tag: "Delete", key: handoverKey }]).pipe(
+          // Not parked (the key is another's): the parking lease holds nothing.
+          Effect.tap((parked) => parked ? Effect.void : Effect.ignore(api.revoke(parking))),
+          Effect.tapErrorCause(() => Effect.ignore(api.revoke(parking)))
+        )
+    )
+    : ownWrite(reg, [{ _tag: "Delete", key: memberKey }, { _tag: "Delete", key: handoverKey }])
+  return Effect.flatMap(release, (done) => done ? Effect.void : Effect.asVoid(api.delete(handoverKey)))
+}
+
+// --- Visible: registered once the shared view has applied the member's own join (it may have already) ---
+
+/**
+ * The put landed, so the wait is bounded by the TTL, not the request timeout: a watch that is slow to attach (its
+ * stream reset off a silent etcd member) must not turn a join that worked into a failure and a second put.
+ */
+const reachVisible = (reg: Reg, written: Standing.Written) =>
+  Effect.gen(function*() {
+    const { api, deps } = reg
+    dispatch(reg, { _tag: "View", view: yield* SubscriptionRef.get(deps.watch.view) })
+    if (yield* Deferred.isDone(reg.visible)) return
+    // Past the request timeout the wait says what it waits for: an overloaded process or watch, not etcd's answer.
+    // One fiber keeps the time, not a race per member: five hundred members of a process join at once.
+    const seeWithin = Duration.max(deps.settings.ttl, api.requestTimeout)
+    const deadline = yield* Effect.gen(function*() {
+      yield* Effect.sleep(api.requestTimeout)
+      const view = yield* SubscriptionRef.get(deps.watch.view)
+      yield* Effect.logWarning(
+        `registered as ${reg.id} at revision ${written.writtenAt}; the group's view has applied revision ` +
+          `${view.seen} so far; waiting up to ${Duration.format(seeWithin)} for it to show this member`
+      )
+      yield* Effect.sleep(Duration.subtract(seeWithin, api.requestTimeout))
+      yield* Deferred.fail(reg.visible, new EtcdUnavailable({ endpoints: api.endpoints, timeout: seeWithin }))
+    }).pipe(Effect.forkIn(reg.scope))
+    yield* Deferred.await(reg.visible).pipe(Effect.ensuring(Fiber.interrupt(deadline)))
+  })
+
+// --- The registration as the member sees it ---
+
+const registrationOf = (reg: Reg): Registration => ({
+  holder: reg.standing.holder!,
+  scope: reg.scope,
+  whenEnded: (f) => {
+    reg.onEnded = f
+    if (reg.standing.ended !== undefined) f(reg.standing.ended)
+  },
+  retire: Effect.sync(() => dispatch(reg, { _tag: "Retired" })),
+  rewrite: (shards) =>
+    ownWrite(reg, [{ _tag: "Put", key: reg.memberKey, value: recordOf(reg, shards), lease: reg.lease.id }]).pipe(
+      Effect.tap((written) => Effect.sync(() => written && void (reg.declared = shards)))
+    ),
+  declared: () => reg.declared
+})
 
 /**
  * A write of the member's key whose answer did not come may have landed: it is written again (both writes are
@@ -336,7 +407,7 @@ const writeInstanceKey = (options: {
   readonly value: (inherited: number | undefined) => string
   readonly leaseId: string
   readonly earlier: ReadonlyArray<string> | undefined
-}): Effect.Effect<Written, Api.RequestError | InstanceTaken> =>
+}): Effect.Effect<Standing.Written, Api.RequestError | InstanceTaken> =>
   Effect.gen(function*() {
     const { api, key } = options
     const prefix = Keys.membersPrefix(options.group)

@@ -11,6 +11,7 @@ import * as Keys from "./keys.js"
 import * as Metrics from "./metrics.js"
 import * as Monotonic from "./monotonic.js"
 import * as OwnedKeys from "./ownedKeys.js"
+import * as Pacer from "./pacer.js"
 import * as PrefixCache from "./prefixCache.js"
 import { backoff } from "./retry.js"
 import * as View from "./view.js"
@@ -19,12 +20,8 @@ import * as View from "./view.js"
 const renameLeaseSeconds = 5
 
 /**
- * How views reach members while changes come fast (a join storm): a view after a quiet moment goes out at once; one
- * that follows the last within the interval (at first `initial`) waits, and goes out (the latest one) at the end of
- * the interval. The interval doubles, up to `max`, while the views it holds stand for several etcd events each,
- * more often than one per tenth of `max`; otherwise it halves, down to `initial`, and after twice its length with no
- * change it starts again from `initial`. A storm of N joins then costs each member a number of views that grows with
- * the storm's length, not with N, and changes that come a few hundred ms apart (at the default `max`) go out alone.
+ * How views reach members while changes come fast (a join storm): at once after a quiet moment, then the latest once
+ * per interval, which grows while changes come fast. The rules, pure: pacer.ts.
  */
 export interface Pacing {
   readonly initial: Duration.Duration
@@ -75,115 +72,34 @@ export const make = (
     const listeners = new Set<Listener>()
     // What members see: only views that carry the group's name for them.
     const view = yield* SubscriptionRef.make(View.empty)
-    const logForeign = (foreign: ReadonlyArray<string>) =>
-      foreign.length === 0 ? Effect.void : Effect.logWarning("ignoring keys that are not members", foreign)
-
-    // Members hear of a view when its members or its name changed: not of keys that are not members, nor of a rename
-    // key's delete (the view's `seen` alone moves).
-    const deliver = (next: View.View) =>
-      Effect.flatMap(SubscriptionRef.get(view), (shown) =>
-        next.awaitingName || (next.members === shown.members && next.revision === shown.revision)
-          ? Effect.void
-          : SubscriptionRef.set(view, next).pipe(
-            Effect.zipRight(Effect.sync(() => {
-              for (const listener of listeners) {
-                listener(next)
-              }
-            })),
-            Effect.zipRight(Effect.logDebug(`view: ${next.members.length} members at revision ${next.revision}`))
-          ))
-
-    // --- Pacing: at once after a quiet moment, then the latest view once per interval while changes come fast ---
-    const paced = pacing === undefined ? undefined : {
-      initial: Duration.toMillis(pacing.initial),
-      max: Duration.toMillis(pacing.max)
-    }
-    let interval = paced?.initial ?? 0
-    let lastAt = Number.NEGATIVE_INFINITY
-    let held: View.View | undefined
-    // The etcd events the held view stands for, not the views: a starved process reads many events as one view.
-    let heldChanges = 0
-    let eventsSincePublish = 0
-    let flushing = false
-    // One fiber at a time delivers: the watch's while no interval runs, this one's while it does.
-    const flush = Effect.gen(function*() {
-      while (held !== undefined) {
-        yield* Effect.sleep(Duration.millis(Math.max(0, lastAt + interval - (yield* Monotonic.millis))))
-        const next = held
-        // Doubling only while changes come fast (several, more often than one per tenth of `max`); halving otherwise,
-        // so changes a few hundred ms apart after a storm soon go out alone instead of each waiting up to `max`.
-        interval = heldChanges > 1 && interval / heldChanges < paced!.max / 10
-          ? Math.min(paced!.max, interval * 2)
-          : Math.max(paced!.initial, interval / 2)
-        held = undefined
-        heldChanges = 0
-        lastAt = yield* Monotonic.millis
-        yield* deliver(next)
-      }
-      flushing = false
-    })
-    const publish = (next: View.View): Effect.Effect<void> =>
-      paced === undefined ? deliver(next) : Effect.flatMap(Monotonic.millis, (now) => {
-        const changes = Math.max(1, eventsSincePublish)
-        eventsSincePublish = 0
-        if (flushing) {
-          held = next
-          heldChanges += changes
-          return Effect.void
-        }
-        const quiet = now - lastAt
-        if (quiet >= interval) {
-          if (quiet >= 2 * interval) {
-            interval = paced.initial
-          }
-          lastAt = now
-          return deliver(next)
-        }
-        held = next
-        heldChanges = changes
-        flushing = true
-        return Effect.asVoid(Effect.forkIn(flush, watchScope))
-      })
-
-    // The rename key is deleted at once: it only has to produce its event. It is written under a short lease of its
-    // own, revoked after the delete: a delete that never lands (its watch closed first), or a put that lands late
-    // (a request given up on a node that applied it after the delete), cannot leave it behind for longer than the
-    // lease; after the revoke, a late put is refused.
-    const renameKey = Keys.renameKey(group)
-    const rename = Effect.gen(function*() {
-      const lease = yield* api.grant(renameLeaseSeconds)
-      yield* api.put(renameKey, "", lease)
-      yield* api.delete(renameKey).pipe(
-        Effect.retry(backoff),
-        Effect.zipRight(api.revoke(lease)),
-        Effect.ignore,
-        Effect.forkIn(watchScope)
+    const paced = pacing === undefined
+      ? undefined
+      : pacer(
+        { initial: Duration.toMillis(pacing.initial), max: Duration.toMillis(pacing.max) },
+        deliverer(view, listeners),
+        watchScope
       )
-    })
-
     const cache = yield* PrefixCache.follow(
       api,
       prefix,
       OwnedKeys.sweeping({
-        initial: (kvs, revision) =>
-          View.fromSnapshot(decodeMembers(prefix, kvs).entries, revision),
-        reread: (previous, kvs, revision) =>
-          View.reread(previous, decodeMembers(prefix, kvs).entries, revision),
+        initial: (kvs, revision) => View.fromSnapshot(decodeMembers(prefix, kvs).entries, revision),
+        reread: (previous, kvs, revision) => View.reread(previous, decodeMembers(prefix, kvs).entries, revision),
         apply: (state, events) => {
-          eventsSincePublish += events.length
+          paced?.counted(events.length)
           return View.applyEvents(state, prefix, events)
         },
         seen: (state) => state.seen
       }, sweep),
       {
         span: "EtcdSeq.groupWatch",
-        onChange: publish,
+        onChange: paced?.publish ?? deliverer(view, listeners),
         // Until the rename lands, nobody gets an Info: a failed rename is tried again with the next watch.
         beforeWatch: (state) =>
           state.awaitingName
             ? Effect.zipRight(
               Effect.logInfo("re-read group after its watch history was compacted; renaming the view"),
-              rename
+              rename(api, group, watchScope)
             )
             : Effect.void,
         onRead: (kvs) =>
@@ -206,4 +122,90 @@ export const make = (
           )
         })
     }
+  })
+
+const logForeign = (foreign: ReadonlyArray<string>) =>
+  foreign.length === 0 ? Effect.void : Effect.logWarning("ignoring keys that are not members", foreign)
+
+// --- Delivery ---
+
+/**
+ * Members hear of a view when its members or its name changed: not of keys that are not members, nor of a rename
+ * key's delete (the view's `seen` alone moves).
+ */
+const deliverer = (
+  view: SubscriptionRef.SubscriptionRef<View.View>,
+  listeners: ReadonlySet<Listener>
+): (next: View.View) => Effect.Effect<void> =>
+(next) =>
+  Effect.flatMap(
+    SubscriptionRef.get(view),
+    (shown) =>
+      next.awaitingName || (next.members === shown.members && next.revision === shown.revision)
+        ? Effect.void
+        : SubscriptionRef.set(view, next).pipe(
+          Effect.zipRight(Effect.sync(() => {
+            for (const listener of listeners) {
+              listener(next)
+            }
+          })),
+          Effect.zipRight(Effect.logDebug(`view: ${next.members.length} members at revision ${next.revision}`))
+        )
+  )
+
+// --- Pacing: at once after a quiet moment, then the latest view once per interval while changes come fast ---
+
+/** Applies the pure pacer (pacer.ts): `publish` takes every new view, `counted` the etcd events applied. */
+const pacer = (
+  bounds: Pacer.Bounds,
+  deliver: (view: View.View) => Effect.Effect<void>,
+  scope: Scope.Scope
+) => {
+  let state = Pacer.initial<View.View>(bounds)
+  // One fiber at a time delivers: the watch's while no interval runs, this one's while it does.
+  const flush = Effect.gen(function*() {
+    while (state.held !== undefined) {
+      yield* Effect.sleep(Duration.millis(Pacer.untilRelease(state, yield* Monotonic.millis)))
+      const [next, view] = Pacer.release(bounds, state, yield* Monotonic.millis)
+      state = next
+      if (view !== undefined) yield* deliver(view)
+    }
+    state = Pacer.stop(state)
+  })
+  return {
+    counted: (count: number): void => {
+      state = Pacer.counted(state, count)
+    },
+    publish: (next: View.View): Effect.Effect<void> =>
+      Effect.flatMap(Monotonic.millis, (now) => {
+        const [after, offer] = Pacer.offer(bounds, state, next, now)
+        state = after
+        return offer === "Send"
+          ? deliver(next)
+          : offer === "StartInterval"
+          ? Effect.asVoid(Effect.forkIn(flush, scope))
+          : Effect.void
+      })
+  }
+}
+
+// --- The rename after a compaction ---
+
+/**
+ * The rename key is deleted at once: it only has to produce its event. It is written under a short lease of its
+ * own, revoked after the delete: a delete that never lands (its watch closed first), or a put that lands late (a
+ * request given up on a node that applied it after the delete), cannot leave it behind for longer than the lease;
+ * after the revoke, a late put is refused.
+ */
+const rename = (api: Api.EtcdApi, group: string, scope: Scope.Scope) =>
+  Effect.gen(function*() {
+    const renameKey = Keys.renameKey(group)
+    const lease = yield* api.grant(renameLeaseSeconds)
+    yield* api.put(renameKey, "", lease)
+    yield* api.delete(renameKey).pipe(
+      Effect.retry(backoff),
+      Effect.zipRight(api.revoke(lease)),
+      Effect.ignore,
+      Effect.forkIn(scope)
+    )
   })

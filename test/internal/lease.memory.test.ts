@@ -7,6 +7,7 @@ import { EtcdUnavailable, MemoryEtcd } from "../../src/index.js"
 import type * as Api from "../../src/internal/etcd/api.js"
 import * as Memory from "../../src/internal/etcd/memory.js"
 import * as Lease from "../../src/internal/lease.js"
+import * as LeasePool from "../../src/internal/leasePool.js"
 import { advance } from "../support/testClock.js"
 
 /**
@@ -102,7 +103,7 @@ it.scoped("a fenced lease leaves the client's pool: a member joining meanwhile g
     const api = server.api(server.connect(), Duration.seconds(5))
     // Keepalives of the first lease fail; every other request goes through.
     const silenced = { id: "" }
-    const pool = yield* Lease.makePool({
+    const pool = yield* LeasePool.makePool({
       ...api,
       keepAlive: (lease, within) =>
         lease === silenced.id
