@@ -1,5 +1,4 @@
-import type { ESLint, Rule } from "eslint"
+import type { ESLint } from "eslint"
 
-export declare const boundedTimeout: Rule.RuleModule
 declare const plugin: ESLint.Plugin
 export default plugin

@@ -8,7 +8,7 @@
 const timeouts = new Set(["timeout", "timeoutOption", "timeoutFail", "timeoutFailCause", "timeoutTo"])
 
 /** @type {import("eslint").Rule.RuleModule} */
-export const boundedTimeout = {
+const boundedTimeout = {
   meta: {
     type: "problem",
     docs: { description: "Effect.timeout* does not fire in finalizers: use src/internal/bounded.ts" },

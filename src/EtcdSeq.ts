@@ -11,14 +11,15 @@ import { InvalidOptions } from "./EtcdSeqError.js"
 import type { EtcdSeqError } from "./EtcdSeqError.js"
 import type { GroupView, Member } from "./GroupView.js"
 import type { Info } from "./Info.js"
-import * as Assign from "./internal/assign.js"
 import * as Client from "./internal/client.js"
 import * as Keys from "./internal/keys.js"
-import * as Membership from "./internal/member.js"
+import * as Membership from "./internal/membership.js"
 import * as Observe from "./internal/observe.js"
 import type { Settings } from "./internal/registration.js"
 import * as Retry from "./internal/retry.js"
-import * as Shards from "./internal/shards.js"
+import * as RunAssigned from "./internal/runAssigned.js"
+import * as RunShards from "./internal/runShards.js"
+import * as ShardOwners from "./internal/shardOwners.js"
 import * as Source from "./internal/source.js"
 import * as View from "./internal/view.js"
 import type { Shard } from "./Shard.js"
@@ -328,7 +329,7 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
             const source = Source.libraryOf(seq)
             return source === undefined ? Source.handMadeOf(seq) : Effect.succeed(source)
           }),
-          (source) => Assign.run(source, work, exclusive)
+          (source) => RunAssigned.run(source, work, exclusive)
         )
     )
   }
@@ -373,9 +374,9 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
     options: { readonly shards: number },
     work: (shard: Shard) => Effect.Effect<void, E, R>
   ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq> {
-    const problem = Shards.invalidShards(options?.shards)
+    const problem = ShardOwners.invalidShards(options?.shards)
     if (problem !== undefined) return Effect.fail(new InvalidOptions({ field: "shards", reason: problem }))
-    return Effect.flatMap(EtcdSeq, (seq) => Shards.run(Source.libraryOf(seq), options.shards, work))
+    return Effect.flatMap(EtcdSeq, (seq) => RunShards.run(Source.libraryOf(seq), options.shards, work))
   }
 }
 

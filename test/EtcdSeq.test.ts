@@ -3,7 +3,7 @@ import { Clock, ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Metric, Sc
 import { performance } from "node:perf_hooks"
 import { expectTypeOf } from "vitest"
 import { Etcd, EtcdSeq, EtcdSeqLive, type EtcdSeqService, type Member } from "../src/index.js"
-import * as GroupWatch from "../src/internal/metrics.js"
+import * as Metrics from "../src/internal/metrics.js"
 import { EtcdEndpoints } from "./support/etcd.js"
 import { client, expectNothingLeft, ic, leaseOf, record, strip, uniqueGroup, waitForInfo } from "./support/members.js"
 
@@ -105,21 +105,21 @@ layer(EtcdEndpoints.layer, { timeout: "60 seconds", excludeTestServices: true })
       Effect.gen(function*() {
         const group = uniqueGroup("shared")
         const shared = yield* clientLayer
-        const readsBefore = (yield* Metric.value(GroupWatch.groupReads)).count
+        const readsBefore = (yield* Metric.value(Metrics.groupReads)).count
         const a = yield* join({ key: group }, shared)
         const b = yield* join({ key: group }, shared)
         const c = yield* join({ key: group }, shared)
-        expect((yield* Metric.value(GroupWatch.groupReads)).count - readsBefore).toBe(1)
+        expect((yield* Metric.value(Metrics.groupReads)).count - readsBefore).toBe(1)
         // Members on one client see one view: when a join returns, the others already hold it.
         expect([ic(yield* a.seq.current), ic(yield* b.seq.current), ic(yield* c.seq.current)])
           .toEqual(["0/3", "1/3", "2/3"])
 
         // A join through another client costs one watch response per client, not one per member.
-        const responsesBefore = (yield* Metric.value(GroupWatch.watchResponses)).count
+        const responsesBefore = (yield* Metric.value(Metrics.watchResponses)).count
         const d = yield* join({ key: group }, yield* clientLayer)
         yield* Effect.all([waitForInfo(a.seq, 0, 4), waitForInfo(b.seq, 1, 4), waitForInfo(c.seq, 2, 4)])
         expect(ic(yield* d.seq.current)).toBe("3/4")
-        expect((yield* Metric.value(GroupWatch.watchResponses)).count - responsesBefore).toBe(2)
+        expect((yield* Metric.value(Metrics.watchResponses)).count - responsesBefore).toBe(2)
 
         const leases = (yield* a.seq.members).map((m) => leaseOf(m.id))
         expect(new Set(leases.slice(0, 3)).size).toBe(1)

@@ -16,9 +16,6 @@ import * as OwnedKeys from "./ownedKeys.js"
 import * as PrefixCache from "./prefixCache.js"
 import { backoff } from "./retry.js"
 
-/** A live claim as the cache holds it. */
-export type Claim = Contenders.Contender
-
 /** Every live claim of a group, by shard, oldest first. */
 export type Claims = Contenders.Contenders
 

@@ -12,12 +12,12 @@ import { Duration, Effect, RcMap, type Scope } from "effect"
 import * as Claims from "./claims.js"
 import type * as Api from "./etcd/api.js"
 import type { Etcd3 } from "./etcd/etcd3.js"
+import * as GroupWatch from "./groupWatch.js"
 import * as Handover from "./handover.js"
 import * as LeasePool from "./leasePool.js"
 import * as Lock from "./lock.js"
 import * as MemberWrites from "./memberWrites.js"
 import * as OwnedKeys from "./ownedKeys.js"
-import * as GroupWatch from "./watch.js"
 
 /** The key of a client's internals on the client value; not exported by the package. */
 export const TypeId: unique symbol = Symbol.for("effect-etcdseq/EtcdClient")

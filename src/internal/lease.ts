@@ -23,7 +23,7 @@ import { backoff } from "./retry.js"
 
 // Where client.ts finds the pool until it imports leasePool.ts itself.
 
-export type LostReason = "revoked or expired at etcd" | "not proved alive within a TTL of its fence"
+type LostReason = "revoked or expired at etcd" | "not proved alive within a TTL of its fence"
 
 const gaveUp: LostReason = "not proved alive within a TTL of its fence"
 

@@ -16,7 +16,7 @@ import { type Cause, Deferred, Effect, Exit, FiberId, FiberSet, type Scope } fro
 import * as Api from "./etcd/api.js"
 
 /** A member key's place, as written (or found written by an earlier try). */
-export interface Created {
+interface Created {
   readonly createRevision: number
   readonly modRevision: number
 }

@@ -9,7 +9,7 @@ import type * as Claims from "./claims.js"
 import type { Shared } from "./client.js"
 import type * as Api from "./etcd/api.js"
 import type * as Lock from "./lock.js"
-import { invalidShards, planOf } from "./shards.js"
+import { invalidShards, planOf } from "./shardOwners.js"
 import type { View } from "./view.js"
 
 /** The members of a view as `EtcdSeq.members` lists them. */

@@ -22,6 +22,7 @@ import type { EtcdSeqError } from "../EtcdSeqError.js"
 import { Info } from "../Info.js"
 import type { Shared } from "./client.js"
 import * as Api from "./etcd/api.js"
+import type { GroupWatch } from "./groupWatch.js"
 import * as Keys from "./keys.js"
 import type * as Lease from "./lease.js"
 import * as LeaseTiming from "./leaseTiming.js"
@@ -31,7 +32,6 @@ import { backoff } from "./retry.js"
 import type { Holder } from "./source.js"
 import * as Standing from "./standing.js"
 import * as View from "./view.js"
-import type { GroupWatch } from "./watch.js"
 
 /** A membership's options, validated. */
 export interface Settings {
@@ -46,7 +46,7 @@ export interface Settings {
 }
 
 /** How a registration ended: its membership lost (the member registers again), or its key taken over (it does not). */
-export type Ended = Standing.Ended
+type Ended = Standing.Ended
 
 export interface Registration {
   readonly holder: Holder
@@ -88,7 +88,7 @@ export interface Deps {
  * one of `earlier`, and fails with `InstanceTaken` otherwise. Each attempt adds its own id to `earlier` before it
  * writes: an attempt whose write landed but whose answer was lost must not read as another incarnation's.
  */
-export const register = (
+const register = (
   deps: Deps,
   earlier: Array<string>
 ): Effect.Effect<Registration, Api.RequestError | InstanceTaken> =>

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Duration, Effect, Metric } from "effect"
-import * as GroupWatch from "../../src/internal/metrics.js"
+import * as Metrics from "../../src/internal/metrics.js"
 import { type EtcdCluster, startCluster } from "../support/etcd.js"
 import { uniqueGroup } from "../support/members.js"
 import {
@@ -163,7 +163,7 @@ describe("a 3-node etcd cluster losing a node", () => {
             const revision = (yield* Effect.promise(() => client.get("anything").exec())).header.revision
             yield* Effect.promise(() => client.kv.compact({ revision, physical: true }))
           }))
-          const readsBefore = (yield* Metric.value(GroupWatch.groupReads)).count
+          const readsBefore = (yield* Metric.value(Metrics.groupReads)).count
 
           const restartedAt = yield* Clock.currentTimeMillis
           yield* pinned!.restart
@@ -171,7 +171,7 @@ describe("a 3-node etcd cluster losing a node", () => {
           yield* converged([a, c, d, e], "15 seconds")
           yield* figure("compaction: node back to the cut-off member re-converged", yield* since(restartedAt))
           // Its watch could not resume (the history was compacted): it read the group once more.
-          expect((yield* Metric.value(GroupWatch.groupReads)).count - readsBefore).toBeGreaterThanOrEqual(1)
+          expect((yield* Metric.value(Metrics.groupReads)).count - readsBefore).toBeGreaterThanOrEqual(1)
           // No leave or join missed: `a` holds exactly the live members, in join order, as the others do.
           expect((yield* a.seq.members).map((m) => m.id)).toEqual((yield* c.seq.members).map((m) => m.id))
           expect(yield* a.infos).toEqual(["0/1", "0/2", "0/3", "0/4"])

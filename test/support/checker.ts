@@ -85,7 +85,7 @@ const pairs = (runs: ReadonlyArray<Run>, conflict: (a: Run, b: Run) => boolean):
  * place back after a self-fence resumes with its fence). A store that keeps the highest fence it saw can then refuse
  * every write of an older holder.
  */
-export const shareFenceRegressions = (
+const shareFenceRegressions = (
   runs: ReadonlyArray<Run>,
   keys: (run: Run) => ReadonlyArray<number>
 ): Array<string> => {

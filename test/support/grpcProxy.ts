@@ -15,7 +15,7 @@ export type Verdict =
   | { readonly _tag: "Refuse"; readonly code: number; readonly message: string }
   | { readonly _tag: "Delay"; readonly millis: number }
 
-export type Rule = (call: { readonly method: string; readonly body: Buffer }) => Verdict
+type Rule = (call: { readonly method: string; readonly body: Buffer }) => Verdict
 
 export const forward: Verdict = { _tag: "Forward" }
 

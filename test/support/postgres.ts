@@ -28,7 +28,7 @@ export interface Postgres {
   readonly bin: string
 }
 
-export const NO_POSTGRES_MESSAGE =
+const NO_POSTGRES_MESSAGE =
   "No PostgreSQL server binary: install Debian's postgresql package (apt-get update && apt-get install -y postgresql)"
 
 /** The newest /usr/lib/postgresql/<version>/bin holding `postgres` and `initdb`, if any. */

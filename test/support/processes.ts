@@ -62,7 +62,7 @@ export type MemberEvent =
 
 export type InfoEvent = Extract<MemberEvent, { event: "info" }>
 
-export interface ProcessExit {
+interface ProcessExit {
   readonly code: number | null
   readonly signal: NodeJS.Signals | null
   readonly at: number
@@ -148,7 +148,7 @@ export const liveGroupPids = (pgid: number): Array<number> =>
     return stat !== undefined && stat.pgrp === pgid && stat.state !== "Z" && stat.state !== "X"
   })
 
-export const infoString = (info: InfoEvent): string => info.index < 0 ? "invalid" : `${info.index}/${info.count}`
+const infoString = (info: InfoEvent): string => info.index < 0 ? "invalid" : `${info.index}/${info.count}`
 
 /**
  * Starts a member in a child process (`node --import tsx test/support/member-process.ts`) and waits for its first

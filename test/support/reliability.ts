@@ -9,7 +9,7 @@ import { type Assignment, Etcd, EtcdSeq, type EtcdSeqService, type Exclusive, In
 import { ic } from "./members.js"
 import { pidIsGone } from "./processes.js"
 
-export interface Timed {
+interface Timed {
   readonly info: Info
   /** `Clock.currentTimeMillis` when the member emitted it (the live clock: these tests exclude the TestClock). */
   readonly at: number

@@ -5,7 +5,7 @@
 import { Duration, Effect, TestClock } from "effect"
 
 /** One event-loop turn, after the fibers ready to run had theirs. */
-export const turn = Effect.zipRight(
+const turn = Effect.zipRight(
   Effect.yieldNow(),
   Effect.async<void>((resume) => void setImmediate(() => resume(Effect.void)))
 )

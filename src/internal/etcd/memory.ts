@@ -23,8 +23,6 @@ import * as Seam from "./memory/seam.js"
 import * as State from "./memory/state.js"
 import * as Store from "./memory/store.js"
 
-export type { OutageMode } from "./memory/state.js"
-
 export interface Server {
   readonly revision: () => number
   readonly compactedBelow: () => number

@@ -9,7 +9,7 @@ import { Duration, Effect, Option, Redacted } from "effect"
 import { X509Certificate } from "node:crypto"
 import * as Tls from "node:tls"
 import { InvalidOptions } from "../../EtcdSeqError.js"
-import type { Pacing } from "../watch.js"
+import type { Pacing } from "../groupWatch.js"
 import type { Credentials, Settings } from "./etcd3.js"
 
 /** `EtcdOptions["viewPacing"]`. */

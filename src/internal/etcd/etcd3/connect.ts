@@ -9,8 +9,8 @@ import { EtcdUnavailable, InvalidOptions } from "../../../EtcdSeqError.js"
 import * as Bounded from "../../bounded.js"
 import { backoff } from "../../retry.js"
 import type * as Api from "../api.js"
-import { dropStrayResponses, keepConnections } from "../watchStream.js"
 import { classify } from "./errors.js"
+import { dropStrayResponses, keepConnections } from "./internals.js"
 import type { Settings } from "./settings.js"
 
 /** With several endpoints a request's attempts go to hosts picked anew (etcd3's retry policy makes three). */

@@ -4,8 +4,8 @@ import { castGrpcError, type Etcd3 } from "etcd3"
 import { EtcdUnavailable } from "../../../EtcdSeqError.js"
 import * as PendingIo from "../../pendingIo.js"
 import type * as Api from "../api.js"
-import { abandon } from "../watchStream.js"
 import { classify } from "./errors.js"
+import { abandon } from "./internals.js"
 import type { Settings } from "./settings.js"
 
 /** One keepalive on a stream of its own (as etcd3's `keepaliveOnce`), answered within `within`. */

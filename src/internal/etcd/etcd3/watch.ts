@@ -10,8 +10,8 @@ import type { Etcd3, IWatchResponse, Watcher } from "etcd3"
 import * as Bounded from "../../bounded.js"
 import * as Monotonic from "../../monotonic.js"
 import * as Api from "../api.js"
-import { attaching, resetWatchStream } from "../watchStream.js"
 import { toEvents } from "./convert.js"
+import { attaching, resetWatchStream } from "./internals.js"
 import type { Settings } from "./settings.js"
 
 /** Where a watcher stands. `attached`: on the current stream (etcd3 re-attaches one after a disconnection). */

@@ -3,7 +3,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Etcd3 } from "etcd3"
-import { dropStrayResponses } from "../../src/internal/etcd/watchStream.js"
+import { dropStrayResponses } from "../../src/internal/etcd/etcd3/internals.js"
 
 type Manager = { handleResponse: (response: { watch_id: string; events: Array<unknown> }) => void }
 

@@ -29,7 +29,7 @@ export interface Pacing {
 }
 
 /** Called with every new view, in the watch's own fiber, synchronously: it must be quick and must not throw. */
-export type Listener = (view: View.View) => void
+type Listener = (view: View.View) => void
 
 export interface GroupWatch {
   readonly group: string
