@@ -50,6 +50,27 @@ for (const doc of ["README.md", ...guides]) {
   }
 }
 
+// --- The layout in docs/development.md names every file of src/, and only files that exist.
+
+{
+  const development = readFileSync(path.join(root, "docs/development.md"), "utf8")
+  const layout = /## Layout[\s\S]*?```text\n([\s\S]*?)```/.exec(development)?.[1] ?? ""
+  const named = new Set([...layout.matchAll(/([A-Za-z0-9_.]+\.ts)\b/g)].map((m) => m[1]!))
+  const actual = new Set(sources.filter((f) => f.endsWith(".ts")).map((f) => path.basename(f)))
+  for (const file of actual) {
+    if (!named.has(file)) {
+      failed = true
+      console.error(`docs/development.md: the layout does not name src/**/${file}`)
+    }
+  }
+  for (const file of named) {
+    if (!actual.has(file)) {
+      failed = true
+      console.error(`docs/development.md: the layout names ${file}, which src/ does not have`)
+    }
+  }
+}
+
 // --- Code blocks.
 
 const isTest = (b: CodeBlock) => b.code.includes(`from "@effect/vitest"`)

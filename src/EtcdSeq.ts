@@ -1,6 +1,10 @@
 /**
  * Membership of a group: every member gets its `(index, count)` and keeps it right while members come and go.
  *
+ * Sections: the options (`EtcdSeqOptions`); the service (`EtcdSeqService`); the `EtcdSeq` tag with its constructors
+ * (`make`, `layer`, `config`, `layerConfig`), accessors (`changes`, `current`, `members`), `observe` and the runners
+ * (`runAssigned`, `runShards`); `EtcdSeqLive`; the options' validation. Mostly TSDoc: the code is in internal/.
+ *
  * @since 0.1.0
  */
 import { Config, Context, Duration, Effect, Layer, Option, type Schedule, type Scope, Stream } from "effect"

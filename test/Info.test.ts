@@ -34,4 +34,15 @@ describe("Info", () => {
       )
       expect(Chunk.toReadonlyArray(out).map(String)).toEqual(["0/2@5", "0/3@7", "invalid"])
     }))
+
+  it.prop("sameView tells apart what Equal does not: the revision", [fc.nat(), fc.nat(), fc.nat(), fc.nat()], ([
+    i,
+    c,
+    r1,
+    r2
+  ]) => {
+    expect(Info.sameView(Info.make(i, c, r1), Info.make(i, c, r2))).toBe(r1 === r2)
+    expect(Info.sameView(Info.make(i, c, r1), Info.make(i + 1, c, r1))).toBe(false)
+    expect(Info.sameView(Info.make(i, c, r1), Info.make(i, c + 1, r1))).toBe(false)
+  })
 })

@@ -3,6 +3,11 @@
  * `PersistentNode`). It writes the key, tells the member its Info from every view its key is in, notices when the
  * membership is lost (the lease lost, or the key gone from the view), registers again with the member's schedule,
  * and deletes its keys when it ends.
+ *
+ * Sections: the lease (`begin`); the standing (`dispatch`, `follow`: events through standing.ts); writes while the
+ * key is the registration's own (`ownWrite`, `recordOf`); the key (`writeKey`, `createKey`, `removeKey`); visible
+ * (`reachVisible`); the registration as the member sees it (`registrationOf`); an instance key's takeover
+ * (`retryUnanswered`, `writeInstanceKey`); and `keepRegistered`, which registers again after a loss.
  */
 import {
   Deferred,
