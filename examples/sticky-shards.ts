@@ -22,7 +22,7 @@ const consume = (name: string) => (shard: Shard) =>
     yield* Effect.never
   })
 
-const worker = (name: string) => EtcdSeq.runShards({ shards: 12 }, consume(name)).pipe(Effect.provide(EtcdSeqLive))
+const worker = (name: string) => EtcdSeq.runShards(consume(name), { shards: 12 }).pipe(Effect.provide(EtcdSeqLive))
 
 const program = Effect.gen(function*() {
   const a = yield* Effect.forkScoped(worker("worker-a"))

@@ -6,7 +6,7 @@
  */
 import { Config, Context, type Duration, Effect, Layer, Option, Redacted, type Scope } from "effect"
 import type { ConfigError } from "effect/ConfigError"
-import type { EtcdSeqError, InvalidOptions } from "./EtcdSeqError.js"
+import type { EtcdRequestFailed, EtcdSeqError, EtcdUnavailable, InvalidOptions } from "./EtcdSeqError.js"
 import * as Client from "./internal/client.js"
 import * as Etcd3Api from "./internal/etcd/etcd3.js"
 import type { Etcd3 } from "./internal/etcd/etcd3.js"
@@ -114,7 +114,9 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
    * @since 0.1.0
    * @category constructors
    */
-  static make(options: EtcdOptions): Effect.Effect<Etcd3Client, EtcdSeqError, Scope.Scope> {
+  static make(
+    options: EtcdOptions
+  ): Effect.Effect<Etcd3Client, InvalidOptions | EtcdUnavailable | EtcdRequestFailed, Scope.Scope> {
     return Effect.gen(function*() {
       const { pacing, settings } = yield* Options.decode(options)
       const { api, client } = yield* Etcd3Api.make(settings)
@@ -136,7 +138,7 @@ export class Etcd extends Context.Tag("effect-etcdseq/Etcd")<Etcd, EtcdClient>()
    * @since 0.1.0
    * @category layers
    */
-  static layer(options: EtcdOptions): Layer.Layer<Etcd, EtcdSeqError> {
+  static layer(options: EtcdOptions): Layer.Layer<Etcd, InvalidOptions | EtcdUnavailable | EtcdRequestFailed> {
     return Layer.scoped(Etcd, Etcd.make(options))
   }
 

@@ -9,10 +9,11 @@
  */
 import { Config, Context, Duration, Effect, Layer, Option, type Schedule, type Scope, Stream } from "effect"
 import type { ConfigError } from "effect/ConfigError"
+import { dual } from "effect/Function"
 import type { Assignment, Exclusive } from "./Assignment.js"
 import { Etcd } from "./Etcd.js"
 import { InvalidOptions } from "./EtcdSeqError.js"
-import type { EtcdSeqError } from "./EtcdSeqError.js"
+import type { EtcdRequestFailed, EtcdSeqError, EtcdUnavailable, InstanceTaken } from "./EtcdSeqError.js"
 import type { GroupView, Member } from "./GroupView.js"
 import type { Info } from "./Info.js"
 import * as Client from "./internal/client.js"
@@ -70,6 +71,31 @@ export interface EtcdSeqOptions {
    * @since 0.1.0
    */
   readonly keepPlaceOnLeave?: boolean | undefined
+}
+
+/**
+ * Options of `EtcdSeq.runAssigned`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunAssignedOptions {
+  /**
+   * `"none"` (the default): work per Info, no coordination. `"index"`: never two members' work of one index at once,
+   * through an index lock. `"group"`: no work of a new view before every member stopped its work of older views.
+   */
+  readonly exclusive?: Exclusive | undefined
+}
+
+/**
+ * Options of `EtcdSeq.runShards`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunShardsOptions {
+  /** The group's number of shards, the same on every member: an integer from 1 to 65,536. */
+  readonly shards: number
 }
 
 /**
@@ -145,7 +171,13 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    * @since 0.1.0
    * @category constructors
    */
-  static make(options: EtcdSeqOptions): Effect.Effect<EtcdSeqService, EtcdSeqError, Etcd | Scope.Scope> {
+  static make(
+    options: EtcdSeqOptions
+  ): Effect.Effect<
+    EtcdSeqService,
+    InvalidOptions | EtcdUnavailable | EtcdRequestFailed | InstanceTaken,
+    Etcd | Scope.Scope
+  > {
     return Effect.gen(function*() {
       const settings = yield* validate(options)
       const shared = Client.of(yield* Etcd)
@@ -173,7 +205,9 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    * @since 0.1.0
    * @category layers
    */
-  static layer(options: EtcdSeqOptions): Layer.Layer<EtcdSeq, EtcdSeqError, Etcd> {
+  static layer(
+    options: EtcdSeqOptions
+  ): Layer.Layer<EtcdSeq, InvalidOptions | EtcdUnavailable | EtcdRequestFailed | InstanceTaken, Etcd> {
     return Layer.scoped(EtcdSeq, EtcdSeq.make(options))
   }
 
@@ -315,28 +349,20 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    * @since 0.1.0
    * @category combinators
    */
-  static runAssigned<E, R>(
-    work: (assignment: Assignment) => Effect.Effect<void, E, R>,
-    options?: { readonly exclusive?: Exclusive | undefined }
-  ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq> {
-    const exclusive = options?.exclusive ?? "none"
-    if (exclusive !== "none" && exclusive !== "index" && exclusive !== "group") {
-      return Effect.fail(
-        new InvalidOptions({ field: "exclusive", reason: `"${String(exclusive)}" is not "none", "index" or "group"` })
-      )
-    }
-    return Effect.flatMap(
-      EtcdSeq,
-      (seq) =>
-        Effect.flatMap(
-          Effect.suspend((): Effect.Effect<Source.Source> => {
-            const source = Source.libraryOf(seq)
-            return source === undefined ? Source.handMadeOf(seq) : Effect.succeed(source)
-          }),
-          (source) => RunAssigned.run(source, work, exclusive)
-        )
-    )
-  }
+  static readonly runAssigned: {
+    <E, R>(
+      work: (assignment: Assignment) => Effect.Effect<void, E, R>,
+      options?: RunAssignedOptions
+    ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq>
+    (
+      options: RunAssignedOptions
+    ): <E, R>(
+      work: (assignment: Assignment) => Effect.Effect<void, E, R>
+    ) => Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq>
+  } = dual(
+    (args: IArguments) => typeof args[0] === "function",
+    (work: unknown, options: unknown) => runAssigned(work as never, options as RunAssignedOptions | undefined)
+  )
 
   /**
    * Splits the group's `shards` among its live members and runs `work` for each shard this member owns, each in a
@@ -350,6 +376,9 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    * - `shard.fence` grows with every acquisition of that shard, by any member: a fencing token downstream.
    * - Every member runs the group with the same `shards`. The plan is a pure function of the view: at most
    *   ⌈1.25 · shards / members⌉ per member, at least one when shards >= members.
+   *
+   * The work comes first (`runShards(work, { shards })`), as in `runAssigned`; `runShards({ shards })` is the same
+   * data-last, and the options-first order of 0.1.0 still works, deprecated.
    *
    * The effect never succeeds: it fails with the work's error (once every shard stopped), with `InvalidOptions` for
    * a `shards` that is not an integer in 1..65,536 (before any I/O) or a membership not made by this library, with
@@ -365,23 +394,42 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    * const consume = (partition: number, fence: number) =>
    *   Effect.log(`consuming partition ${partition} under fence ${fence}`).pipe(Effect.zipRight(Effect.never))
    *
-   * const partitions = EtcdSeq.runShards({ shards: 64 }, (shard) =>
+   * const partitions = EtcdSeq.runShards((shard) =>
    *   Effect.gen(function*() {
    *     yield* Effect.addFinalizer(() => Effect.log(`stop partition ${shard.id}`))
    *     yield* consume(shard.id, shard.fence)
-   *   })).pipe(Effect.provide(EtcdSeqLive))
+   *   }), { shards: 64 }).pipe(Effect.provide(EtcdSeqLive))
+   *
+   * // Data-last, as Effect's own combinators: the options first, the work later.
+   * const runSixtyFour = EtcdSeq.runShards({ shards: 64 })
+   * const logged = runSixtyFour((shard) => Effect.log(`partition ${shard.id}`).pipe(Effect.zipRight(Effect.never)))
    * ```
    * @since 0.1.0
    * @category combinators
    */
-  static runShards<E, R>(
-    options: { readonly shards: number },
-    work: (shard: Shard) => Effect.Effect<void, E, R>
-  ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq> {
-    const problem = ShardOwners.invalidShards(options?.shards)
-    if (problem !== undefined) return Effect.fail(new InvalidOptions({ field: "shards", reason: problem }))
-    return Effect.flatMap(EtcdSeq, (seq) => RunShards.run(Source.libraryOf(seq), options.shards, work))
-  }
+  static readonly runShards: {
+    <E, R>(
+      work: (shard: Shard) => Effect.Effect<void, E, R>,
+      options: RunShardsOptions
+    ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq>
+    (
+      options: RunShardsOptions
+    ): <E, R>(
+      work: (shard: Shard) => Effect.Effect<void, E, R>
+    ) => Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq>
+    /** @deprecated Pass the work first: `EtcdSeq.runShards(work, { shards })`. */
+    <E, R>(
+      options: RunShardsOptions,
+      work: (shard: Shard) => Effect.Effect<void, E, R>
+    ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq>
+  } = dual(
+    (args: IArguments) => args.length >= 2,
+    // The work first, or (deprecated) the options first.
+    (a: unknown, b: unknown) =>
+      typeof a === "function"
+        ? runShards(a as never, b as RunShardsOptions)
+        : runShards(b as never, a as RunShardsOptions)
+  )
 }
 
 /**
@@ -412,6 +460,38 @@ export const EtcdSeqLive: Layer.Layer<EtcdSeq | Etcd, EtcdSeqError | ConfigError
 )
 
 // internal
+
+const runAssigned = <E, R>(
+  work: (assignment: Assignment) => Effect.Effect<void, E, R>,
+  options: RunAssignedOptions | undefined
+): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq> => {
+  const exclusive = options?.exclusive ?? "none"
+  if (exclusive !== "none" && exclusive !== "index" && exclusive !== "group") {
+    return Effect.fail(
+      new InvalidOptions({ field: "exclusive", reason: `"${String(exclusive)}" is not "none", "index" or "group"` })
+    )
+  }
+  return Effect.flatMap(EtcdSeq, (seq) =>
+    Effect.flatMap(
+      Effect.suspend((): Effect.Effect<Source.Source> => {
+        const source = Source.libraryOf(seq)
+        return source === undefined ? Source.handMadeOf(seq) : Effect.succeed(source)
+      }),
+      (source) => RunAssigned.run(source, work, exclusive)
+    ))
+}
+
+const runShards = <E, R>(
+  work: (shard: Shard) => Effect.Effect<void, E, R>,
+  options: RunShardsOptions
+): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope> | EtcdSeq> => {
+  const problem = ShardOwners.invalidShards(options?.shards)
+  if (problem !== undefined) return Effect.fail(new InvalidOptions({ field: "shards", reason: problem }))
+  if (typeof work !== "function") {
+    return Effect.fail(new InvalidOptions({ field: "work", reason: "must be a function of the shard" }))
+  }
+  return Effect.flatMap(EtcdSeq, (seq) => RunShards.run(Source.libraryOf(seq), options.shards, work))
+}
 
 const maxMetadataBytes = 1024 * 1024
 

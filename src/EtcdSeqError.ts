@@ -209,7 +209,7 @@ export class AlreadyRunning extends Data.TaggedError("AlreadyRunning")<{
  * import { Effect } from "effect"
  * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
  *
- * const partitions = EtcdSeq.runShards({ shards: 64 }, (shard) => Effect.log(`partition ${shard.id}`)).pipe(
+ * const partitions = EtcdSeq.runShards((shard) => Effect.log(`partition ${shard.id}`), { shards: 64 }).pipe(
  *   Effect.catchTag("ShardCountMismatch", (e) => Effect.logError(`group runs ${e.shards}, asked ${e.requested}`)),
  *   Effect.provide(EtcdSeqLive)
  * )

@@ -121,10 +121,10 @@ export const record = (key: string, fence: number): Guard => ({ _tag: "Record", 
  * import { Effect } from "effect"
  * import { EtcdSeq, FenceEtcd } from "effect-etcdseq"
  *
- * const partitions = EtcdSeq.runShards({ shards: 16 }, (shard) =>
+ * const partitions = EtcdSeq.runShards((shard) =>
  *   FenceEtcd.commit(FenceEtcd.ofShard(shard), [FenceEtcd.put(`app/partitions/${shard.id}/owner`, "me")]).pipe(
  *     Effect.zipRight(Effect.never)
- *   ))
+ *   ), { shards: 16 })
  * ```
  * @since 0.1.0
  * @category constructors
@@ -194,14 +194,14 @@ export const remove = (key: string): Write => ({ _tag: "Delete", key })
  * import { EtcdSeq, EtcdSeqLive, FenceEtcd } from "effect-etcdseq"
  *
  * // Each partition's offset, written only while this member holds the partition.
- * const consume = EtcdSeq.runShards({ shards: 16 }, (shard) =>
+ * const consume = EtcdSeq.runShards((shard) =>
  *   Effect.iterate(0, {
  *     while: () => true,
  *     body: (offset) =>
  *       FenceEtcd.commit(FenceEtcd.ofShard(shard), [
  *         FenceEtcd.put(`app/partitions/${shard.id}/offset`, String(offset + 1))
  *       ]).pipe(Effect.as(offset + 1), Effect.delay("1 second"))
- *   })).pipe(Effect.provide(EtcdSeqLive))
+ *   }), { shards: 16 }).pipe(Effect.provide(EtcdSeqLive))
  * ```
  * @since 0.1.0
  * @category combinators

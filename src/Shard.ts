@@ -13,10 +13,10 @@ import type { Info } from "./Info.js"
  * import { Effect } from "effect"
  * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
  *
- * const partitions = EtcdSeq.runShards({ shards: 64 }, (shard) =>
+ * const partitions = EtcdSeq.runShards((shard) =>
  *   Effect.log(`consuming partition ${shard.id} of ${shard.shards} under fence ${shard.fence}`).pipe(
  *     Effect.zipRight(Effect.never)
- *   )).pipe(Effect.provide(EtcdSeqLive))
+ *   ), { shards: 64 }).pipe(Effect.provide(EtcdSeqLive))
  * ```
  * @since 0.1.0
  * @category models

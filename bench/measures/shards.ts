@@ -202,7 +202,7 @@ const join = (
     const info = yield* seq.current
     const id = (yield* seq.members)[info.index]?.id ?? ""
     const run = runner === "runShards"
-      ? EtcdSeq.runShards({ shards }, recorder.shardWork(label))
+      ? EtcdSeq.runShards(recorder.shardWork(label), { shards })
       : EtcdSeq.runAssigned(recorder.assignedWork(label), {
         exclusive: runner === "runAssigned group" ? "group" : "index"
       })

@@ -4,7 +4,7 @@
  * order of its leave: its work stops before its keys go.
  */
 import { Channel, Chunk, Effect, Equal, ExecutionStrategy, RcMap, Scope, Stream, SubscriptionRef } from "effect"
-import type { EtcdSeqError } from "../EtcdSeqError.js"
+import type { EtcdRequestFailed, EtcdSeqError, EtcdUnavailable, InstanceTaken } from "../EtcdSeqError.js"
 import type { Member } from "../GroupView.js"
 import { Info } from "../Info.js"
 import * as Bounded from "./bounded.js"
@@ -42,7 +42,7 @@ export interface Membership {
 export const make = (
   shared: Shared,
   settings: Registration.Settings
-): Effect.Effect<Membership, EtcdSeqError, Scope.Scope> =>
+): Effect.Effect<Membership, EtcdUnavailable | EtcdRequestFailed | InstanceTaken, Scope.Scope> =>
   Effect.gen(function*() {
     const memberScope = yield* Effect.scope
     // Acquired first, so released last: the view outlives the member's own keys.
