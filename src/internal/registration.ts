@@ -296,7 +296,8 @@ const createKey = (reg: Reg): Effect.Effect<Standing.Written, Api.RequestError |
         return recordOf(reg, reg.declared)
       },
       leaseId: lease.id,
-      earlier: reg.takeOver ? undefined : reg.earlier
+      earlier: reg.takeOver ? undefined : reg.earlier,
+      background: shared.leases.retryInBackground
     }))
 }
 
@@ -412,6 +413,8 @@ const writeInstanceKey = (options: {
   readonly value: (inherited: number | undefined) => string
   readonly leaseId: string
   readonly earlier: ReadonlyArray<string> | undefined
+  /** Runs an effect retried in the background, for the life of the client. */
+  readonly background: (effect: Effect.Effect<unknown, unknown>) => Effect.Effect<void>
 }): Effect.Effect<Standing.Written, Api.RequestError | InstanceTaken> =>
   Effect.gen(function*() {
     const { api, key } = options
@@ -433,7 +436,7 @@ const writeInstanceKey = (options: {
         const before = Api.rangeKv(result.results[0])
         const parked = before === undefined ? undefined : View.decode(prefix, before)
         if (parked?._tag === "Member" && parked.entry.parked === true) {
-          yield* api.revoke(before!.lease).pipe(Effect.ignore, Effect.forkDaemon)
+          yield* options.background(Effect.ignore(api.revoke(before!.lease)))
         }
         const createRevision = Api.rangeKv(result.results[2])?.createRevision ?? result.revision
         return { createRevision, modRevision: result.revision, writtenAt: result.revision }

@@ -24,7 +24,7 @@ const plans = new WeakMap<View, Map<number, Planned>>()
 
 /**
  * The last plans made in this process, by member set: the members of one group on several clients hold views of one
- * member set, and a plan of a thousand members costs 15-30 ms, which each client would pay again.
+ * member set, and a plan of a thousand members is the costliest step of a view change, which each client would pay again.
  */
 const recent = new Map<string, Planned>()
 const recentMax = 16

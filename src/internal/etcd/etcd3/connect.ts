@@ -35,13 +35,9 @@ export const client = (settings: Settings): Effect.Effect<Etcd3, InvalidOptions,
           ...(settings.auth === undefined ? {} : { auth: settings.auth }),
           ...(settings.credentials === undefined ? {} : { credentials: settings.credentials }),
           grpcOptions: {
-            // A stream (watch, keepalive) to an etcd member that stopped answering without closing the connection
-            // (a paused or partitioned member) would wait forever: gRPC pings every 5 s (the most often etcd allows
-            // by default, `--grpc-keepalive-min-time`) while calls are open, and a ping unanswered for 6 s (etcdctl's
-            // default) closes the connection, so its watch fails over to another member. gRPC judges the ping on a
-            // timer, before it reads the socket: a process starved of CPU for longer than that closes a healthy
-            // connection, failing its keepalives and watch at once. At 2 s, a hundred processes on two cores closed
-            // a third of their connections in a join storm (answers read 2-3.4 s after the ping).
+            // A stream to an etcd member that stopped answering without closing the connection would wait forever:
+            // unanswered pings close it, so its watch fails over. Not shorter: a process starved of CPU would close
+            // healthy connections (docs/how-it-works.md, "Under load").
             "grpc.keepalive_time_ms": 5_000,
             "grpc.keepalive_timeout_ms": 6_000,
             // gRPC's default of 4 MiB per message would refuse a group read or a watch batch of a few large
