@@ -71,6 +71,19 @@ for (const doc of ["README.md", ...guides]) {
   }
 }
 
+// --- The README's short tree names directories that exist.
+
+{
+  const readme = readFileSync(path.join(root, "README.md"), "utf8")
+  const tree = /The tree, in short[\s\S]*?```text\n([\s\S]*?)```/.exec(readme)?.[1] ?? ""
+  for (const [, dir] of tree.matchAll(/(?:^|\s)([a-z][a-z/]*\/)(?=\s)/gm)) {
+    if (!existsSync(path.join(root, dir!))) {
+      failed = true
+      console.error(`README.md: the tree names ${dir}, which does not exist`)
+    }
+  }
+}
+
 // --- Code blocks.
 
 const isTest = (b: CodeBlock) => b.code.includes(`from "@effect/vitest"`)
