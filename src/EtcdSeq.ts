@@ -180,13 +180,7 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
   > {
     return Effect.gen(function*() {
       const settings = yield* validate(options)
-      const shared = Client.of(yield* Etcd)
-      if (shared === undefined) {
-        return yield* new InvalidOptions({
-          field: "Etcd",
-          reason: "the Etcd service in context was not made by Etcd.make, Etcd.layer or Etcd.layerMemory"
-        })
-      }
+      const shared = yield* Client.required(yield* Etcd)
       // The span is EtcdSeq.register's: a span around the whole make would be held by the member for its life.
       return yield* Membership.make(shared, settings)
     })
@@ -300,13 +294,7 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
     return Stream.unwrapScoped(Effect.gen(function*() {
       const problem = Keys.invalidGroup(key)
       if (problem !== undefined) return yield* new InvalidOptions({ field: "key", reason: problem })
-      const shared = Client.of(yield* Etcd)
-      if (shared === undefined) {
-        return yield* new InvalidOptions({
-          field: "Etcd",
-          reason: "the Etcd service in context was not made by Etcd.make, Etcd.layer or Etcd.layerMemory"
-        })
-      }
+      const shared = yield* Client.required(yield* Etcd)
       return yield* Observe.observe(shared, key)
     }))
   }

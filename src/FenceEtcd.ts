@@ -213,13 +213,7 @@ export const commit = (
   Effect.gen(function*() {
     const problem = invalidGuard(guard)
     if (problem !== undefined) return yield* new InvalidOptions({ field: "guard", reason: problem })
-    const shared = Client.of(yield* Etcd)
-    if (shared === undefined) {
-      return yield* new InvalidOptions({
-        field: "Etcd",
-        reason: "the Etcd service in context was not made by Etcd.make, Etcd.layer or Etcd.layerMemory"
-      })
-    }
+    const shared = yield* Client.required(yield* Etcd)
     const ops = writes.map((w): Api.Op => w._tag === "Put" ? { _tag: "Put", key: w.key, value: w.value } : w)
     return yield* guard._tag === "Holder" ? holderTxn(shared.api, guard, ops) : recordTxn(shared.api, guard, ops)
   }).pipe(Effect.withSpan("EtcdSeq.fencedCommit", { attributes: { key: guard?.key, fence: guard?.fence } }))

@@ -9,6 +9,7 @@
  * late under its leases (ownedKeys.ts), which can happen any time its leases live.
  */
 import { Duration, Effect, RcMap, type Scope } from "effect"
+import { InvalidOptions } from "../EtcdSeqError.js"
 import * as Claims from "./claims.js"
 import type * as Api from "./etcd/api.js"
 import type { Etcd3 } from "./etcd/etcd3.js"
@@ -105,3 +106,16 @@ export const attach = <A extends EtcdClient>(client: Omit<A, TypeId>, shared: Sh
  */
 export const of = (client: EtcdClient): Shared | undefined =>
   typeof client === "object" && client !== null && TypeId in client ? client[TypeId] : undefined
+
+/** The shared internals of the client in context, or `InvalidOptions` for a client this library did not make. */
+export const required = (client: EtcdClient): Effect.Effect<Shared, InvalidOptions> => {
+  const shared = of(client)
+  return shared === undefined
+    ? Effect.fail(
+      new InvalidOptions({
+        field: "Etcd",
+        reason: "the Etcd service in context was not made by Etcd.make, Etcd.layer or Etcd.layerMemory"
+      })
+    )
+    : Effect.succeed(shared)
+}
