@@ -22,7 +22,7 @@ const processShares = (name: string) => (assignment: Assignment) =>
     yield* Console.log(`${name} is ${index}/${count} (fence ${assignment.fence}): owns shards ${shares.join(", ")}`)
     // The finalizer is the "stop service": it runs, and completes, before any other worker takes these shards.
     yield* Effect.addFinalizer(() => Console.log(`${name} stops shards ${shares.join(", ")}`))
-    yield* Effect.never
+    return yield* Effect.never
   })
 
 /** One worker process: a membership, and its shares processed exclusively across the group. */

@@ -19,7 +19,7 @@ const consume = (name: string) => (shard: Shard) =>
     yield* Console.log(`${name} starts shard ${shard.id} (fence ${shard.fence})`)
     // The finalizer is the "stop": it completes before the shard's next owner starts it.
     yield* Effect.addFinalizer(() => Console.log(`${name} stops shard ${shard.id}`))
-    yield* Effect.never
+    return yield* Effect.never
   })
 
 const worker = (name: string) => EtcdSeq.runShards(consume(name), { shards: 12 }).pipe(Effect.provide(EtcdSeqLive))

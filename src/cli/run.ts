@@ -174,7 +174,7 @@ export const run = Command.make(
         instance: o.instance,
         pdeathsig
       }
-      yield* runMember(o, settings, {
+      return yield* runMember(o, settings, {
         ttl: o.ttl,
         exclusive: o.exclusive,
         metadata: o.metadata,
