@@ -174,6 +174,8 @@ const runLoop = <E, R>(
         // The shards being stopped, and among them those handed over (at most `maxMoves` at once).
         const stopping = new Map<number, Fiber.RuntimeFiber<void, never>>()
         const handovers = new Set<number>()
+        // The shards claimed from a live member, by that member's name, until their work starts.
+        const incoming = new Map<number, string>()
         const loopScope = yield* Effect.scope
         // Stops in the background: the loop goes on starting and handing over other shards meanwhile. A shard is
         // started again only once its stop is over (its runs on one member never overlap).
@@ -203,6 +205,7 @@ const runLoop = <E, R>(
           running.clear()
           stopping.clear()
           handovers.clear()
+          incoming.clear()
           return Fiber.interruptAll(fibers).pipe(
             Effect.zipRight(Metric.modify(Metrics.shardsOwned, -fresh)),
             Effect.zipRight(Metric.incrementBy(Metrics.shardsReleased, fresh))
@@ -307,16 +310,24 @@ const runLoop = <E, R>(
           }
           const byNumber = claims.current().byNumber
           const inEffect = Moves.fromClaims(shards, byNumber, (id) => names.get(id))
-          // Before a member set was acted on (a member starting, with a settle window), the owners in effect stay.
-          const target = Moves.targetOf(settling.acting ?? inEffect.current, newest, live)
-          // This member's own claims not yet next in line count as moves in flight: its step does not start others.
+          // Before a member set was acted on (a member starting, with a settle window), the owners in effect stay: but
+          // not this member's claims it runs no more (released, the delete not seen yet).
+          const target = Moves.targetOf(
+            settling.acting ?? inEffect.current.map((o, s) => o === me && !running.has(s) ? undefined : o),
+            newest,
+            live
+          )
+          // This member's moves in until its work started count as in flight, whatever the claims show yet (its claim
+          // not seen, or the previous owner's release seen first): its step does not start others meanwhile.
           const currentOwners = [...inEffect.current]
           const inFlight = new Map(inEffect.inFlight)
-          for (const s of running.keys()) {
-            const from = currentOwners[s]
-            if (holding.has(s) || from === undefined || from === me || inFlight.has(s)) continue
-            inFlight.set(s, { from, to: me })
-            currentOwners[s] = me
+          for (const [s, from] of incoming) {
+            if (holding.has(s) || !running.has(s)) {
+              incoming.delete(s)
+            } else if (!inFlight.has(s)) {
+              inFlight.set(s, { from, to: me })
+              currentOwners[s] = me
+            }
           }
           const step = Moves.step({
             current: currentOwners,
@@ -330,10 +341,13 @@ const runLoop = <E, R>(
           const arrived: Array<number> = []
           const gone: Array<number> = []
           const waiting: Array<number> = []
+          // Shards this member runs that are to move but whose move has not started: their new owner's claim starts it.
+          const pendingOut: Array<number> = []
           for (let s = 0; s < shards; s++) {
             const to = step.owners[s]
             if (to === me) {
               if (!running.has(s)) arrived.push(s)
+              else if (target[s] !== me) pendingOut.push(s)
               continue
             }
             if (!running.has(s) || stopping.has(s)) continue
@@ -352,11 +366,15 @@ const runLoop = <E, R>(
               waiting.push(s)
             }
           }
-          for (const s of arrived) running.set(s, yield* Effect.forkIn(runShard(s, owner, info), shardScope))
+          for (const s of arrived) {
+            const from = inEffect.current[s]
+            if (from !== undefined && from !== me && live.has(from)) incoming.set(s, from)
+            running.set(s, yield* Effect.forkIn(runShard(s, owner, info), shardScope))
+          }
           yield* Metric.modify(Metrics.shardsOwned, arrived.length)
           // Wake when a new owner's claim comes, and when a move in flight completes (room for the next).
           const incomingBlocked = target.some((o, s) => o === me && step.owners[s] !== me)
-          for (const s of incomingBlocked ? [...waiting, ...step.inFlight.keys()] : waiting) {
+          for (const s of incomingBlocked ? [...waiting, ...pendingOut, ...step.inFlight.keys()] : [...waiting, ...pendingOut]) {
             watching.push(claims.onShardChange(s, bump))
           }
           if (gone.length > 0 || arrived.length > 0) {
