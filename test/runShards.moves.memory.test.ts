@@ -145,39 +145,42 @@ describe("runShards moves without a gap", () => {
 })
 
 describe("runShards maxMoves", () => {
-  it.scoped.each([1, 2, 3])("maxMoves %s: never more moves at once per member, claims waiting or stops", (maxMoves) =>
-    Effect.gen(function*() {
-      const memory = yield* MemoryEtcd
-      const checker = makeShardChecker()
-      const options = { shards: 24, maxMoves }
-      yield* member("g/max", options, checker, "a", 200)
-      yield* member("g/max", options, checker, "b", 150)
-      yield* advance(3_000)
-      const before = checker.runs.length
-      yield* member("g/max", options, checker, "c", 100)
-      yield* member("g/max", options, checker, "d", 100)
-      let mostWaiting = 0
-      for (let t = 0; t < 8_000; t += 50) {
-        yield* advance(50)
-        for (const n of (yield* waitingClaims(memory, "g/max")).values()) mostWaiting = Math.max(mostWaiting, n)
-      }
-      const moved = checker.runs.length - before
-      // The newcomers' share came, a few at a time.
-      expect(moved).toBeGreaterThan(2 * maxMoves)
-      // Each moved once, straight to its owner in the plan.
-      expect(movesOf(checker.runs.slice(before)).length).toBe(0)
-      expect(movesOf(checker.runs).filter((m) => checker.runs.indexOf(m.to) >= before).length).toBe(moved)
-      expect(ownersOf(checker.runs, 24).filter((o) => o === "c" || o === "d").length).toBeGreaterThan(2 * maxMoves)
-      expect(running(checker.runs, 24).every((o) => o.length === 1)).toBe(true)
-      expect(mostWaiting).toBeGreaterThan(0)
-      expect(mostWaiting).toBeLessThanOrEqual(maxMoves)
-      // The newcomers' moves. (The first two members' split, both starting at once, is not bounded as strictly: each
-      // claims shards nobody seemed to hold, before the other's claims are seen.)
-      const most = movesAtOnce(movesOf(checker.runs).filter((m) => checker.runs.indexOf(m.to) >= before))
-      for (const [m, n] of most) expect(n, m).toBeLessThanOrEqual(maxMoves)
-      expect(Math.max(...most.values())).toBe(maxMoves)
-      expect(shardOverlaps(checker.runs)).toEqual([])
-    }).pipe(Effect.provide(MemoryEtcd.layer)))
+  it.scoped.each([1, 2, 3])(
+    "maxMoves %s: never more moves at once per member, claims waiting or stops",
+    (maxMoves) =>
+      Effect.gen(function*() {
+        const memory = yield* MemoryEtcd
+        const checker = makeShardChecker()
+        const options = { shards: 24, maxMoves }
+        yield* member("g/max", options, checker, "a", 200)
+        yield* member("g/max", options, checker, "b", 150)
+        yield* advance(3_000)
+        const before = checker.runs.length
+        yield* member("g/max", options, checker, "c", 100)
+        yield* member("g/max", options, checker, "d", 100)
+        let mostWaiting = 0
+        for (let t = 0; t < 8_000; t += 50) {
+          yield* advance(50)
+          for (const n of (yield* waitingClaims(memory, "g/max")).values()) mostWaiting = Math.max(mostWaiting, n)
+        }
+        const moved = checker.runs.length - before
+        // The newcomers' share came, a few at a time.
+        expect(moved).toBeGreaterThan(2 * maxMoves)
+        // Each moved once, straight to its owner in the plan.
+        expect(movesOf(checker.runs.slice(before)).length).toBe(0)
+        expect(movesOf(checker.runs).filter((m) => checker.runs.indexOf(m.to) >= before).length).toBe(moved)
+        expect(ownersOf(checker.runs, 24).filter((o) => o === "c" || o === "d").length).toBeGreaterThan(2 * maxMoves)
+        expect(running(checker.runs, 24).every((o) => o.length === 1)).toBe(true)
+        expect(mostWaiting).toBeGreaterThan(0)
+        expect(mostWaiting).toBeLessThanOrEqual(maxMoves)
+        // The newcomers' moves. (The first two members' split, both starting at once, is not bounded as strictly: each
+        // claims shards nobody seemed to hold, before the other's claims are seen.)
+        const most = movesAtOnce(movesOf(checker.runs).filter((m) => checker.runs.indexOf(m.to) >= before))
+        for (const [m, n] of most) expect(n, m).toBeLessThanOrEqual(maxMoves)
+        expect(Math.max(...most.values())).toBe(maxMoves)
+        expect(shardOverlaps(checker.runs)).toEqual([])
+      }).pipe(Effect.provide(MemoryEtcd.layer))
+  )
 
   it.scoped("without maxMoves, a join moves its whole share at once", () =>
     Effect.gen(function*() {
@@ -277,13 +280,15 @@ describe("runShards move policy", () => {
       })
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
-  it.effect.each([
-    ["maxMoves", { maxMoves: 0 }],
-    ["maxMoves", { maxMoves: 1.5 }],
-    ["maxMoves", { maxMoves: Number.NaN }],
-    ["settle", { settle: "soon" }],
-    ["settle", { settle: Duration.infinity }]
-  ] as const)("%s %o: InvalidOptions before any I/O", ([field, policy]) =>
+  it.effect.each(
+    [
+      ["maxMoves", { maxMoves: 0 }],
+      ["maxMoves", { maxMoves: 1.5 }],
+      ["maxMoves", { maxMoves: Number.NaN }],
+      ["settle", { settle: "soon" }],
+      ["settle", { settle: Duration.infinity }]
+    ] as const
+  )("%s %o: InvalidOptions before any I/O", ([field, policy]) =>
     Effect.gen(function*() {
       const error = yield* EtcdSeq.runShards({ shards: 8, ...policy } as Options, () => Effect.void).pipe(
         Effect.provideService(EtcdSeq, throwsOnUse()),

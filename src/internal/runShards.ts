@@ -374,7 +374,11 @@ const runLoop = <E, R>(
           yield* Metric.modify(Metrics.shardsOwned, arrived.length)
           // Wake when a new owner's claim comes, and when a move in flight completes (room for the next).
           const incomingBlocked = target.some((o, s) => o === me && step.owners[s] !== me)
-          for (const s of incomingBlocked ? [...waiting, ...pendingOut, ...step.inFlight.keys()] : [...waiting, ...pendingOut]) {
+          for (
+            const s of incomingBlocked
+              ? [...waiting, ...pendingOut, ...step.inFlight.keys()]
+              : [...waiting, ...pendingOut]
+          ) {
             watching.push(claims.onShardChange(s, bump))
           }
           if (gone.length > 0 || arrived.length > 0) {

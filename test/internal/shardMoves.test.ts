@@ -211,8 +211,7 @@ describe("shard moves", () => {
     let { state, wakeAt } = Moves.settle(undefined, "a", "A", 0, 1_000)
     expect([state.acting, wakeAt]).toEqual([undefined, 1_000])
     ;({ state, wakeAt } = Moves.settle(state, "a", "A", 1_000, 1_000))
-    expect([state.acting, wakeAt]).toEqual(["A", undefined])
-    // A burst: ab, abc, bc within the window; acted on once, as bc, a window after the last change.
+    expect([state.acting, wakeAt]).toEqual(["A", undefined]) // A burst: ab, abc, bc within the window; acted on once, as bc, a window after the last change.
     ;({ state, wakeAt } = Moves.settle(state, "ab", "AB", 1_500, 1_000))
     ;({ state, wakeAt } = Moves.settle(state, "abc", "ABC", 2_000, 1_000))
     ;({ state, wakeAt } = Moves.settle(state, "bc", "BC", 2_400, 1_000))
