@@ -96,6 +96,22 @@ export interface RunAssignedOptions {
 export interface RunShardsOptions {
   /** The group's number of shards, the same on every member: an integer from 1 to 65,536. */
   readonly shards: number
+  /**
+   * The most shards moving at once per member: a move counts against the member the shard leaves and the member it
+   * joins, and the others wait for earlier ones to finish. An integer >= 1, or `Infinity` (the default): no bound. A
+   * gone member's shards move at once, whatever the bound. The same on every member of the group.
+   *
+   * @since 0.2.0
+   */
+  readonly maxMoves?: number | undefined
+  /**
+   * A window that merges a burst of joins and leaves into one change of the plan: the plan a member acts on changes
+   * only once the group's members have been unchanged for `settle`. A gone member's shards move at once, whatever
+   * the window. Default: none (zero). The same on every member of the group.
+   *
+   * @since 0.2.0
+   */
+  readonly settle?: Duration.DurationInput | undefined
 }
 
 /**
@@ -358,19 +374,27 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    *
    * - A change of the group moves only the shards whose owner changes: a shard that stays with its member keeps
    *   running, whatever happens to the member's index or count. A shard that moves is interrupted (its finalizers are
-   *   the "stop"), released, and only then started by its new owner. A dead owner's shards go with its lease.
+   *   the "stop") once its new owner waits for it, released, and only then started by its new owner. A dead owner's
+   *   shards go with its lease.
    * - Never two running workers for one shard, under the same assumptions as `runAssigned`'s exclusive modes (see
    *   the README); the self-fencing margin applies: a member that cannot prove its lease stops all its shards.
    * - `shard.fence` grows with every acquisition of that shard, by any member: a fencing token downstream.
    * - Every member runs the group with the same `shards`. The plan is a pure function of the view: at most
    *   ⌈1.25 · shards / members⌉ per member, at least one when shards >= members.
+   * - Moves without a gap (since 0.2.0): a shard that moves keeps running on its old owner until its new owner's claim
+   *   waits behind the old owner's; only then is it interrupted and released, so it runs nowhere only for its stop and
+   *   one watch event. A shard whose new owner is no live member stops at once, and so does every shard of a member
+   *   whose Info goes invalid or whose membership ends. `maxMoves` bounds the moves at once per member, `settle`
+   *   merges a burst of joins and leaves into one change; both are the group's, the same on every member.
    *
    * The work comes first (`runShards(work, { shards })`), as in `runAssigned`; `runShards({ shards })` is the same
    * data-last, and the options-first order of 0.1.0 still works, deprecated.
    *
    * The effect never succeeds: it fails with the work's error (once every shard stopped), with `InvalidOptions` for
-   * a `shards` that is not an integer in 1..65,536 (before any I/O) or a membership not made by this library, with
-   * `ShardCountMismatch` when the group's members run another number (before anything runs), with `AlreadyRunning`
+   * a `shards` that is not an integer in 1..65,536, a `maxMoves` that is not an integer >= 1 or `Infinity`, or a
+   * `settle` that is not a finite duration (before any I/O), or a membership not made by this library, with
+   * `ShardCountMismatch` when the group's members run another number, with `ShardPolicyMismatch` when they run
+   * another `maxMoves` or `settle` (both before anything runs), with `AlreadyRunning`
    * when the membership runs another runner; it is interrupted when the membership ends.
    *
    * @example
@@ -478,7 +502,9 @@ const runShards = <E, R>(
   if (typeof work !== "function") {
     return Effect.fail(new InvalidOptions({ field: "work", reason: "must be a function of the shard" }))
   }
-  return Effect.flatMap(EtcdSeq, (seq) => RunShards.run(Source.libraryOf(seq), options.shards, work))
+  const policy = RunShards.movePolicy(options)
+  if (policy instanceof InvalidOptions) return Effect.fail(policy)
+  return Effect.flatMap(EtcdSeq, (seq) => RunShards.run(Source.libraryOf(seq), options.shards, policy, work))
 }
 
 const maxMetadataBytes = 1024 * 1024

@@ -233,6 +233,50 @@ export class ShardCountMismatch extends Data.TaggedError("ShardCountMismatch")<{
 }
 
 /**
+ * `runShards` was asked for a move policy (`maxMoves`, `settle`) that another member of the group already runs with a
+ * different one: members that bound or delay moves differently would not agree on which shards move when. Refused
+ * before anything runs, as {@link ShardCountMismatch} is. A policy not given is the default: no bound (`maxMoves`
+ * `Infinity`), no settle window (`settle` zero).
+ *
+ * @example
+ * ```ts
+ * import { Duration, Effect } from "effect"
+ * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
+ *
+ * const partitions = EtcdSeq.runShards({ shards: 64, maxMoves: 4 }, (shard) => Effect.log(`partition ${shard.id}`))
+ *   .pipe(
+ *     Effect.catchTag("ShardPolicyMismatch", (e) =>
+ *       Effect.logError(`group moves ${e.maxMoves} at once after ${Duration.format(e.settle)}`)),
+ *     Effect.provide(EtcdSeqLive)
+ *   )
+ * ```
+ * @since 0.2.0
+ * @category errors
+ */
+export class ShardPolicyMismatch extends Data.TaggedError("ShardPolicyMismatch")<{
+  readonly group: string
+  /** What the group's members already run with: the most moves at once per member (`Infinity`: no bound). */
+  readonly maxMoves: number
+  /** What the group's members already run with: the settle window. */
+  readonly settle: Duration.Duration
+  /** What this member asked for. */
+  readonly requestedMaxMoves: number
+  /** What this member asked for. */
+  readonly requestedSettle: Duration.Duration
+}> {
+  override get message(): string {
+    const policy = (maxMoves: number, settle: Duration.Duration) =>
+      `maxMoves ${maxMoves === Infinity ? "unbounded" : maxMoves}, settle ${Duration.format(settle)}`
+    return `group "${this.group}" moves shards with ${policy(this.maxMoves, this.settle)}; this member asked for ${
+      policy(this.requestedMaxMoves, this.requestedSettle)
+    }`
+  }
+
+  /** @internal */
+  override stack = oneLine(this)
+}
+
+/**
  * A newer member with the same `instance` took this member's place in the group (a restarted process while the old
  * one still ran, or two processes given one instance name). The older member's `changes` fails with it, its work
  * stops and it does not register again: the newer keeps the place, and the two never flap.
@@ -303,4 +347,5 @@ export type EtcdSeqError =
   | EtcdRequestFailed
   | AlreadyRunning
   | ShardCountMismatch
+  | ShardPolicyMismatch
   | InstanceTaken

@@ -17,7 +17,8 @@ import {
   EtcdUnavailable,
   InstanceTaken,
   InvalidOptions,
-  ShardCountMismatch
+  ShardCountMismatch,
+  ShardPolicyMismatch
 } from "../src/index.js"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
@@ -30,6 +31,13 @@ describe("EtcdSeqError", () => {
     new EtcdRequestFailed({ operation: "range", error: new Error("etcdserver: permission denied") }),
     new AlreadyRunning({ group: "g" }),
     new ShardCountMismatch({ group: "g", shards: 64, requested: 32 }),
+    new ShardPolicyMismatch({
+      group: "g",
+      maxMoves: Infinity,
+      settle: Duration.zero,
+      requestedMaxMoves: 2,
+      requestedSettle: Duration.seconds(5)
+    }),
     new InstanceTaken({ group: "g", instance: "i" })
   ]
 

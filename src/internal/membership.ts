@@ -14,6 +14,7 @@ import * as Metrics from "./metrics.js"
 import { membersOf } from "./observe.js"
 import * as Registration from "./registration.js"
 import * as Source from "./source.js"
+import * as View from "./view.js"
 
 type End = { readonly _tag: "Open" } | { readonly _tag: "Closed" } | {
   readonly _tag: "Failed"
@@ -75,8 +76,8 @@ export const make = (
     const registrations = yield* Scope.fork(memberScope, ExecutionStrategy.sequential)
     let latest: Registration.Registration | undefined
     let leaving = false
-    // The number of shards the member declared (runShards): a registration made later writes it in its record too.
-    let declaredShards: number | undefined
+    // The shards the member declared (runShards): a registration made later writes them in its record too.
+    let declaredShards: View.Declaration | undefined
     yield* Registration.keepRegistered(
       {
         shared,
@@ -165,7 +166,7 @@ export const make = (
       declareShards: (holder, shards) =>
         Effect.suspend(() => {
           declaredShards = shards
-          return latest === undefined || latest.holder !== holder || latest.declared() === shards
+          return latest === undefined || latest.holder !== holder || View.sameDeclaration(latest.declared(), shards)
             ? Effect.void
             : Effect.asVoid(latest.rewrite(shards))
         })

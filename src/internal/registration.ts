@@ -64,12 +64,12 @@ export interface Registration {
   /** Stops this registration from setting the member's Info (leaving, or lost). */
   readonly retire: Effect.Effect<void>
   /**
-   * Rewrites the member's record with `shards`, as long as the key is still this registration's: false when it is
-   * not (gone, or another incarnation's).
+   * Rewrites the member's record with `shards` (and the move policy), as long as the key is still this
+   * registration's: false when it is not (gone, or another incarnation's).
    */
-  readonly rewrite: (shards: number | undefined) => Effect.Effect<boolean, Api.RequestError>
-  /** The number of shards the member's record declares, as this registration last wrote it. */
-  readonly declared: () => number | undefined
+  readonly rewrite: (shards: View.Declaration | undefined) => Effect.Effect<boolean, Api.RequestError>
+  /** The shards (and move policy) the member's record declares, as this registration last wrote it. */
+  readonly declared: () => View.Declaration | undefined
 }
 
 export interface Deps {
@@ -82,8 +82,8 @@ export interface Deps {
   readonly setInfo: (info: Info, holder?: Holder) => void
   /** True once the member leaves (its scope closes), as opposed to a registration lost or taken over. */
   readonly leaving: () => boolean
-  /** The number of shards the member declared (runShards), written in the record of every registration made later. */
-  readonly shards: () => number | undefined
+  /** The shards the member declared (runShards), written in the record of every registration made later. */
+  readonly shards: () => View.Declaration | undefined
 }
 
 /**
@@ -134,7 +134,7 @@ interface Reg {
    * The shards the record declares: the member's own once it runs runShards; until then, a new incarnation takes
    * its predecessor's over (see writeInstanceKey), so that a restart moves no shard of anyone's.
    */
-  declared: number | undefined
+  declared: View.Declaration | undefined
   onEnded: ((ended: Ended) => void) | undefined
 }
 
@@ -229,7 +229,7 @@ const ownWrite = (reg: Reg, ops: ReadonlyArray<Api.Op>) =>
     return false
   })
 
-const recordOf = (reg: Reg, shards: number | undefined) =>
+const recordOf = (reg: Reg, shards: View.Declaration | undefined) =>
   View.encodeValue(reg.deps.settings.metadata, {
     id: reg.deps.settings.instance === undefined ? undefined : reg.id,
     shards
@@ -410,7 +410,7 @@ const writeInstanceKey = (options: {
   readonly group: string
   readonly instance: string
   readonly key: string
-  readonly value: (inherited: number | undefined) => string
+  readonly value: (inherited: View.Declaration | undefined) => string
   readonly leaseId: string
   readonly earlier: ReadonlyArray<string> | undefined
   /** Runs an effect retried in the background, for the life of the client. */
@@ -422,7 +422,7 @@ const writeInstanceKey = (options: {
     const read: Api.Op = { _tag: "Range", range: { target: { key } } }
     // Absent at first (a first start): one request. Present: it is read, and written again compared on that read.
     let compare: ReadonlyArray<Api.Compare> = [{ key, target: "create", result: "equal", value: 0 }]
-    let inherited: number | undefined
+    let inherited: View.Declaration | undefined
     // Each retry follows a write by someone else: a few in a row mean another incarnation is writing it.
     const attempts = 4
     for (let attempt = 0; attempt < attempts; attempt++) {
@@ -449,7 +449,7 @@ const writeInstanceKey = (options: {
       ) {
         break
       }
-      inherited = decoded?._tag === "Member" ? decoded.entry.shards : undefined
+      inherited = decoded?._tag === "Member" ? View.declarationOf(decoded.entry) : undefined
       // A first registration takes the key whoever holds it: its last try writes whatever the key holds by then.
       compare = kv === undefined
         ? [{ key, target: "create", result: "equal", value: 0 }]

@@ -1,14 +1,20 @@
 /**
  * The runner behind `EtcdSeq.runShards`: the group's shards split among its live members by a pure plan
  * (shardPlan.ts), each owned shard's work in a scoped fiber of its own. On a view change, only the shards whose owner
- * changes move: a shard that stays keeps running; one that leaves is interrupted and its claim released; one that
- * arrives is claimed and starts once its previous owner's claim is gone (claims.ts). No barrier across the group.
+ * changes move: a shard that stays keeps running; one that arrives is claimed and starts once its previous owner's
+ * claim is gone (claims.ts); one that leaves keeps running until its new owner's claim waits behind this member's,
+ * and is only then interrupted and its claim released, so that it is unowned for its stop and one watch event, not
+ * for the whole protocol. No barrier across the group.
+ *
+ * Which shards move when is shardMoves.ts's pure step, over the owners and moves the claims show: at most `maxMoves`
+ * moves in flight touching a member, and a plan that follows the member set only once that stayed unchanged for the
+ * `settle` window. A gone member's shards move at once, whatever the policy.
  *
  * As in `runAssigned`, the loop only ever waits for work to stop: claims, releases and waits run in the shards'
- * fibers, so `Info.invalid` (a self-fence, a lost lease) stops every shard at once.
+ * fibers, so `Info.invalid` (a self-fence, a lost lease) stops every shard at once, handed over or not.
  */
-import { Effect, ExecutionStrategy, Fiber, Metric, RcMap, Scope, SubscriptionRef } from "effect"
-import { type EtcdSeqError, InvalidOptions, ShardCountMismatch } from "../EtcdSeqError.js"
+import { Duration, Effect, ExecutionStrategy, Fiber, Metric, Option, RcMap, Scope, SubscriptionRef } from "effect"
+import { type EtcdSeqError, InvalidOptions, ShardCountMismatch, ShardPolicyMismatch } from "../EtcdSeqError.js"
 import { Info } from "../Info.js"
 import type { Shard } from "../Shard.js"
 import * as Cell from "./cell.js"
@@ -18,22 +24,76 @@ import * as Metrics from "./metrics.js"
 import * as Monotonic from "./monotonic.js"
 import { backoff } from "./retry.js"
 import * as Runner from "./runner.js"
+import * as Moves from "./shardMoves.js"
 import { planOf } from "./shardOwners.js"
+import type { ControlledPlan } from "./shardPlan.js"
 import { counted, type Holder, type Latest, type Library } from "./source.js"
+import * as View from "./view.js"
 
 /** Runs `work` per owned shard; `source` is the membership's, `undefined` for one this library did not make. */
 export const run = <E, R>(
   source: Library | undefined,
   shards: number,
+  policy: Moves.MovePolicy,
   work: (shard: Shard) => Effect.Effect<void, E, R>
 ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope>> =>
   source === undefined
     ? Effect.fail(new InvalidOptions({ field: "EtcdSeq", reason: "runShards needs a membership made by EtcdSeq.make" }))
-    : Runner.single(source, runLoop(source, shards, work))
+    : Runner.single(source, runLoop(source, shards, policy, work))
+
+/** The move policy of `runShards`' options, or why not (before any I/O). */
+export const movePolicy = (
+  options: { readonly maxMoves?: unknown; readonly settle?: unknown }
+): Moves.MovePolicy | InvalidOptions => {
+  const maxMoves = options.maxMoves ?? Infinity
+  const problem = Moves.invalidMaxMoves(maxMoves)
+  if (problem !== undefined) return new InvalidOptions({ field: "maxMoves", reason: problem })
+  const settleInput = options.settle ?? Duration.zero
+  const settle = Duration.decodeUnknown(settleInput)
+  if (Option.isNone(settle) || !Duration.isFinite(settle.value)) {
+    return new InvalidOptions({ field: "settle", reason: `${String(settleInput)} is not a finite duration` })
+  }
+  // Whole milliseconds: the member record holds an integer, the same on every member.
+  return { maxMoves: maxMoves as number, settleMillis: Math.ceil(Duration.toMillis(settle.value)) }
+}
+
+/** A plan as `step` reads it: each shard's owner by number. One per plan (plans are shared, see shardOwners.ts). */
+const ownersOf = (() => {
+  const known = new WeakMap<ReadonlyMap<string, ReadonlyArray<number>>, ControlledPlan>()
+  return (planned: ReadonlyMap<string, ReadonlyArray<number>>, shards: number): ControlledPlan => {
+    let owners = known.get(planned)
+    if (owners === undefined) {
+      const out = new Array<string | undefined>(shards).fill(undefined)
+      for (const [name, list] of planned) for (const s of list) if (s < shards) out[s] = name
+      known.set(planned, owners = out)
+    }
+    return owners
+  }
+})()
+
+/** The live members by id (their names, as plans name them), once per view. */
+const namesOf = (() => {
+  const known = new WeakMap<View.View, ReadonlyMap<string, string>>()
+  return (view: View.View): ReadonlyMap<string, string> => {
+    let names = known.get(view)
+    if (names === undefined) {
+      // A parked place runs nothing: a shard is never handed over to it (its next incarnation claims anew).
+      names = new Map(view.members.flatMap((m) => m.parked === true ? [] : [[m.id, m.name] as const]))
+      known.set(view, names)
+    }
+    return names
+  }
+})()
+
+const policyOf = (d: View.Declaration) => ({
+  maxMoves: d.maxMoves ?? Infinity,
+  settle: Duration.millis(d.settleMillis ?? 0)
+})
 
 const runLoop = <E, R>(
   source: Library,
   shards: number,
+  policy: Moves.MovePolicy,
   work: (shard: Shard) => Effect.Effect<void, E, R>
 ): Effect.Effect<never, E | EtcdSeqError, Exclude<R, Scope.Scope>> =>
   Runner.supervised<E | EtcdSeqError, EtcdSeqError, R | Scope.Scope>((supervise) =>
@@ -41,8 +101,9 @@ const runLoop = <E, R>(
       const { shared, view } = source
       const claims = yield* RcMap.get(shared.claims, source.group)
       const writer = yield* Claims.writer(shared.api, shared.leases.retryInBackground, shared.owned)
+      const declared = View.declaration(shards, policy)
 
-      // --- Wake-ups: the membership's latest status, and every view ---
+      // --- Wake-ups: the membership's latest status, every view, the claims of the shards in motion, the clock ---
       // A declaration of shards changes the plan without renaming the view, so no new status tells of it: the loop
       // wakes on both, and acts on the latest of each.
       const wake = yield* Cell.make(0)
@@ -58,9 +119,14 @@ const runLoop = <E, R>(
       const woken = yield* wake.reader
 
       // --- One shard: claim, wait for the previous owner, work ---
+      // The shards whose claim holds (their work runs), and each running shard's claim key: a handover reads who
+      // waits behind it.
+      const holding = new Set<number>()
+      const claimKeys = new Map<number, string>()
       const runShard = (shard: number, owner: Holder, info: Info) =>
         Effect.gen(function*() {
           const key = Keys.claimKey(source.group, shard, owner.id, yield* shared.leases.unique)
+          claimKeys.set(shard, key)
           // Released after the work's own finalizers (registered first, so run last), in the background.
           yield* Effect.addFinalizer(() => writer.release(key))
           const claimedAt = yield* Monotonic.millis
@@ -77,6 +143,11 @@ const runLoop = <E, R>(
           )
           yield* Metric.update(Metrics.shardHandoverWait, (yield* Monotonic.millis) - claimedAt)
           yield* Metric.increment(Metrics.shardsAcquired)
+          // A move into this member is complete: the loop may start the next.
+          yield* Effect.sync(() => {
+            holding.add(shard)
+            bump()
+          })
           yield* work({ id: shard, shards, fence, claimKey: key, info }).pipe(
             Effect.withSpan("EtcdSeq.shard", {
               attributes: { group: source.group, shard, fence },
@@ -88,34 +159,77 @@ const runLoop = <E, R>(
           // A claim whose key went before it held the shard: claim it again, under a new key.
           Effect.retry({ while: (e) => e instanceof Claims.ClaimLost, schedule: backoff }),
           Effect.catchIf((e): e is Claims.ClaimLost => e instanceof Claims.ClaimLost, () => Effect.void),
+          Effect.ensuring(Effect.sync(() => {
+            holding.delete(shard)
+            claimKeys.delete(shard)
+          })),
           counted(source.activeWork),
           supervise,
           Effect.annotateLogs({ shard })
         )
 
-      // --- The loop: stop what moved away, start what arrived, never waiting on etcd ---
+      // --- The loop: start what arrived, hand over what leaves once its new owner waits, never waiting on etcd ---
       const loop = Effect.gen(function*() {
         const running = new Map<number, Fiber.RuntimeFiber<void, never>>()
+        // The shards being stopped, and among them those handed over (at most `maxMoves` at once).
+        const stopping = new Map<number, Fiber.RuntimeFiber<void, never>>()
+        const handovers = new Set<number>()
+        // The shards claimed from a live member, by that member's name, until their work starts.
+        const incoming = new Map<number, string>()
         const loopScope = yield* Effect.scope
-        const stop = (which: ReadonlyArray<number>) =>
+        // Stops in the background: the loop goes on starting and handing over other shards meanwhile. A shard is
+        // started again only once its stop is over (its runs on one member never overlap).
+        const beginStop = (s: number, handover: boolean) =>
           Effect.gen(function*() {
-            const fibers = which.map((s) => running.get(s)!)
-            for (const s of which) running.delete(s)
-            yield* Fiber.interruptAll(fibers)
-            yield* Metric.modify(Metrics.shardsOwned, -which.length)
-            yield* Metric.incrementBy(Metrics.shardsReleased, which.length)
+            const fiber = running.get(s)!
+            stopping.set(s, fiber)
+            if (handover) handovers.add(s)
+            yield* Metric.modify(Metrics.shardsOwned, -1)
+            yield* Metric.increment(Metrics.shardsReleased)
+            yield* Fiber.interrupt(fiber).pipe(
+              Effect.ensuring(Effect.sync(() => {
+                if (stopping.get(s) !== fiber) return
+                stopping.delete(s)
+                handovers.delete(s)
+                running.delete(s)
+                bump()
+              })),
+              Effect.forkIn(loopScope)
+            )
           })
-        const stopAll = Effect.suspend(() => stop([...running.keys()]))
-        // Shards stop together, not one after the other: a thousand shards whose work takes 100 ms to stop must not
-        // take 100 s to let go of the last one (the lease may be gone long before).
+        // Everything at once, and waited for: shards stop together, not one after the other (a thousand shards whose
+        // work takes 100 ms to stop must not take 100 s to let go of the last one: the lease may be gone long before).
+        const stopAll = Effect.suspend(() => {
+          const fibers = [...running.values()]
+          const fresh = [...running.keys()].filter((s) => !stopping.has(s)).length
+          running.clear()
+          stopping.clear()
+          handovers.clear()
+          incoming.clear()
+          return Fiber.interruptAll(fibers).pipe(
+            Effect.zipRight(Metric.modify(Metrics.shardsOwned, -fresh)),
+            Effect.zipRight(Metric.incrementBy(Metrics.shardsReleased, fresh))
+          )
+        })
         const shardScope = yield* Scope.fork(loopScope, ExecutionStrategy.parallel)
         yield* Effect.addFinalizer(() => stopAll)
         // The registration the running shards belong to, and the write of its declaration.
         let current: Holder | undefined
         let declaring: Fiber.RuntimeFiber<void, never> | undefined
         let checked = false
+        // The settle window, and the timer that wakes the loop when it ends.
+        let settling: Moves.Settling<ControlledPlan> | undefined
+        let timer: { readonly at: number; readonly fiber: Fiber.RuntimeFiber<void, never> } | undefined
+        // Waiters on the claims of the shards in motion: cancelled and made again on every turn.
+        let watching: Array<() => void> = []
+        const unwatch = () => {
+          for (const cancel of watching) cancel()
+          watching = []
+        }
+        yield* Effect.addFinalizer(() => Effect.sync(unwatch))
         while (true) {
           yield* woken
+          unwatch()
           const latest = status
           if (latest === undefined) continue
           if (latest._tag === "Closed") {
@@ -127,17 +241,18 @@ const runLoop = <E, R>(
             return yield* Effect.fail(latest.error)
           }
           const { holder: owner, info } = latest
+          // Safety first: no handover, whatever waits.
           if (!Info.isValid(info) || owner === undefined) {
             yield* stopAll
             continue
           }
           if (owner !== current) {
             // A new registration (after a lost one, or the first): its shards are its own, claimed anew, and its record
-            // declares the number of shards (written at its creation, or now).
+            // declares the number of shards and the move policy (written at its creation, or now).
             yield* stopAll
             current = owner
             if (declaring !== undefined) yield* Fiber.interrupt(declaring)
-            declaring = yield* source.declareShards(owner, shards).pipe(
+            declaring = yield* source.declareShards(owner, declared).pipe(
               Effect.tapError((e) => Effect.logWarning("declaring the number of shards failed; retrying", e)),
               Effect.retry(backoff),
               Effect.ignore,
@@ -146,29 +261,131 @@ const runLoop = <E, R>(
           }
           const now = yield* SubscriptionRef.get(view)
           // Until the view holds its declaration the plan gives the member nothing, and nobody's plan counts it.
-          if (now.members.find((m) => m.id === owner.id)?.shards !== shards) continue
+          const own = now.members.find((m) => m.id === owner.id)
+          if (own === undefined || !View.sameDeclaration(View.declarationOf(own), declared)) continue
           if (!checked) {
             checked = true
             // Once the view holds this member's own declaration, it holds every declaration made before it; a later one
             // sees this one and is refused itself.
-            const other = now.members.find((m) => m.shards !== undefined && m.shards !== shards)
+            const other = now.members.find((m) =>
+              m.shards !== undefined && !View.sameDeclaration(View.declarationOf(m), declared)
+            )
             if (other !== undefined) {
               yield* Fiber.interrupt(declaring!)
               yield* source.declareShards(owner, undefined).pipe(Effect.ignore)
-              return yield* new ShardCountMismatch({ group: source.group, shards: other.shards!, requested: shards })
+              if (other.shards !== shards) {
+                return yield* new ShardCountMismatch({ group: source.group, shards: other.shards!, requested: shards })
+              }
+              const theirs = policyOf(View.declarationOf(other)!)
+              const mine = policyOf(declared)
+              return yield* new ShardPolicyMismatch({
+                group: source.group,
+                maxMoves: theirs.maxMoves,
+                settle: theirs.settle,
+                requestedMaxMoves: mine.maxMoves,
+                requestedSettle: mine.settle
+              })
             }
           }
-          const mine = new Set(planOf(now, shards).get(owner.name))
-          const gone = [...running.keys()].filter((s) => !mine.has(s)).sort((a, b) => a - b)
-          const arrived = [...mine].filter((s) => !running.has(s)).sort((a, b) => a - b)
-          if (gone.length > 0) yield* stop(gone)
-          for (const s of arrived) running.set(s, yield* Effect.forkIn(runShard(s, owner, info), shardScope))
+
+          // --- What to run now: the plan acted on, the owners and moves the claims show, the policy's step ---
+          const me = owner.name
+          const names = namesOf(now)
+          const live = new Set(names.values())
+          const newest = ownersOf(planOf(now, shards), shards)
+          const memberSet = now.members.flatMap((m) => m.shards === shards ? [m.name] : []).join(",")
+          const clock = yield* Monotonic.millis
+          const settled = Moves.settle(settling, memberSet, newest, clock, policy.settleMillis)
+          settling = settled.state
+          if (settled.wakeAt !== timer?.at) {
+            if (timer !== undefined) yield* Fiber.interrupt(timer.fiber)
+            const at = settled.wakeAt
+            timer = at === undefined ? undefined : {
+              at,
+              fiber: yield* Effect.sleep(Duration.millis(at - clock)).pipe(
+                Effect.zipRight(Effect.sync(bump)),
+                Effect.forkIn(loopScope)
+              )
+            }
+          }
+          const byNumber = claims.current().byNumber
+          const inEffect = Moves.fromClaims(shards, byNumber, (id) => names.get(id))
+          // Before a member set was acted on (a member starting, with a settle window), the owners in effect stay: but
+          // not this member's claims it runs no more (released, the delete not seen yet).
+          const target = Moves.targetOf(
+            settling.acting ?? inEffect.current.map((o, s) => o === me && !running.has(s) ? undefined : o),
+            newest,
+            live
+          )
+          // This member's moves in until its work started count as in flight, whatever the claims show yet (its claim
+          // not seen, or the previous owner's release seen first): its step does not start others meanwhile.
+          const currentOwners = [...inEffect.current]
+          const inFlight = new Map(inEffect.inFlight)
+          for (const [s, from] of incoming) {
+            if (holding.has(s) || !running.has(s)) {
+              incoming.delete(s)
+            } else if (!inFlight.has(s)) {
+              inFlight.set(s, { from, to: me })
+              currentOwners[s] = me
+            }
+          }
+          const step = Moves.step({
+            current: currentOwners,
+            target,
+            inFlight,
+            live,
+            policy: { maxMoves: policy.maxMoves }
+          })
+
+          // --- Start, stop, hand over ---
+          const arrived: Array<number> = []
+          const gone: Array<number> = []
+          const waiting: Array<number> = []
+          // Shards this member runs that are to move but whose move has not started: their new owner's claim starts it.
+          const pendingOut: Array<number> = []
+          for (let s = 0; s < shards; s++) {
+            const to = step.owners[s]
+            if (to === me) {
+              if (!running.has(s)) arrived.push(s)
+              else if (target[s] !== me) pendingOut.push(s)
+              continue
+            }
+            if (!running.has(s) || stopping.has(s)) continue
+            if (!holding.has(s) || to === undefined || !live.has(to)) {
+              // Not running yet, to be run by nobody, or by no live member: nothing to hand over.
+              gone.push(s)
+              yield* beginStop(s, false)
+              continue
+            }
+            const list = byNumber.get(s) ?? []
+            const ready = list[0]?.key === claimKeys.get(s) && list.length > 1 && names.get(list[1]!.owner) === to
+            if (ready && handovers.size < policy.maxMoves) {
+              gone.push(s)
+              yield* beginStop(s, true)
+            } else if (!ready) {
+              waiting.push(s)
+            }
+          }
+          for (const s of arrived) {
+            const from = inEffect.current[s]
+            if (from !== undefined && from !== me && live.has(from)) incoming.set(s, from)
+            running.set(s, yield* Effect.forkIn(runShard(s, owner, info), shardScope))
+          }
           yield* Metric.modify(Metrics.shardsOwned, arrived.length)
+          // Wake when a new owner's claim comes, and when a move in flight completes (room for the next).
+          const incomingBlocked = target.some((o, s) => o === me && step.owners[s] !== me)
+          for (
+            const s of incomingBlocked
+              ? [...waiting, ...pendingOut, ...step.inFlight.keys()]
+              : [...waiting, ...pendingOut]
+          ) {
+            watching.push(claims.onShardChange(s, bump))
+          }
           if (gone.length > 0 || arrived.length > 0) {
             yield* Effect.logInfo(
               `runShards ${info.toString()}: took ${arrived.length} [${arrived.join(",")}], gave up ${gone.length} [${
                 gone.join(",")
-              }], runs ${running.size}`
+              }], hands over ${waiting.length}, runs ${running.size}`
             )
           }
         }

@@ -1,11 +1,12 @@
 /**
- * Moving shards without a gap, a few at a time: from the owners in effect towards a target plan (`weightedPlan`'s),
- * as a pure step the runtime repeats whenever the view, the controls or the moves in flight change. Pure: no etcd, no
- * effects, no clock (the settle window's rule takes the time as an argument).
+ * Moving shards without a gap, a few at a time: from the owners in effect towards a target plan, as a pure step the
+ * runtime (runShards.ts) repeats whenever the view or the claims change. Pure: no etcd, no effects, no clock (the
+ * settle window's rule takes the time as an argument).
  *
- * A move is a handover between two live members: the previous owner stops the shard, the new one starts it once the
- * previous owner's claim is gone, and the move stays in flight until the runtime says it is complete (the new owner
- * ran the shard for the settle window: `settled`). What is not a move, and so happens at once whatever the policy:
+ * A move is a handover between two live members, read from the shard's claims (`fromClaims`), which every member
+ * follows: the move is in flight from when the new owner's claim waits behind the previous owner's until the previous
+ * owner, which runs the shard until then, has stopped it and released its claim. What is not a move, and so happens at
+ * once whatever the policy:
  *
  * - a shard whose owner is gone (not in the group) or that had none goes straight to its target owner: there is
  *   nobody to hand over from, and holding it back would leave it unrun;
@@ -20,6 +21,10 @@
  * A move always goes to the shard's target owner, never to a stop on the way, and a shard in flight waits for its
  * move to complete before it moves again: while the target holds, no shard moves twice (a drain moves each of the
  * draining member's shards once, straight to its final owner).
+ *
+ * The settle window (`settle`) merges a burst of joins and leaves into one change of the target: the plan a member
+ * acts on changes only once the member set has been unchanged for the window. A member gone meanwhile is not waited
+ * for (`targetOf`): its shards go to their owners in the newest plan at once.
  */
 import type { ControlledPlan } from "./shardPlan.js"
 
@@ -29,11 +34,6 @@ export interface Move {
   readonly from: string
   /** The member that runs it now (the shard's owner in the step's `owners`). */
   readonly to: string
-  /**
-   * When `to` started running the shard, in the runtime's monotonic milliseconds; absent until it has. The settle
-   * window counts from here (`settled`).
-   */
-  readonly runningSince?: number | undefined
 }
 
 /** The moves in flight, by shard number. */
@@ -43,7 +43,7 @@ export type InFlight = ReadonlyMap<number, Move>
 export interface MovePolicy {
   /** The most moves in flight touching one member (leaving it or joining it): an integer >= 1, or `Infinity`. */
   readonly maxMoves: number
-  /** How long a move's new owner runs the shard before the move is complete, in milliseconds (see `settled`). */
+  /** How long the member set must stay unchanged before the plan acted on follows it, in milliseconds (`settle`). */
   readonly settleMillis: number
 }
 
@@ -53,7 +53,7 @@ export interface StepInput {
   readonly current: ControlledPlan
   /** Where the shards should end up: `weightedPlan` for the current view and controls. Its length is the shards'. */
   readonly target: ControlledPlan
-  /** The moves in flight, as the previous step left them less those the runtime saw complete. */
+  /** The moves in flight: as the previous step left them less those complete, or as the claims show them. */
   readonly inFlight: InFlight
   /** The members in the group, draining ones included: a shard whose owner is not among them is orphaned. */
   readonly live: ReadonlySet<string>
@@ -125,24 +125,84 @@ export const step = (input: StepInput): Step => {
   return { owners, inFlight: kept, started }
 }
 
-// --- The settle window: when a move is complete ---
+// --- The runtime's inputs: the claims, the settle window ---
 
-/** The moves still in flight at `now`: those whose new owner has not run the shard for `settleMillis` yet. */
-export const settled = (inFlight: InFlight, now: number, settleMillis: number): InFlight => {
-  const out = new Map<number, Move>()
-  for (const [s, move] of inFlight) {
-    if (move.runningSince === undefined || move.runningSince + settleMillis > now) out.set(s, move)
-  }
-  return out
+/** A shard's claims as `fromClaims` reads them: oldest (the holder) first. */
+export interface ClaimOf {
+  /** The claiming member's id. */
+  readonly owner: string
 }
 
-/** When the next move in flight completes, or `undefined` if none has started running: the runtime's next wake-up. */
-export const nextSettle = (inFlight: InFlight, settleMillis: number): number | undefined => {
-  let next: number | undefined
-  for (const move of inFlight.values()) {
-    if (move.runningSince !== undefined && (next === undefined || move.runningSince + settleMillis < next)) {
-      next = move.runningSince + settleMillis
+/**
+ * The owners in effect and the moves in flight, as the claims show them, in the shape `step` reads: a shard held by a
+ * live member with a live other member's claim next in line is in flight from the holder to that member (whose it is
+ * now, for `step`); a shard held by a live member otherwise is the holder's; a shard with no claim, or whose holder
+ * is not live (dead: its claims go with its lease), has no owner in effect. `nameOf` gives a live member's name from
+ * its id (`undefined`: not live); plans name members by name.
+ */
+export const fromClaims = (
+  shards: number,
+  claims: ReadonlyMap<number, ReadonlyArray<ClaimOf>>,
+  nameOf: (id: string) => string | undefined
+): { readonly current: ControlledPlan; readonly inFlight: InFlight } => {
+  const current: Array<string | undefined> = new Array(shards).fill(undefined)
+  const inFlight = new Map<number, Move>()
+  for (const [s, list] of claims) {
+    if (s < 0 || s >= shards || list.length === 0) continue
+    const holder = nameOf(list[0]!.owner)
+    const next = list.length > 1 ? nameOf(list[1]!.owner) : undefined
+    if (holder !== undefined && next !== undefined && next !== holder) {
+      current[s] = next
+      inFlight.set(s, { from: holder, to: next })
+    } else {
+      current[s] = holder
     }
   }
-  return next
+  return { current, inFlight }
+}
+
+/**
+ * The target: the plan of the member set acted on (`acted`), but for the shards it gives to members no longer in the
+ * group, which take their owner in the newest plan (`latest`) at once: a gone member is never waited for.
+ */
+export const targetOf = (acted: ControlledPlan, latest: ControlledPlan, live: ReadonlySet<string>): ControlledPlan =>
+  acted === latest ? acted : latest.map((owner, s) => {
+    const planned = acted[s]
+    return planned !== undefined && live.has(planned) ? planned : owner
+  })
+
+/** The settle window's state: the member set acted on, and the newest with when it was first seen. */
+export interface Settling<A> {
+  /** What the member acts on (its plan), `undefined` until a member set stayed unchanged for the window. */
+  readonly acting: A | undefined
+  readonly actingKey: string | undefined
+  readonly seen: A
+  readonly seenKey: string
+  /** When the newest member set was first seen, in the runtime's milliseconds. */
+  readonly since: number
+}
+
+/**
+ * The settle window: the member set (`key`, and what to act on for it) seen at `now`. What the member acts on follows
+ * the newest member set once that has been unchanged for `settleMillis` (at once when it is 0); `wakeAt` is when to
+ * look again, while the newest is not yet acted on. A first look counts as a change: a member starting waits the
+ * window too, as the others do for its join.
+ */
+export const settle = <A>(
+  state: Settling<A> | undefined,
+  key: string,
+  value: A,
+  now: number,
+  settleMillis: number
+): { readonly state: Settling<A>; readonly wakeAt: number | undefined } => {
+  const since = state === undefined || state.seenKey !== key ? now : state.since
+  const due = now - since >= settleMillis
+  const next: Settling<A> = {
+    acting: due || state?.actingKey === key ? value : state?.acting,
+    actingKey: due ? key : state?.actingKey,
+    seen: value,
+    seenKey: key,
+    since
+  }
+  return { state: next, wakeAt: next.actingKey === key ? undefined : since + settleMillis }
 }

@@ -8,7 +8,7 @@ import type { EtcdSeqError } from "../EtcdSeqError.js"
 import { Info } from "../Info.js"
 import * as Cell from "./cell.js"
 import type { Shared } from "./client.js"
-import type { View } from "./view.js"
+import type { Declaration, View } from "./view.js"
 
 /**
  * The registration an Info was obtained under: the member's id (its locks, claims and handover key are the id's), its
@@ -62,10 +62,10 @@ export interface Library extends Common {
    */
   readonly listen: (listener: (view: View) => void) => Effect.Effect<void, never, Scope.Scope>
   /**
-   * Rewrites the member's record with the number of shards it runs `runShards` with (`undefined`: without), as long
-   * as the key is still the registration's.
+   * Rewrites the member's record with the number of shards it runs `runShards` with and the move policy
+   * (`undefined`: without), as long as the key is still the registration's.
    */
-  readonly declareShards: (holder: Holder, shards: number | undefined) => Effect.Effect<void, EtcdSeqError>
+  readonly declareShards: (holder: Holder, shards: Declaration | undefined) => Effect.Effect<void, EtcdSeqError>
 }
 
 /** A membership made by hand (a test double): its `changes` only, enough for `"none"`, which needs no etcd. */

@@ -30,7 +30,46 @@ export interface Entry {
   readonly parked?: true | undefined
   /** The number of shards the member runs `runShards` with, once it does. */
   readonly shards?: number | undefined
+  /** The group's move policy the member declared with `shards`: absent, no bound (see {@link Declaration}). */
+  readonly maxMoves?: number | undefined
+  /** The same: the settle window, in milliseconds; absent, none. */
+  readonly settleMillis?: number | undefined
 }
+
+/**
+ * What a member running `runShards` declares in its record: the number of shards and the group's move policy, the
+ * same on every member. A policy at its default (no bound on moves, no settle window) is not written, so a record
+ * written before the policy existed declares the default.
+ */
+export interface Declaration {
+  readonly shards: number
+  /** An integer >= 1; absent for no bound. */
+  readonly maxMoves?: number | undefined
+  /** An integer > 0; absent for none. */
+  readonly settleMillis?: number | undefined
+}
+
+/** The declaration with its defaults left out, as the record holds it. */
+export const declaration = (
+  shards: number,
+  policy: { readonly maxMoves: number; readonly settleMillis: number }
+): Declaration => ({
+  shards,
+  ...(Number.isFinite(policy.maxMoves) ? { maxMoves: policy.maxMoves } : {}),
+  ...(policy.settleMillis > 0 ? { settleMillis: policy.settleMillis } : {})
+})
+
+/** A member's declaration, or `undefined` when it declares no shards. */
+export const declarationOf = (entry: Entry): Declaration | undefined =>
+  entry.shards === undefined
+    ? undefined
+    : { shards: entry.shards, maxMoves: entry.maxMoves, settleMillis: entry.settleMillis }
+
+/** Two declarations alike: same shards, same policy. */
+export const sameDeclaration = (a: Declaration | undefined, b: Declaration | undefined): boolean =>
+  a === undefined || b === undefined
+    ? a === b
+    : a.shards === b.shards && a.maxMoves === b.maxMoves && a.settleMillis === b.settleMillis
 
 export interface View {
   /** Live members ordered by `createRevision`, then `name` (see {@link compare}). */
@@ -54,7 +93,8 @@ export type RawEvent = Api.Event
 /**
  * The value a member writes under its key, as JSON: `{ "v": 1, "metadata": "..." }`, plus `id` (the incarnation's
  * member id) under an instance key, `parked` when a member with an instance left and keeps its place for the next
- * incarnation, and `shards` once it runs `runShards`. The version lets a later format be told apart; other fields are
+ * incarnation, and `shards` once it runs `runShards` (with `maxMoves` and `settleMillis`, its move policy, when not the
+ * default). The version lets a later format be told apart; other fields are
  * ignored, so a later version may add some.
  */
 const MemberRecord = Schema.Struct({
@@ -62,7 +102,9 @@ const MemberRecord = Schema.Struct({
   metadata: Schema.String,
   id: Schema.optional(Schema.String),
   parked: Schema.optional(Schema.Literal(true)),
-  shards: Schema.optional(Schema.Int.pipe(Schema.positive()))
+  shards: Schema.optional(Schema.Int.pipe(Schema.positive())),
+  maxMoves: Schema.optional(Schema.Int.pipe(Schema.positive())),
+  settleMillis: Schema.optional(Schema.Int.pipe(Schema.positive()))
 })
 
 const decodeJson = Schema.decodeUnknownEither(Schema.parseJson())
@@ -95,7 +137,7 @@ const decodeValue = (value: string): typeof MemberRecord.Type | "invalid JSON" |
 export const encodeValue = (
   metadata: string,
   extra: {
-    readonly shards?: number | undefined
+    readonly shards?: Declaration | undefined
     readonly id?: string | undefined
     readonly parked?: boolean | undefined
   } = {}
@@ -105,7 +147,9 @@ export const encodeValue = (
     metadata,
     ...(extra.id === undefined ? {} : { id: extra.id }),
     ...(extra.parked === true ? { parked: true as const } : {}),
-    ...(extra.shards === undefined ? {} : { shards: extra.shards })
+    ...(extra.shards === undefined ? {} : { shards: extra.shards.shards }),
+    ...(extra.shards?.maxMoves === undefined ? {} : { maxMoves: extra.shards.maxMoves }),
+    ...(extra.shards?.settleMillis === undefined ? {} : { settleMillis: extra.shards.settleMillis })
   })
 
 export type Decoded =
@@ -135,7 +179,9 @@ export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
       createRevision: kv.createRevision,
       metadata: record.metadata,
       ...(record.parked === true ? { parked: true as const } : {}),
-      ...(record.shards === undefined ? {} : { shards: record.shards })
+      ...(record.shards === undefined ? {} : { shards: record.shards }),
+      ...(record.shards === undefined || record.maxMoves === undefined ? {} : { maxMoves: record.maxMoves }),
+      ...(record.shards === undefined || record.settleMillis === undefined ? {} : { settleMillis: record.settleMillis })
     }
   }
 }

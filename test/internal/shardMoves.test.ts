@@ -175,16 +175,53 @@ describe("shard moves", () => {
     expect([...result.inFlight.keys()]).toEqual([2])
   })
 
-  it("settle: a move is complete once its new owner ran the shard for the window", () => {
-    const inFlight: Moves.InFlight = new Map([
-      [0, { from: "a", to: "b" }],
-      [1, { from: "a", to: "b", runningSince: 1_000 }],
-      [2, { from: "a", to: "c", runningSince: 1_500 }]
+  it("from the claims: a live member's claim next behind a live holder is a move in flight; a dead holder's shard has no owner", () => {
+    const names = new Map([["a1", "a"], ["b1", "b"], ["c1", "c"]])
+    const claims = new Map<number, ReadonlyArray<Moves.ClaimOf>>([
+      [0, [{ owner: "a1" }]],
+      [1, [{ owner: "a1" }, { owner: "b1" }]],
+      [2, [{ owner: "dead" }, { owner: "b1" }]],
+      [3, [{ owner: "a1" }, { owner: "dead" }, { owner: "c1" }]],
+      [4, [{ owner: "a1" }, { owner: "a1" }]],
+      [9, [{ owner: "a1" }]]
     ])
-    expect([...Moves.settled(inFlight, 5_999, 5_000).keys()]).toEqual([0, 1, 2])
-    expect([...Moves.settled(inFlight, 6_000, 5_000).keys()]).toEqual([0, 2])
-    expect(Moves.nextSettle(inFlight, 5_000)).toBe(6_000)
-    expect(Moves.nextSettle(new Map([[0, { from: "a", to: "b" }]]), 5_000)).toBeUndefined()
+    const { current, inFlight } = Moves.fromClaims(6, claims, (id) => names.get(id))
+    expect(current).toEqual(["a", "b", undefined, "a", "a", undefined])
+    expect([...inFlight]).toEqual([[1, { from: "a", to: "b" }]])
+    // So the step keeps the move, and counts it against both: with maxMoves 1, a's other pending move waits.
+    const next = Moves.step({
+      current,
+      target: ["b", "b", "c", "a", "c", "c"],
+      inFlight,
+      live: new Set(names.values()),
+      policy: { maxMoves: 1 }
+    })
+    expect(next.owners).toEqual(["a", "b", "c", "a", "a", "c"])
+    expect(next.started).toEqual([])
+  })
+
+  it("the target: the acted plan, but a gone member's shards at their newest owner", () => {
+    const acted = ["a", "b", "c", undefined]
+    const latest = ["a", "a", "b", "b"]
+    expect(Moves.targetOf(acted, latest, new Set(["a", "b"]))).toEqual(["a", "b", "b", "b"])
+    expect(Moves.targetOf(latest, latest, new Set())).toBe(latest)
+  })
+
+  it("settle: the plan acted on follows the member set once unchanged for the window; a burst is one change", () => {
+    let { state, wakeAt } = Moves.settle(undefined, "a", "A", 0, 1_000)
+    expect([state.acting, wakeAt]).toEqual([undefined, 1_000])
+    ;({ state, wakeAt } = Moves.settle(state, "a", "A", 1_000, 1_000))
+    expect([state.acting, wakeAt]).toEqual(["A", undefined]) // A burst: ab, abc, bc within the window; acted on once, as bc, a window after the last change.
+    ;({ state, wakeAt } = Moves.settle(state, "ab", "AB", 1_500, 1_000))
+    ;({ state, wakeAt } = Moves.settle(state, "abc", "ABC", 2_000, 1_000))
+    ;({ state, wakeAt } = Moves.settle(state, "bc", "BC", 2_400, 1_000))
+    expect([state.acting, wakeAt]).toEqual(["A", 3_400])
+    ;({ state, wakeAt } = Moves.settle(state, "bc", "BC", 3_399, 1_000))
+    expect(state.acting).toBe("A")
+    ;({ state, wakeAt } = Moves.settle(state, "bc", "BC2", 3_400, 1_000))
+    expect([state.acting, wakeAt]).toEqual(["BC2", undefined])
+    // No window: at once.
+    expect(Moves.settle(state, "b", "B", 3_400, 0).state.acting).toBe("B")
     expect(Moves.invalidMaxMoves(0)).toBeDefined()
     expect(Moves.invalidMaxMoves(1.5)).toBeDefined()
     expect(Moves.invalidMaxMoves(Infinity)).toBeUndefined()

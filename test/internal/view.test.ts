@@ -316,10 +316,19 @@ describe("view", () => {
       _tag: "Member",
       entry: { id: "1f_7", name: "1f_7", createRevision: 1, metadata: "m" }
     })
-    expect(decode(prefix + "@web-0", View.encodeValue("m", { shards: 4, id: "1f_7" }), "31")).toEqual({
+    expect(decode(prefix + "@web-0", View.encodeValue("m", { shards: { shards: 4 }, id: "1f_7" }), "31")).toEqual({
       _tag: "Member",
       entry: { id: "1f_7", name: "@web-0", instance: "web-0", createRevision: 1, metadata: "m", shards: 4 }
     })
+    // A move policy other than the default is declared beside the shards; the default is not written.
+    const policy = View.declaration(4, { maxMoves: 2, settleMillis: 5_000 })
+    expect(View.encodeValue("m", { shards: View.declaration(4, { maxMoves: Infinity, settleMillis: 0 }) })).toBe(
+      View.encodeValue("m", { shards: { shards: 4 } })
+    )
+    const decoded = decode(prefix + "1f_7", View.encodeValue("m", { shards: policy }), "31")
+    expect(decoded).toMatchObject({ entry: { shards: 4, maxMoves: 2, settleMillis: 5_000 } })
+    expect(decoded._tag === "Member" && View.sameDeclaration(View.declarationOf(decoded.entry), policy)).toBe(true)
+    expect(View.sameDeclaration(policy, { shards: 4 })).toBe(false)
     expect(decode(prefix + "@web-0", View.encodeValue("m"), "31")).toMatchObject({
       _tag: "Foreign",
       reason: "not bound to the lease it names"

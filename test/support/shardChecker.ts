@@ -2,7 +2,7 @@
  * The shard checker: records every run of a shard's work (member, shard, fence, interval on a clock every process of
  * the machine shares) and finds what `runShards` forbids.
  */
-import { Effect, type Scope } from "effect"
+import { Clock, Effect, type Scope } from "effect"
 import type { Shard } from "../../src/index.js"
 
 export interface ShardRun {
@@ -11,6 +11,12 @@ export interface ShardRun {
   readonly fence: number
   readonly start: number
   end: number
+  /** When its stop began (its finalizer ran), on the same clock; absent while it runs (and for runs of a process). */
+  stopping?: number
+  /** The same three on Effect's clock (the TestClock in tests that use it): absent for runs of a process. */
+  readonly clockStart?: number
+  clockStopping?: number
+  clockEnd?: number
 }
 
 /** Milliseconds on the machine's monotonic clock (CLOCK_MONOTONIC): comparable across processes. */
@@ -28,12 +34,19 @@ export const makeShardChecker = (): ShardChecker => {
     runs,
     work: (member, stopMillis = 0) => (shard) =>
       Effect.acquireRelease(
-        Effect.sync(() => {
-          const run: ShardRun = { member, shard: shard.id, fence: shard.fence, start: now(), end: Infinity }
+        Effect.map(Clock.currentTimeMillis, (clockStart) => {
+          const run: ShardRun = { member, shard: shard.id, fence: shard.fence, start: now(), end: Infinity, clockStart }
           runs.push(run)
           return run
         }),
-        (run) => Effect.sleep(stopMillis).pipe(Effect.zipRight(Effect.sync(() => void (run.end = now()))))
+        (run) =>
+          Effect.gen(function*() {
+            run.stopping = now()
+            run.clockStopping = yield* Clock.currentTimeMillis
+            yield* Effect.sleep(stopMillis)
+            run.clockEnd = yield* Clock.currentTimeMillis
+            run.end = now()
+          })
       ).pipe(Effect.zipRight(Effect.never))
   }
 }
