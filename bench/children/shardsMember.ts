@@ -12,7 +12,7 @@
  *   weigh <w,...>  every live member leaves and joins again with the weight given, in order
  *   exit           every member leaves; the process ends
  * stdout, one JSON object per line: `ready`; `joining` (`m`, `at`) and `joined` (`m`, `id`, `weight`, `at`);
- * `start` (`m`, `s`, `fence`, `at`), `stopping` and `stop` (`m`, `s`, `at`) of every shard; `failed` (`why`).
+ * `start` (`m`, `s`, `id` of the claim's member, `fence`, `at`), `stopping` and `stop` (`m`, `s`, `at`) of every shard; `failed` (`why`).
  *
  * Times (`at`) are milliseconds since `<epoch ns>`, read from `process.hrtime.bigint()`: CLOCK_MONOTONIC on Linux,
  * one clock for every process of the machine (unlike `Date.now()`, which NTP may step or slew between two readings),
@@ -43,10 +43,19 @@ interface Member {
 const live: Array<Member> = []
 let joins = 0
 
+/**
+ * The member id whose claim holds the shard, from the claim's key (`<group>/claims/<shard>/<member id>.<run>`): what
+ * the group's view names as the shard's holder. (`members[current.index]` may be of another view than `current`.)
+ */
+const claimant = (shard: Shard) => {
+  const last = shard.claimKey.slice(shard.claimKey.lastIndexOf("/") + 1)
+  return last.slice(0, last.lastIndexOf("."))
+}
+
 /** The shard's work: reports its start, and on interruption its stop, which takes `workStop` (a finalizer sleeping). */
 const work = (label: string) => (shard: Shard) =>
   Effect.acquireRelease(
-    Effect.sync(() => print({ e: "start", m: label, s: shard.id, fence: shard.fence, at: at() })),
+    Effect.sync(() => print({ e: "start", m: label, s: shard.id, id: claimant(shard), fence: shard.fence, at: at() })),
     () =>
       Effect.sync(() => print({ e: "stopping", m: label, s: shard.id, at: at() })).pipe(
         Effect.zipRight(Effect.sleep(workStop)),

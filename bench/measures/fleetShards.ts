@@ -81,6 +81,8 @@ const now = () => Number(process.hrtime.bigint() - epoch) / 1e6
 
 interface Run {
   readonly owner: string
+  /** The member id of the claim it runs under: the holder the group's view names. */
+  readonly id: string
   readonly shard: number
   readonly start: number
   /** When its owner began stopping it (the work's interruption), or when its process was killed. */
@@ -116,7 +118,7 @@ const makeLedger = () => {
       const m = members.get(owner)
       if (m !== undefined) m.gone = true
     } else if (line.e === "start") {
-      const run: Run = { owner, shard: s, start: at, stopping: Infinity, stop: Infinity }
+      const run: Run = { owner, id: String(line["id"]), shard: s, start: at, stopping: Infinity, stop: Infinity }
       runs.push(run)
       holding[s]!.set(owner, run)
     } else if (line.e === "stopping") {
@@ -311,22 +313,26 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
         }
         // Every member's own report of its join is in, and no stop is pending.
         if (ledger.live().length !== members || ledger.stopping.size > 0) return false
-        const ownerById = new Map(ledger.live().map((m) => [m.id, m.owner]))
         const runs = ledger.current()
-        if (
-          !v.shards.owners.every((o) =>
-            o.holder !== undefined && runs[o.shard] !== undefined && runs[o.shard]!.owner === ownerById.get(o.holder)
-          )
-        ) {
-          return false
-        }
+        if (!v.shards.owners.every((o) => o.holder !== undefined && runs[o.shard]?.id === o.holder)) return false
         // Until a newcomer's declaration of the shards is in the view the plan leaves it out (and the view waits for
         // nothing): with S >= n every member owns a shard once the plan counts it (a draining one aside, see `extra`).
         const owning = new Set(runs.map((r) => r?.owner))
         return extra() && (shards < members || ledger.live().every((m) => m.owner === exempt || owning.has(m.owner)))
       }
-      const why = (members: number) => () =>
-        `members ${view?.members.length ?? "?"} of ${members}; waiting: ${view?.waiting.slice(0, 3).join("; ") ?? "?"}`
+      const why = (members: number) => () => {
+        const runs = ledger.current()
+        const owning = new Set(runs.map((r) => r?.owner))
+        return `view: ${view?.members.length ?? "?"} of ${members} members, waiting for ${
+          view?.waiting.slice(0, 3).join("; ") ?? "?"
+        }; reports: ${ledger.live().length} members (${
+          ledger.live().filter((m) => !owning.has(m.owner)).length
+        } owning nothing), ${ledger.stopping.size} stops pending, ${
+          ledger.holding.filter((h) => h.size !== 1).length
+        } shards not at exactly one member, ${
+          runs.filter((r, s) => r !== undefined && view?.shards?.owners[s]?.holder !== r.id).length
+        } at another than the claim's holder; failures: ${ledger.failures.slice(0, 2).join("; ")}`
+      }
 
       // --- The storm: every fleet member joins at once ---
       const stormStart = now()
