@@ -19,7 +19,7 @@
  * so a stop in one process and a start in another compare directly.
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Deferred, Duration, Effect, Exit, Logger, LogLevel, Runtime, Scope } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, Logger, LogLevel, Runtime, Schedule, Scope } from "effect"
 import * as readline from "node:readline"
 import { Etcd, EtcdSeq, type EtcdSeqOptions, type Shard } from "../../src/index.js"
 
@@ -129,7 +129,11 @@ const weightsOf = (text: string | undefined) =>
   (text ?? "").split(",").filter((w) => w !== "").map((w) => (w === "-" ? undefined : Number(w)))
 
 const program = Effect.scoped(Effect.gen(function*() {
-  const etcd = yield* Etcd.make({ endpoints: [endpoint] })
+  // Fifty processes starting at once on a loaded machine: the first request may wait long for CPU (a failed connect
+  // would end the process before it is ready).
+  const etcd = yield* Etcd.make({ endpoints: [endpoint], connectTimeout: "30 seconds" }).pipe(
+    Effect.retry({ times: 3, schedule: Schedule.spaced("1 second") })
+  )
   const done = yield* Deferred.make<void>()
   const lines = readline.createInterface({ input: process.stdin })
   const runtime = yield* Effect.runtime<never>()
@@ -166,6 +170,8 @@ const program = Effect.scoped(Effect.gen(function*() {
 
 NodeRuntime.runMain(
   program.pipe(
+    // Why a process ended early, on its stderr (error reporting is off: it would print interruptions too).
+    Effect.tapErrorCause((cause) => Effect.sync(() => process.stderr.write(`shardsMember: ${Cause.pretty(cause)}\n`))),
     Effect.provide(Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger))),
     Logger.withMinimumLogLevel(process.env["FLEET_LOG_LEVEL"] === "Warning" ? LogLevel.Warning : LogLevel.Error)
   ),

@@ -5,8 +5,8 @@
  * `--work-stop`: a finalizer that sleeps). One etcd per configuration, started here, and its floor (put to watch
  * event, the bare etcd3 client) measured on it before the fleet starts. Not a test: figures, not assertions.
  *
- * Changes measured, in order: `--fleet-rounds` times a join (a spare process with one member, as a new pod) and a
- * graceful leave (one member of a fleet process); a crash (SIGKILL of the last spare process, one member); a drain of
+ * The group forms ten processes at a time (spawned, then joined). Changes measured, in order: `--fleet-rounds` times
+ * a join (a spare process with one member, as a new pod) and a graceful leave (one member of a fleet process); a crash (SIGKILL of the last spare process, one member); a drain of
  * one fleet member (`EtcdSeq.drain`, being built on another branch: "n/a" until the installed `EtcdSeq` has it), then
  * that member's leave; and with weights 1, 2 and 4 mixed (the membership option `weight`, also being built: "n/a"
  * until the installed `EtcdSeq` refuses an invalid weight, the sign that it reads the option), each member's shards
@@ -69,6 +69,8 @@ const weightCycle = [1, 2, 4] as const
 const pause = Duration.millis(500)
 const settleAfter = Duration.millis(300)
 const stormWithin = Duration.minutes(3)
+/** Processes spawned, and joined, at a time. */
+const wave = 10
 const changeWithin = Duration.seconds(60)
 
 // --- The shared clock ---
@@ -268,32 +270,36 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
       const ledger = makeLedger()
 
       // --- The processes: the fleet, and one spare per round (each joins once, as a new pod) ---
-      const procs = yield* Effect.acquireRelease(
-        Effect.sync(() =>
-          Array.from({ length: processes + rounds }, (_, i) => {
-            const proc = spawnChild({
-              file,
-              args: [etcd.clientUrl, group, String(shards), String(ttlSeconds), String(epoch), String(workStopMs)],
-              stderrFile: logDir === undefined ? undefined : `${logDir}/fleet-shards-${config}-${i}.log`,
-              env: logDir === undefined ? {} : { FLEET_LOG_LEVEL: "Warning" },
-              niceness
-            })
-            proc.onLine(ledger.onLine(i))
-            return proc
-          })
-        ),
-        (ps) =>
-          Effect.flatMap(
-            Effect.promise(() => stopAll(ps, "30 seconds")),
-            (left) => left.length === 0 ? Effect.void : Console.log(`  processes not gone: ${left.join(", ")}`)
-          )
+      // Spawned (and the group formed) ten processes at a time: fifty node processes loading at once, then joining at
+      // once, starve a loaded two-core machine (etcd with it) for minutes, and members fence themselves.
+      const procs: Array<Proc> = []
+      yield* Effect.addFinalizer(() =>
+        Effect.flatMap(
+          Effect.promise(() => stopAll(procs, "30 seconds")),
+          (left) => left.length === 0 ? Effect.void : Console.log(`  processes not gone: ${left.join(", ")}`)
+        )
       )
+      for (let from = 0; from < processes + rounds; from += wave) {
+        const batch = Array.from({ length: Math.min(wave, processes + rounds - from) }, (_, k) => {
+          const i = from + k
+          const proc = spawnChild({
+            file,
+            args: [etcd.clientUrl, group, String(shards), String(ttlSeconds), String(epoch), String(workStopMs)],
+            stderrFile: logDir === undefined ? undefined : `${logDir}/fleet-shards-${config}-${i}.log`,
+            env: logDir === undefined ? {} : { FLEET_LOG_LEVEL: "Warning" },
+            niceness
+          })
+          proc.onLine(ledger.onLine(i))
+          procs.push(proc)
+          return proc
+        })
+        const ready = yield* allOf(batch, (l) => l.e === "ready", "120 seconds")
+        if (ready.answered < batch.length) {
+          return yield* new BenchError({ message: `${ready.answered} of ${batch.length} processes ready` })
+        }
+      }
       const fleet = procs.slice(0, processes)
       const spares = procs.slice(processes)
-      const ready = yield* allOf(procs, (l) => l.e === "ready", "120 seconds")
-      if (ready.answered < procs.length) {
-        return yield* new BenchError({ message: `${ready.answered} of ${procs.length} processes ready` })
-      }
 
       // --- The group's view, from outside ---
       let view: GroupView | undefined
@@ -334,11 +340,15 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
         } at another than the claim's holder; failures: ${ledger.failures.slice(0, 2).join("; ")}`
       }
 
-      // --- The storm: every fleet member joins at once ---
+      // --- The group forms, ten processes joining at a time ---
       const stormStart = now()
-      for (const p of fleet) p.send(`join ${Array.from({ length: perProcess }, () => "-").join(",")}`)
-      let size = processes * perProcess
-      yield* until(converged(size, () => true), stormWithin, why(size))
+      let size = 0
+      for (let from = 0; from < processes; from += wave) {
+        const batch = fleet.slice(from, from + wave)
+        for (const p of batch) p.send(`join ${Array.from({ length: perProcess }, () => "-").join(",")}`)
+        size += batch.length * perProcess
+        yield* until(converged(size, () => true), stormWithin, why(size))
+      }
       result.stormMs = now() - stormStart
       yield* Console.log(`  formed: ${size} members in ${Math.round(result.stormMs)} ms`)
 
