@@ -312,6 +312,7 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
       )
 
       /** Converged: the view has `members` and waits for nothing; every shard runs at its claim's holder alone. */
+      /** `exempt`: a member that may own nothing (a draining one), or `"all"` (weighted: a light member may own none). */
       const converged = (members: number, extra: () => boolean, exempt?: string) => () => {
         const v = view
         if (v === undefined || v.members.length !== members || v.shards === undefined || v.waiting.length > 0) {
@@ -324,7 +325,8 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
         // Until a newcomer's declaration of the shards is in the view the plan leaves it out (and the view waits for
         // nothing): with S >= n every member owns a shard once the plan counts it (a draining one aside, see `extra`).
         const owning = new Set(runs.map((r) => r?.owner))
-        return extra() && (shards < members || ledger.live().every((m) => m.owner === exempt || owning.has(m.owner)))
+        return extra() && (shards < members || exempt === "all" ||
+          ledger.live().every((m) => m.owner === exempt || owning.has(m.owner)))
       }
       const why = (members: number) => () => {
         const runs = ledger.current()
@@ -498,7 +500,16 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
         yield* Effect.sleep(pause)
         for (const [i, ws] of expected) procs[i]!.send(`weigh ${ws.join(",")}`)
         const weighed = () => ledger.live().length === size && ledger.live().every((m) => m.weight !== undefined)
-        yield* until(converged(size, weighed), stormWithin, why(size))
+        // A light member may own no shard, so a newcomer whose declaration the plan does not count yet cannot be told
+        // from one the plan gives nothing: converged, and no shard started for a second, twice in a row.
+        const quiet = converged(size, weighed, "all")
+        let settled = 0
+        while (settled < 2) {
+          yield* until(quiet, stormWithin, why(size))
+          const runs = ledger.runs.length
+          yield* Effect.sleep("1 second")
+          settled = quiet() && ledger.runs.length === runs ? settled + 1 : 0
+        }
         const owned = new Map<string, number>()
         for (const run of ledger.current()) if (run !== undefined) owned.set(run.owner, (owned.get(run.owner) ?? 0) + 1)
         const members = ledger.live()
