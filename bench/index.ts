@@ -20,6 +20,7 @@ import * as Library from "./drivers/library.js"
 import { assignmentsMarkdown, measureAssignments } from "./measures/assignments.js"
 import { BenchError } from "./measures/etcdMetrics.js"
 import { runFleet } from "./measures/fleet.js"
+import { runFleetShards } from "./measures/fleetShards.js"
 import { measureFloor } from "./measures/floor.js"
 import { failedRun, type GroupRun, type RunConfig } from "./measures/groupRun.js"
 import { nowMs } from "./measures/runtime.js"
@@ -237,9 +238,14 @@ const main = Effect.gen(function*() {
 // may still be retrying registrations against it; the benchmark ends regardless.
 // `--fleet` (alone, or `--fleet=10x100,...`): the fleet benchmark instead, members in processes of their own.
 const fleet = process.argv.slice(2).some((a) => a === "--fleet" || a.startsWith("--fleet="))
+// `--fleet-shards` (alone, or `--fleet-shards=50x1,20x50`): runShards across processes (bench/measures/fleetShards.ts).
+const fleetShards = process.argv.slice(2).some((a) => a === "--fleet-shards" || a.startsWith("--fleet-shards="))
 
 NodeRuntime.runMain(
-  (fleet ? runFleet : main).pipe(Effect.provide(NodeContext.layer), Logger.withMinimumLogLevel(logLevel)),
+  (fleetShards ? runFleetShards : fleet ? runFleet : main).pipe(
+    Effect.provide(NodeContext.layer),
+    Logger.withMinimumLogLevel(logLevel)
+  ),
   {
     teardown: (exit, onExit) =>
       defaultTeardown(exit, (code) => {

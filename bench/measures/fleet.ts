@@ -17,15 +17,13 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Duration, Effect, Option } from "effect"
-import * as esbuild from "esbuild"
-import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
-import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import { startEtcd } from "../../test/support/etcd.js"
 import { BenchError, diff, scrapeOrUnreadable } from "./etcdMetrics.js"
 import { measureFloor } from "./floor.js"
+import { allOf, bundle, type Proc, spawnChild, stopAll } from "./processes.js"
 import { summarize } from "./stats.js"
 
 const arg = (name: string): string | undefined =>
@@ -47,38 +45,6 @@ const outDir = arg("out") ?? "bench/results"
  */
 const niceness = Number(arg("nice") ?? "0")
 const memberScript = fileURLToPath(new URL("../children/fleetMember.ts", import.meta.url))
-const root = fileURLToPath(new URL("../..", import.meta.url))
-/**
- * The member script bundled once into plain JavaScript (its packages left to node_modules): a hundred processes
- * started through tsx would each carry its transpiler, and memory and start-up would measure that, not the library.
- */
-const bundled = `${root}node_modules/.cache/etcdseq-bench/fleetMember.mjs`
-
-const bundle = Effect.tryPromise({
-  try: () =>
-    esbuild.build({
-      entryPoints: [memberScript],
-      bundle: true,
-      platform: "node",
-      format: "esm",
-      target: "node20",
-      packages: "external",
-      outfile: bundled,
-      logLevel: "error"
-    }),
-  catch: (cause) => new BenchError({ message: "bundling the fleet member failed", cause })
-})
-
-type Line = { readonly e: string; readonly [key: string]: unknown }
-
-interface Proc {
-  readonly pid: number
-  readonly send: (command: string) => void
-  /** Waits (bounded) for the next line satisfying `match` from now on; none when the bound passed. */
-  readonly next: (match: (line: Line) => boolean, within: Duration.DurationInput) => Effect.Effect<Option.Option<Line>>
-  readonly kill: () => void
-  readonly exited: Promise<void>
-}
 
 /**
  * `FLEET_PROFILE=<dir>`: the first process of each configuration writes CPU profiles there: its whole life
@@ -88,90 +54,20 @@ const profileDir = process.env["FLEET_PROFILE"]
 /** `FLEET_LOG=<dir>`: each process logs warnings and errors to `<dir>/<group>-<n>.log` (otherwise errors only). */
 const logDir = process.env["FLEET_LOG"]
 
-const spawnProc = (impl: string, endpoint: string, group: string, members: number, n: number): Proc => {
-  const profile = n === 0
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [
-      ...(profile && profileDir !== undefined ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : []),
-      bundled,
-      impl,
-      endpoint,
-      group,
-      String(members),
-      String(ttlSeconds)
-    ],
-    {
-      cwd: root,
-      stdio: [
-        "pipe",
-        "pipe",
-        logDir === undefined ? "inherit" : fs.openSync(`${logDir}/${group.replace(/\//g, "_")}-${n}.log`, "w")
-      ],
-      env: {
-        ...process.env,
-        NODE_OPTIONS: "",
-        ...(logDir === undefined ? {} : { FLEET_LOG_LEVEL: "Warning" }),
-        ...(profile && profileDir !== undefined
-          ? { FLEET_STORM_PROFILE: `${profileDir}/storm-${group.replace(/\//g, "_")}.cpuprofile` }
-          : {})
-      }
-    }
-  )
-  if (niceness !== 0) os.setPriority(child.pid!, niceness)
-  const lines: Array<Line> = []
-  const waiters = new Set<() => void>()
-  readline.createInterface({ input: child.stdout! }).on("line", (text) => {
-    try {
-      lines.push(JSON.parse(text) as Line)
-    } catch {
-      return
-    }
-    for (const wake of [...waiters]) wake()
+const spawnProc = (file: string, impl: string, endpoint: string, group: string, members: number, n: number): Proc => {
+  const profile = n === 0 && profileDir !== undefined
+  return spawnChild({
+    file,
+    args: [impl, endpoint, group, String(members), String(ttlSeconds)],
+    nodeArgs: profile ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : [],
+    stderrFile: logDir === undefined ? undefined : `${logDir}/${group.replace(/\//g, "_")}-${n}.log`,
+    env: {
+      ...(logDir === undefined ? {} : { FLEET_LOG_LEVEL: "Warning" }),
+      ...(profile ? { FLEET_STORM_PROFILE: `${profileDir}/storm-${group.replace(/\//g, "_")}.cpuprofile` } : {})
+    },
+    niceness
   })
-  child.stdin!.on("error", () => {})
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-  return {
-    pid: child.pid!,
-    send: (command) => void child.stdin!.write(command + "\n"),
-    next: (match, within) =>
-      Effect.async<Option.Option<Line>>((resume) => {
-        const from = lines.length
-        let seen = from
-        const look = () => {
-          for (; seen < lines.length; seen++) {
-            if (match(lines[seen]!)) {
-              waiters.delete(look)
-              clearTimeout(timer)
-              resume(Effect.succeed(Option.some(lines[seen]!)))
-              return
-            }
-          }
-        }
-        const timer = setTimeout(() => {
-          waiters.delete(look)
-          resume(Effect.succeed(Option.none()))
-        }, Duration.toMillis(Duration.decode(within)))
-        waiters.add(look)
-        return Effect.sync(() => {
-          waiters.delete(look)
-          clearTimeout(timer)
-        })
-      }),
-    kill: () => void child.kill("SIGKILL"),
-    exited
-  }
 }
-
-/** Every process's next line matching `match`: the latest `at` among them, and how many answered. */
-const allOf = (procs: ReadonlyArray<Proc>, match: (line: Line) => boolean, within: Duration.DurationInput) =>
-  Effect.map(
-    Effect.forEach(procs, (p) => p.next(match, within), { concurrency: "unbounded" }),
-    (found) => {
-      const ats = found.flatMap((o) => Option.isSome(o) ? [Number(o.value["at"])] : [])
-      return { answered: ats.length, last: Math.max(...ats) }
-    }
-  )
 
 interface Result {
   readonly impl: string
@@ -202,7 +98,7 @@ const stats = (procs: ReadonlyArray<Proc>) =>
     return p.next((l) => l.e === "stats", "20 seconds")
   }, { concurrency: "unbounded" }).pipe(Effect.map((all) => all.flatMap((o) => Option.isSome(o) ? [o.value] : [])))
 
-const runConfig = (impl: string, processes: number, perProcess: number) =>
+const runConfig = (file: string, impl: string, processes: number, perProcess: number) =>
   Effect.scoped(Effect.gen(function*() {
     const etcd = yield* startEtcd({ name: `fleet-${impl}-${processes}x${perProcess}` })
     const group = `fleet/${impl}-${processes}x${perProcess}`
@@ -211,15 +107,13 @@ const runConfig = (impl: string, processes: number, perProcess: number) =>
     yield* Console.log(`fleet ${impl} ${config} = ${total}: starting ${processes} processes`)
     const procs = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        Array.from({ length: processes }, (_, i) => spawnProc(impl, etcd.clientUrl, group, perProcess, i))
+        Array.from({ length: processes }, (_, i) => spawnProc(file, impl, etcd.clientUrl, group, perProcess, i))
       ),
       (ps) =>
-        Effect.promise(async () => {
-          for (const p of ps) p.send("exit")
-          const timeout = new Promise((r) => setTimeout(r, 30_000))
-          await Promise.race([Promise.all(ps.map((p) => p.exited)), timeout])
-          for (const p of ps) p.kill()
-        })
+        Effect.flatMap(
+          Effect.promise(() => stopAll(ps, "30 seconds")),
+          (left) => left.length === 0 ? Effect.void : Console.log(`  processes not gone: ${left.join(", ")}`)
+        )
     )
     const ready = yield* allOf(procs, (l) => l.e === "ready", "120 seconds")
     if (ready.answered < processes) return yield* new BenchError({ message: `${ready.answered} processes ready` })
@@ -332,15 +226,15 @@ const markdown = (results: ReadonlyArray<Result>, floorP99: number, load: string
   ].join("\n")
 
 export const runFleet = Effect.gen(function*() {
-  yield* bundle
+  const file = yield* bundle(memberScript, "fleetMember")
   const load = `load average ${os.loadavg().map((x) => x.toFixed(2)).join(" ")} at start, ${os.cpus().length} cores`
   const floor = yield* Effect.scoped(Effect.gen(function*() {
     const etcd = yield* startEtcd({ name: "fleet-floor" })
     return yield* measureFloor({ endpoints: [etcd.clientUrl], key: "fleet/floor", samples: 200, warmup: 20 })
   }))
   const results: Array<Result> = []
-  for (const c of baselines) results.push(yield* runConfig("baseline", c.processes, c.members))
-  for (const c of configs) results.push(yield* runConfig("library", c.processes, c.members))
+  for (const c of baselines) results.push(yield* runConfig(file, "baseline", c.processes, c.members))
+  for (const c of configs) results.push(yield* runConfig(file, "library", c.processes, c.members))
   const text = markdown(results, floor.p99, load)
   yield* Console.log(text)
   fs.mkdirSync(outDir, { recursive: true })
