@@ -10,6 +10,7 @@
 import { Clock, Duration, Effect, Schedule, type Scope, Stream, SubscriptionRef } from "effect"
 import type { EtcdSeqError } from "../../EtcdSeqError.js"
 import type { GroupView } from "../../GroupView.js"
+import * as Bounded from "../../internal/bounded.js"
 import { type Change, changes } from "./timeline.js"
 
 /** A line of the timeline, numbered so that a tab sends each line once. */
@@ -123,7 +124,7 @@ export const make = (
     // --- The probe ---
     const probeTimeout = Duration.decode(options.probeTimeout ?? "3 seconds")
     yield* options.probe.pipe(
-      Effect.timeoutFail({
+      Bounded.timeoutFail({
         duration: probeTimeout,
         onTimeout: () => ({ _tag: "Timeout", message: `no answer within ${Duration.format(probeTimeout)}` }) as const
       }),
