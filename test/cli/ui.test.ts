@@ -4,7 +4,7 @@
  * status when the observe fails or etcd does not answer. The page itself, in Chromium: ui.browser.test.ts.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Queue, Ref, Stream } from "effect"
+import { Deferred, Duration, Effect, Either, Queue, Ref, Stream } from "effect"
 import * as vm from "node:vm"
 import * as Feed from "../../src/cli/ui/feed.js"
 import { hostOf, isLoopback, parseListen, urlOf } from "../../src/cli/ui/listen.js"
@@ -93,7 +93,11 @@ describe("etcdseq ui: the page", () => {
 })
 
 /** The events of `/events` until `enough` holds of them (bounded), as `[event, data]`. */
-const readEvents = (url: string, enough: (events: ReadonlyArray<[string, unknown]>) => boolean) =>
+const readEvents = (
+  url: string,
+  enough: (events: ReadonlyArray<[string, unknown]>) => boolean,
+  onEvents: (events: ReadonlyArray<[string, unknown]>) => void = () => {}
+) =>
   Effect.promise(async () => {
     const controller = new AbortController()
     const timer = setTimeout(() => controller.abort(), 10_000)
@@ -115,6 +119,7 @@ const readEvents = (url: string, enough: (events: ReadonlyArray<[string, unknown
           const data = /^data: (.*)$/m.exec(block)?.[1]
           if (event !== undefined && data !== undefined) events.push([event, JSON.parse(data)])
         }
+        onEvents(events)
       }
     } finally {
       clearTimeout(timer)
@@ -160,9 +165,14 @@ describe("etcdseq ui: the server", () => {
         expect(Object.keys(sent.seen)).toEqual(["a"])
       }
       // A change reaches a tab already open.
-      const later = readEvents(url, (events) => events.filter(([e]) => e === "view").length >= 2)
+      const open = yield* Deferred.make<void>()
+      const later = readEvents(
+        url,
+        (events) => events.filter(([e]) => e === "view").length >= 2,
+        (events) => hasView(events) && Deferred.unsafeDone(open, Effect.void)
+      )
       const fiber = yield* Effect.fork(later)
-      yield* Effect.sleep("200 millis")
+      yield* Deferred.await(open).pipe(Effect.timeout("10 seconds"))
       yield* Queue.offer(queue, view(["a", "b", "c"]))
       const { events } = yield* fiber.await.pipe(Effect.flatten)
       const last = events.filter(([e]) => e === "view").at(-1)![1] as { view: GroupView }
