@@ -53,7 +53,7 @@ li { padding: 1px 0; }
 #timeline li.leave, #timeline li.etcd { color: var(--bad); }
 #timeline li.join { color: var(--ok); }
 #other { margin: 0; white-space: pre-wrap; font-size: 12px; }
-.hidden { display: none; }
+.hidden, .legend span.hidden { display: none; }
 .muted { color: var(--muted); }
 @media (max-width: 900px) { main { grid-template-columns: 1fr; } }
 `
