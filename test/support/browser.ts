@@ -8,7 +8,7 @@ import { existsSync } from "node:fs"
 import { type Browser, chromium } from "playwright-core"
 import { pidIsGone } from "./processes.js"
 
-export const chromiumPath = process.env["CHROMIUM_PATH"] ?? "/usr/bin/chromium"
+const chromiumPath = process.env["CHROMIUM_PATH"] ?? "/usr/bin/chromium"
 
 export const haveChromium = (): boolean => existsSync(chromiumPath)
 

@@ -14,14 +14,14 @@ import * as Bounded from "../../internal/bounded.js"
 import { type Change, changes } from "./timeline.js"
 
 /** A line of the timeline, numbered so that a tab sends each line once. */
-export interface Entry extends Change {
+interface Entry extends Change {
   readonly seq: number
   /** When the server saw it (ms since the epoch). */
   readonly at: number
 }
 
 /** Whether etcd answers, as the page's banner shows it. */
-export interface Status {
+interface Status {
   readonly etcd: "connected" | "unavailable"
   /** Since when (ms since the epoch). */
   readonly since: number
@@ -47,7 +47,7 @@ export interface FeedOptions {
   readonly probeTimeout?: Duration.DurationInput | undefined
 }
 
-export const timelineLength = 200
+const timelineLength = 200
 
 /** Retries of the observe after a failure: from 250 ms, at most 5 s apart, forever. */
 const retry = Schedule.exponential("250 millis").pipe(Schedule.union(Schedule.spaced("5 seconds")), Schedule.jittered)
