@@ -14,7 +14,7 @@ import { CliExit, ExitCode } from "./exit.js"
 import * as Flags from "./flags.js"
 import { flags as help } from "./help.js"
 import * as Feed from "./ui/feed.js"
-import { isLoopback, parseListen, urlOf } from "./ui/listen.js"
+import { isLoopback, type Listen, parseListen, urlOf } from "./ui/listen.js"
 import { serve } from "./ui/server.js"
 
 const usage = (line: string) => new CliExit({ code: ExitCode.usage, line })
@@ -44,17 +44,23 @@ export const ui = Command.make(
           `--listen: ${listen.host} is not a loopback address; the page has no login: add --listen-any to serve it there`
         )
       }
-      const etcd = yield* Etcd
-      const feed = yield* Feed.make({
-        views: EtcdSeq.observe(o.group).pipe(Stream.provideService(Etcd, etcd)),
-        probe: probe(o.group).pipe(Effect.provideService(Etcd, etcd))
-      })
-      const bound = yield* serve({ group: o.group, feed, listen, anyHost: o.listenAny }).pipe(
-        Effect.mapError((e) =>
-          new CliExit({ code: ExitCode.failed, line: `cannot listen on ${o.listen}: ${String(e.cause)}`, error: e })
-        )
-      )
-      yield* Console.log(`etcdseq ui: group ${o.group} at ${urlOf(bound)}`)
-      return yield* Effect.never
-    }).pipe(Effect.scoped, Effect.provide(etcdLayer(o)))
+      return yield* serveGroup(o.group, listen, o.listenAny, o.listen).pipe(Effect.scoped, Effect.provide(etcdLayer(o)))
+    })
 )
+
+/** The feed and the server, for the life of the scope: prints the URL, then serves until interrupted. */
+const serveGroup = (group: string, listen: Listen, anyHost: boolean, asked: string) =>
+  Effect.gen(function*() {
+    const etcd = yield* Etcd
+    const feed = yield* Feed.make({
+      views: EtcdSeq.observe(group).pipe(Stream.provideService(Etcd, etcd)),
+      probe: probe(group).pipe(Effect.provideService(Etcd, etcd))
+    })
+    const bound = yield* serve({ group, feed, listen, anyHost }).pipe(
+      Effect.mapError((e) =>
+        new CliExit({ code: ExitCode.failed, line: `cannot listen on ${asked}: ${String(e.cause)}`, error: e })
+      )
+    )
+    yield* Console.log(`etcdseq ui: group ${group} at ${urlOf(bound)}`)
+    return yield* Effect.never
+  })

@@ -13,6 +13,7 @@ import { serve } from "../../src/cli/ui/server.js"
 import { changes } from "../../src/cli/ui/timeline.js"
 import { EtcdUnavailable } from "../../src/EtcdSeqError.js"
 import type { GroupView } from "../../src/GroupView.js"
+import { cli } from "../support/cli.js"
 
 const view = (ids: ReadonlyArray<string>, holders?: ReadonlyArray<string | undefined>): GroupView => ({
   group: "g",
@@ -241,5 +242,20 @@ describe("etcdseq ui: the server", () => {
       const lines = (yield* feed.get).timeline.map((e) => e.text)
       expect(lines.some((l) => l.startsWith("etcd unavailable"))).toBe(true)
       expect(lines).toContain("etcd answers again")
+    })))
+})
+
+describe("etcdseq ui: the command", () => {
+  it.live("refuses a non-loopback --listen without --listen-any, and a malformed one, before connecting", () =>
+    Effect.scoped(Effect.gen(function*() {
+      // Nothing listens on port 1: a check made after connecting would end in "etcd unavailable" (69).
+      const endpoints = ["--endpoints", "http://127.0.0.1:1"]
+      const open = yield* cli(["ui", "--group", "g", "--listen", "0.0.0.0:7070", ...endpoints])
+      const malformed = yield* cli(["ui", "--group", "g", "--listen", "7070", ...endpoints])
+      expect(yield* open.exit()).toBe(64)
+      expect(open.stderr()).toContain("--listen: 0.0.0.0 is not a loopback address")
+      expect(open.stderr()).toContain("--listen-any")
+      expect(yield* malformed.exit()).toBe(64)
+      expect(malformed.stderr()).toContain(`--listen: "7070" is not <host>:<port>`)
     })))
 })
