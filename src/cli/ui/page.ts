@@ -31,10 +31,19 @@ section h2 small { color: var(--muted); font-weight: normal; }
 table { border-collapse: collapse; width: 100%; }
 th { text-align: left; color: var(--muted); font-weight: 600; position: sticky; top: 0; background: var(--card); }
 th, td { padding: 2px 8px 2px 0; white-space: nowrap; vertical-align: top; }
-td.meta, td.more, td.runs { white-space: normal; word-break: break-all; }
-td.id { font-family: ui-monospace, monospace; font-size: 12px; }
+td.id, .row .id { font-family: ui-monospace, monospace; font-size: 12px; }
+/* Member rows are a grid of divs, not a table: a row out of view is neither laid out nor painted
+   (content-visibility), which a table row cannot do; at a thousand members that is most of a frame. */
+#members .row { display: grid; gap: 0 8px; height: 20px; align-items: center; content-visibility: auto;
+  contain-intrinsic-size: auto 20px; grid-template-columns: 72px 110px 190px 56px 64px minmax(200px, 3fr)
+  minmax(100px, 1.5fr) minmax(40px, 0.5fr); }
+#members.noweight .row { grid-template-columns: 72px 110px 190px 64px minmax(200px, 3fr) minmax(100px, 1.5fr)
+  minmax(40px, 0.5fr); }
+#members.noweight .weight { display: none; }
+#members .row > span { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+#members .head { color: var(--muted); font-weight: 600; position: sticky; top: 0; z-index: 1; background: var(--card);
+  content-visibility: visible; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; vertical-align: -1px; }
-table.noweight .weight { display: none; }
 #grid { display: grid; grid-template-columns: repeat(auto-fill, 14px); gap: 2px; }
 #grid div { width: 14px; height: 14px; border-radius: 2px; position: relative; border: 2px solid transparent; }
 #grid div.free { background: transparent; border-style: dashed; }
@@ -83,11 +92,11 @@ export const page = `<!doctype html>
     <section>
       <h2>Members <small>in index order</small></h2>
       <div class="scroll">
-        <table id="members" class="noweight">
-          <thead><tr><th>INDEX</th><th>INSTANCE</th><th>ID</th><th class="weight">WEIGHT</th><th>AGE</th>
-            <th>RUNS</th><th>METADATA</th><th class="more">MORE</th></tr></thead>
-          <tbody></tbody>
-        </table>
+        <div id="members" class="noweight" role="table">
+          <div class="row head" role="row"><span>INDEX</span><span>INSTANCE</span><span>ID</span>
+            <span class="weight">WEIGHT</span><span>AGE</span><span>RUNS</span><span>METADATA</span><span>MORE</span></div>
+          <div id="memberRows"></div>
+        </div>
       </div>
     </section>
     <section id="shards" style="margin-top:12px">

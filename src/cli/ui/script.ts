@@ -50,7 +50,7 @@ export const script = String.raw`
   // --- Keyed tables ---
   // rows: [{ key, cells: [text...], classes: [class per cell], colour }]: a row's cells are written only when their
   // text changed, and rows are moved only where the order changed.
-  var keyedTable = function (tbody, classes) {
+  var keyedTable = function (tbody, classes, rowTag, cellTag) {
     var rows = new Map();
     return function (list) {
       var keep = new Set();
@@ -61,10 +61,11 @@ export const script = String.raw`
         var item = list[j];
         var row = rows.get(item.key);
         if (row === undefined) {
-          var tr = document.createElement("tr");
+          var tr = document.createElement(rowTag || "tr");
+          if (rowTag) tr.className = "row";
           var tds = [];
           for (var c = 0; c < classes.length; c++) {
-            var td = document.createElement("td");
+            var td = document.createElement(cellTag || "td");
             if (classes[c]) td.className = classes[c];
             tr.appendChild(td);
             tds.push(td);
@@ -92,7 +93,7 @@ export const script = String.raw`
     };
   };
 
-  var memberTable = keyedTable(byId("members").tBodies[0], ["", "", "id", "weight", "", "runs", "meta", "more"]);
+  var memberTable = keyedTable(byId("memberRows"), ["", "", "id", "weight", "", "runs", "meta", "more"], "div", "span");
   var lockTable = keyedTable(byId("locks").tBodies[0], ["", "id", "", "id"]);
   var handoverTable = keyedTable(byId("handover").tBodies[0], ["id", ""]);
 
@@ -139,6 +140,8 @@ export const script = String.raw`
       if (incoming[m.id]) runs.push(incoming[m.id] + " coming");
       if (waits[m.id]) runs.push("waits for " + waits[m.id]);
       var first = seen[m.id];
+      var doing = runs.length === 0 ? "-" : runs.join(" · ");
+      var more = extras(m, knownMember);
       return {
         key: m.id,
         colour: colour(m.id),
@@ -148,11 +151,13 @@ export const script = String.raw`
           m.id,
           m.weight === undefined ? "" : String(m.weight),
           first === undefined ? "-" : age(now - first),
-          runs.length === 0 ? "-" : runs.join(" · "),
+          doing,
           m.metadata,
-          extras(m, knownMember)
+          more
         ],
-        titles: [undefined, undefined, undefined, undefined, "joined at revision " + m.joinRevision]
+        // Cells are one line each: the whole text is in the tooltip.
+        titles: [undefined, m.instance === undefined ? "" : m.instance, m.id, undefined, "joined at revision " +
+          m.joinRevision, doing, m.metadata, more]
       };
     });
     byId("members").classList.toggle("noweight", !weighted);
