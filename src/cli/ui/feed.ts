@@ -96,19 +96,22 @@ export const make = (
 
     /** Records a problem of one kind (or its end) and, when that turns etcd's status, says so in the timeline. */
     const setProblem = (kind: keyof Problems, reason: string | undefined) =>
-      Effect.flatMap(Clock.currentTimeMillis, (at) =>
-        SubscriptionRef.update(ref, (s) => {
-          problems[kind] = reason
-          const first = problems.probe ?? problems.observe
-          const etcd: Status["etcd"] = first === undefined ? "connected" : "unavailable"
-          if (etcd === s.status.etcd) {
-            return first === s.status.reason ? s : { ...s, status: { ...s.status, reason: first } }
-          }
-          const line: Change = etcd === "connected"
-            ? { kind: "etcd", text: "etcd answers again" }
-            : { kind: "etcd", text: `etcd unavailable: ${first}` }
-          return { ...s, status: { etcd, since: at, reason: first }, timeline: append(s.timeline, [line], at) }
-        }))
+      // Unchanged (the probe's answer every second, the observe's every view): no state for every tab to compare.
+      problems[kind] === reason ?
+        Effect.void :
+        Effect.flatMap(Clock.currentTimeMillis, (at) =>
+          SubscriptionRef.update(ref, (s) => {
+            problems[kind] = reason
+            const first = problems.probe ?? problems.observe
+            const etcd: Status["etcd"] = first === undefined ? "connected" : "unavailable"
+            if (etcd === s.status.etcd) {
+              return first === s.status.reason ? s : { ...s, status: { ...s.status, reason: first } }
+            }
+            const line: Change = etcd === "connected"
+              ? { kind: "etcd", text: "etcd answers again" }
+              : { kind: "etcd", text: `etcd unavailable: ${first}` }
+            return { ...s, status: { etcd, since: at, reason: first }, timeline: append(s.timeline, [line], at) }
+          }))
 
     // --- The one observe ---
     yield* options.views.pipe(
