@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url"
 import { commandHelp } from "../src/cli/help.js"
 import { members as membersCommand, status as statusCommand, watch as watchCommand } from "../src/cli/inspect.js"
 import { run as runCommand } from "../src/cli/run.js"
+import { ui as uiCommand } from "../src/cli/ui.js"
 import { Etcd, EtcdSeq } from "../src/index.js"
 import { assignments, child, childLines, type Cli, cli, gone, root, runsOf } from "./support/cli.js"
 const modulesHook = fileURLToPath(new URL("./support/cli-modules.mjs", import.meta.url))
@@ -265,10 +266,10 @@ describe("the etcdseq command", () => {
             ["run", "--group", "g"],
             "etcdseq: no <command> given: etcdseq run [flags] -- <command> [args...] (see etcdseq run --help)"
           ],
-          [["frob"], `etcdseq: unknown command "frob": one of run, members, watch, status (see etcdseq --help)`],
+          [["frob"], `etcdseq: unknown command "frob": one of run, members, watch, status, ui (see etcdseq --help)`],
           [
             ["--group", "g", "members"],
-            "etcdseq: a command comes first, then its flags: one of run, members, watch, status (see etcdseq --help)"
+            "etcdseq: a command comes first, then its flags: one of run, members, watch, status, ui (see etcdseq --help)"
           ]
         ]
         const pids: Array<number> = []
@@ -420,7 +421,8 @@ describe("the etcdseq command", () => {
       run: runCommand.descriptor as Descriptor.Command<unknown>,
       members: membersCommand.descriptor as Descriptor.Command<unknown>,
       watch: watchCommand.descriptor as Descriptor.Command<unknown>,
-      status: statusCommand.descriptor as Descriptor.Command<unknown>
+      status: statusCommand.descriptor as Descriptor.Command<unknown>,
+      ui: uiCommand.descriptor as Descriptor.Command<unknown>
     }
     for (const [name, descriptor] of Object.entries(parsers)) {
       const parsed = HelpDoc.toAnsiText(Descriptor.getHelp(descriptor, CliConfig.make({ showBuiltIns: false })))

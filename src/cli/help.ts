@@ -40,6 +40,16 @@ export const flags = {
     about: "with --instance: a stop keeps the index for the TTL, for the next start"
   },
   metadata: { name: "metadata", value: "<text>", about: "stored with the member; etcdseq members shows it" },
+  listen: {
+    name: "listen",
+    value: "<host:port>",
+    about: "where the page is served; port 0 takes a free one (the URL is printed)",
+    default: "127.0.0.1:7070"
+  },
+  listenAny: {
+    name: "listen-any",
+    about: "allow a --listen address that is not loopback: anyone who reaches it sees the group (no login)"
+  },
   endpoints: {
     name: "endpoints",
     value: "<urls>",
@@ -130,7 +140,20 @@ export const commands = {
     "show members, locks, handover and shards; exit 75 until converged",
     "Shows the members, index locks, handover and shards, then `converged` or what waits. Exits 75 while the " +
       "group has not converged (someone waits): usable as a readiness probe."
-  )
+  ),
+  ui: {
+    usage: "--group <key> [--listen <host:port>] [flags]",
+    summary: "serve a live page of the group: members, shards, locks, what waits",
+    text: [
+      "Serves a read-only page of the group at --listen (loopback only unless --listen-any): its members in " +
+      "index order, the shards coloured by holder with moves as they happen, index locks and handover with their " +
+      "waiters, what the group waits for, and a timeline of joins, leaves and moves. One watch of the group " +
+      "serves every open tab. It never joins the group.",
+      "Prints the page's URL on stdout, then serves until ^C. When etcd does not answer, the page says so and " +
+      "catches up once it does. Only the group's view reaches the page: never the connection's credentials."
+    ],
+    flags: [flags.group, flags.listen, flags.listenAny]
+  }
 } satisfies Record<string, CommandHelp>
 
 export type CommandName = keyof typeof commands

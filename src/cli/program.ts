@@ -53,7 +53,8 @@ const commands = {
   run: () => import("./run.js").then((m) => execute(m.run)),
   members: () => import("./inspect.js").then((m) => execute(m.members)),
   watch: () => import("./inspect.js").then((m) => execute(m.watch)),
-  status: () => import("./inspect.js").then((m) => execute(m.status))
+  status: () => import("./inspect.js").then((m) => execute(m.status)),
+  ui: () => import("./ui.js").then((m) => execute(m.ui))
 }
 
 const levels: Record<string, LogLevel.LogLevel> = {
