@@ -20,6 +20,7 @@ import * as Retry from "./internal/retry.js"
 import * as RunAssigned from "./internal/runAssigned.js"
 import * as RunShards from "./internal/runShards.js"
 import * as ShardOwners from "./internal/shardOwners.js"
+import * as ShardPlan from "./internal/shardPlan.js"
 import * as Source from "./internal/source.js"
 import * as View from "./internal/view.js"
 import type { Shard } from "./Shard.js"
@@ -66,6 +67,16 @@ export interface EtcdSeqOptions {
    * @since 0.1.0
    */
   readonly keepPlaceOnLeave?: boolean | undefined
+  /**
+   * The member's share of the group's shards relative to the others' (`runShards`): a positive finite number,
+   * default 1. Member `m` gets at most ⌈1.25 · shards · w_m / W⌉ shards, `W` the sum of the weights of the members
+   * the plan gives shards to. Written in the member's record (only when it is not 1), so every member plans with
+   * everyone's weight; `etcdseq members` shows it. The member's Info (index and count) does not depend on weights.
+   * Anything else is `InvalidOptions` (field `weight`).
+   *
+   * @since 0.2.0
+   */
+  readonly weight?: number | undefined
 }
 
 /**
@@ -176,7 +187,8 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
   /**
    * The membership's options from configuration: `ETCDSEQ_KEY` (required), `ETCDSEQ_TTL` (a duration such as
    * `10 seconds`, optional), `ETCDSEQ_METADATA` (optional), `ETCDSEQ_INSTANCE` (optional; in Kubernetes, the pod
-   * name from the downward API), `ETCDSEQ_KEEP_PLACE_ON_LEAVE` (`true` or `false`, optional).
+   * name from the downward API), `ETCDSEQ_KEEP_PLACE_ON_LEAVE` (`true` or `false`, optional), `ETCDSEQ_WEIGHT` (a positive number, optional; since
+   * 0.2.0).
    *
    * @since 0.1.0
    * @category config
@@ -186,13 +198,15 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
     ttl: Config.option(Config.duration("ETCDSEQ_TTL")),
     metadata: Config.option(Config.string("ETCDSEQ_METADATA")),
     instance: Config.option(Config.string("ETCDSEQ_INSTANCE")),
-    keepPlaceOnLeave: Config.option(Config.boolean("ETCDSEQ_KEEP_PLACE_ON_LEAVE"))
-  }).pipe(Config.map(({ instance, keepPlaceOnLeave, key, metadata, ttl }) => ({
+    keepPlaceOnLeave: Config.option(Config.boolean("ETCDSEQ_KEEP_PLACE_ON_LEAVE")),
+    weight: Config.option(Config.number("ETCDSEQ_WEIGHT"))
+  }).pipe(Config.map(({ instance, keepPlaceOnLeave, key, metadata, ttl, weight }) => ({
     key,
     ttl: Option.getOrUndefined(ttl),
     metadata: Option.getOrUndefined(metadata),
     instance: Option.getOrUndefined(instance),
-    keepPlaceOnLeave: Option.getOrUndefined(keepPlaceOnLeave)
+    keepPlaceOnLeave: Option.getOrUndefined(keepPlaceOnLeave),
+    weight: Option.getOrUndefined(weight)
   })))
 
   /**
@@ -442,12 +456,16 @@ const validate = (options: EtcdSeqOptions): Effect.Effect<Settings, InvalidOptio
     if (keepPlaceOnLeave && instance === undefined) {
       return yield* invalid("keepPlaceOnLeave", "needs an instance: only a member with one can be taken back")
     }
+    const weight = options.weight ?? 1
+    const weightProblem = ShardPlan.invalidWeight(weight)
+    if (weightProblem !== undefined) return yield* invalid("weight", weightProblem)
     return {
       key,
       ttl: ttl.value,
       metadata,
       instance,
       keepPlaceOnLeave,
+      weight,
       reregister: options.reregister ?? Retry.reregister
     }
   })

@@ -31,6 +31,13 @@ const orEnv = (flag: Flag & { readonly env: string }): Options.Options<Option.Op
     Options.map(Option.filter((value) => value.trim() !== ""))
   )
 
+/**
+ * A number, else its environment variable, else the flag's default; any text is taken (`Number`), and the library
+ * says what is wrong with it (a weight of `abc` is `NaN`: "must be a positive finite number").
+ */
+export const numberOrEnv = (flag: Flag & { readonly env: string; readonly default: string }): Options.Options<number> =>
+  Options.map(orEnv(flag), (value) => Number(Option.getOrElse(value, () => flag.default).trim()))
+
 /** A duration: `3s`, `500ms`, `3 seconds`. */
 export const duration = (flag: Flag): Options.Options<Duration.Duration> =>
   Options.text(flag.name).pipe(

@@ -40,6 +40,13 @@ export const flags = {
     about: "with --instance: a stop keeps the index for the TTL, for the next start"
   },
   metadata: { name: "metadata", value: "<text>", about: "stored with the member; etcdseq members shows it" },
+  weight: {
+    name: "weight",
+    value: "<number>",
+    about: "the member's share of a sharded group's shards relative to the others' (a positive number)",
+    env: "ETCDSEQ_WEIGHT",
+    default: "1"
+  },
   endpoints: {
     name: "endpoints",
     value: "<urls>",
@@ -115,7 +122,8 @@ export const commands = {
       flags.exclusive,
       flags.instance,
       flags.keepPlaceOnLeave,
-      flags.metadata
+      flags.metadata,
+      flags.weight
     ]
   },
   members: inspector(

@@ -121,6 +121,7 @@ const runMember = (
     readonly exclusive: "none" | "index" | "group"
     readonly metadata: Option.Option<string>
     readonly keepPlaceOnLeave: boolean
+    readonly weight: number
   }
 ) =>
   EtcdSeq.runAssigned((a) => runOnce(settings, a), { exclusive: options.exclusive }).pipe(
@@ -130,7 +131,8 @@ const runMember = (
         ttl: options.ttl,
         instance: Option.getOrUndefined(settings.instance),
         metadata: Option.getOrUndefined(options.metadata),
-        keepPlaceOnLeave: options.keepPlaceOnLeave
+        keepPlaceOnLeave: options.keepPlaceOnLeave,
+        weight: options.weight
       }).pipe(Layer.provide(etcdLayer(connection)))
     )
   )
@@ -145,6 +147,7 @@ export const run = Command.make(
     instance: Flags.optional(flags.instance),
     keepPlaceOnLeave: Flags.boolean(flags.keepPlaceOnLeave),
     metadata: Flags.optional(flags.metadata),
+    weight: Flags.numberOrEnv(flags.weight),
     grace: Flags.duration(flags.grace).pipe(Options.optional),
     command: Flags.command,
     args: Args.text({ name: "args" }).pipe(Args.repeated)
@@ -178,7 +181,8 @@ export const run = Command.make(
         ttl: o.ttl,
         exclusive: o.exclusive,
         metadata: o.metadata,
-        keepPlaceOnLeave: o.keepPlaceOnLeave
+        keepPlaceOnLeave: o.keepPlaceOnLeave,
+        weight: o.weight
       })
     })
 )

@@ -42,6 +42,8 @@ export interface Settings {
   readonly instance: string | undefined
   /** A leave parks the instance key for the TTL instead of deleting it: the next incarnation takes the place. */
   readonly keepPlaceOnLeave: boolean
+  /** The member's weight in the shard plan (1: the default, not written in its record). */
+  readonly weight: number
   readonly reregister: Schedule.Schedule<unknown, EtcdSeqError>
 }
 
@@ -227,7 +229,8 @@ const ownWrite = (reg: Reg, ops: ReadonlyArray<Api.Op>) =>
 const recordOf = (reg: Reg, shards: number | undefined) =>
   View.encodeValue(reg.deps.settings.metadata, {
     id: reg.deps.settings.instance === undefined ? undefined : reg.id,
-    shards
+    shards,
+    weight: reg.deps.settings.weight
   })
 
 // --- The key: its delete registered first; a leave deletes it with the member's handover key ---
@@ -314,7 +317,8 @@ const removeKey = (reg: Reg) => {
           value: View.encodeValue(settings.metadata, {
             id: Keys.memberId(parking, 0),
             parked: true,
-            shards: reg.declared
+            shards: reg.declared,
+            weight: settings.weight
           }),
           lease: parking
         }, { _tag: "Delete", key: handoverKey }]).pipe(

@@ -7,7 +7,7 @@
  * As in `runAssigned`, the loop only ever waits for work to stop: claims, releases and waits run in the shards'
  * fibers, so `Info.invalid` (a self-fence, a lost lease) stops every shard at once.
  */
-import { Effect, ExecutionStrategy, Fiber, Metric, RcMap, Scope, SubscriptionRef } from "effect"
+import { Effect, ExecutionStrategy, Fiber, Metric, RcMap, Scope, Stream, SubscriptionRef } from "effect"
 import { type EtcdSeqError, InvalidOptions, ShardCountMismatch } from "../EtcdSeqError.js"
 import { Info } from "../Info.js"
 import type { Shard } from "../Shard.js"
@@ -40,11 +40,13 @@ const runLoop = <E, R>(
     Effect.gen(function*() {
       const { shared, view } = source
       const claims = yield* RcMap.get(shared.claims, source.group)
+      // The operator's controls and the drains: the plan obeys them (one watch per client and group).
+      const controls = yield* RcMap.get(shared.controls, source.group)
       const writer = yield* Claims.writer(shared.api, shared.leases.retryInBackground, shared.owned)
 
-      // --- Wake-ups: the membership's latest status, and every view ---
-      // A declaration of shards changes the plan without renaming the view, so no new status tells of it: the loop
-      // wakes on both, and acts on the latest of each.
+      // --- Wake-ups: the membership's latest status, every view, and every change of the controls ---
+      // A declaration of shards changes the plan without renaming the view, so no new status tells of it, and neither
+      // does a pin, a pause, a freeze or a drain: the loop wakes on each, and acts on the latest of each.
       const wake = yield* Cell.make(0)
       const bump = () => wake.unsafeModify((n) => [undefined, n + 1] as const)
       let status: Latest | undefined
@@ -55,6 +57,7 @@ const runLoop = <E, R>(
           bump()
         }))).pipe(Effect.forkScoped)
       yield* source.listen(bump)
+      yield* controls.latest.changes.pipe(Stream.runForEach(() => Effect.sync(bump)), Effect.forkScoped)
       const woken = yield* wake.reader
 
       // --- One shard: claim, wait for the previous owner, work ---
@@ -158,7 +161,7 @@ const runLoop = <E, R>(
               return yield* new ShardCountMismatch({ group: source.group, shards: other.shards!, requested: shards })
             }
           }
-          const mine = new Set(planOf(now, shards).get(owner.name))
+          const mine = new Set(planOf(now, shards, controls.current()).get(owner.name))
           const gone = [...running.keys()].filter((s) => !mine.has(s)).sort((a, b) => a - b)
           const arrived = [...mine].filter((s) => !running.has(s)).sort((a, b) => a - b)
           if (gone.length > 0) yield* stop(gone)

@@ -9,6 +9,7 @@ import { Either, Schema } from "effect"
 import { Info } from "../Info.js"
 import type * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
+import { invalidWeight } from "./shardPlan.js"
 
 /**
  * One live member of the view. `id` is `<lease id in hex>_<number>`: the lease it is bound to (shared by the members
@@ -30,6 +31,8 @@ export interface Entry {
   readonly parked?: true | undefined
   /** The number of shards the member runs `runShards` with, once it does. */
   readonly shards?: number | undefined
+  /** Its weight in the shard plan, when its record gives a valid one other than 1 (absent: 1). */
+  readonly weight?: number | undefined
 }
 
 export interface View {
@@ -54,7 +57,8 @@ export type RawEvent = Api.Event
 /**
  * The value a member writes under its key, as JSON: `{ "v": 1, "metadata": "..." }`, plus `id` (the incarnation's
  * member id) under an instance key, `parked` when a member with an instance left and keeps its place for the next
- * incarnation, and `shards` once it runs `runShards`. The version lets a later format be told apart; other fields are
+ * incarnation, `shards` once it runs `runShards`, and `weight` when it is not 1 (so a default record stays the
+ * same bytes as before weights). The version lets a later format be told apart; other fields are
  * ignored, so a later version may add some.
  */
 const MemberRecord = Schema.Struct({
@@ -62,7 +66,9 @@ const MemberRecord = Schema.Struct({
   metadata: Schema.String,
   id: Schema.optional(Schema.String),
   parked: Schema.optional(Schema.Literal(true)),
-  shards: Schema.optional(Schema.Int.pipe(Schema.positive()))
+  shards: Schema.optional(Schema.Int.pipe(Schema.positive())),
+  // Any number: one that is not a weight counts as 1 (see `decode`), so a bad weight never drops the member.
+  weight: Schema.optional(Schema.Number)
 })
 
 const decodeJson = Schema.decodeUnknownEither(Schema.parseJson())
@@ -98,6 +104,7 @@ export const encodeValue = (
     readonly shards?: number | undefined
     readonly id?: string | undefined
     readonly parked?: boolean | undefined
+    readonly weight?: number | undefined
   } = {}
 ): string =>
   encodeRecord({
@@ -105,7 +112,8 @@ export const encodeValue = (
     metadata,
     ...(extra.id === undefined ? {} : { id: extra.id }),
     ...(extra.parked === true ? { parked: true as const } : {}),
-    ...(extra.shards === undefined ? {} : { shards: extra.shards })
+    ...(extra.shards === undefined ? {} : { shards: extra.shards }),
+    ...(extra.weight === undefined || extra.weight === 1 ? {} : { weight: extra.weight })
   })
 
 export type Decoded =
@@ -135,7 +143,10 @@ export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
       createRevision: kv.createRevision,
       metadata: record.metadata,
       ...(record.parked === true ? { parked: true as const } : {}),
-      ...(record.shards === undefined ? {} : { shards: record.shards })
+      ...(record.shards === undefined ? {} : { shards: record.shards }),
+      ...(record.weight === undefined || record.weight === 1 || invalidWeight(record.weight) !== undefined
+        ? {}
+        : { weight: record.weight })
     }
   }
 }

@@ -1,0 +1,134 @@
+/**
+ * The operator's inputs to the shard plan over the in-memory etcd, under the TestClock: weights, pins, pauses, the
+ * freeze and drains. Each test asserts the exact shards each member runs: those the pure plan gives it, with the
+ * group's weights and controls, computed here from the members as `EtcdSeq.members` lists them.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Duration, Effect, Exit, Fiber, Layer, Scope } from "effect"
+import { Etcd, type EtcdClient, EtcdSeq, type Member, MemoryEtcd } from "../src/index.js"
+import * as Memory from "../src/internal/etcd/memory.js"
+import * as Operator from "../src/internal/operator.js"
+import type * as Controls from "../src/internal/shardControls.js"
+import * as ShardPlan from "../src/internal/shardPlan.js"
+import { throwsOnUse } from "./support/members.js"
+import { makeShardChecker, running, shardOverlaps } from "./support/shardChecker.js"
+import { advance, settle } from "./support/testClock.js"
+
+type Checker = ReturnType<typeof makeShardChecker>
+
+/** A member of `key` on a client of its own, running `shards` shards with the checker's work as `name`. */
+const member = (
+  key: string,
+  shards: number,
+  checker: Checker,
+  name: string,
+  options: { readonly weight?: number; readonly instance?: string } = {}
+) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const context = yield* Layer.buildWithScope(Etcd.layerMemory, scope)
+    const seq = yield* EtcdSeq.make({ key, ttl: "3 seconds", ...options }).pipe(
+      Effect.provide(context),
+      Scope.extend(scope)
+    )
+    const exit = yield* EtcdSeq.runShards({ shards }, checker.work(name)).pipe(
+      Effect.provideService(EtcdSeq, seq),
+      Effect.exit,
+      Effect.forkIn(scope)
+    )
+    const info = yield* seq.current
+    const id = (yield* seq.members).find((m) => m.index === info.index)!.id
+    return { name, id, seq, etcd: Context.get(context, Etcd) as EtcdClient, exit, leave: Scope.close(scope, Exit.void) }
+  })
+
+type Running = Effect.Effect.Success<ReturnType<typeof member>>
+
+/** The seam to the memory server, as the operator's tools write to it. */
+const operatorApi = Effect.map(MemoryEtcd, (memory) => {
+  const server = Memory.serverOf(memory)
+  return server.api(server.connect(), Duration.seconds(5))
+})
+
+/** Each member's shards (by checker name) in the pure plan of `members`, with `controls` and `previous`. */
+const expected = (
+  members: ReadonlyArray<Member>,
+  shards: number,
+  names: ReadonlyMap<string, string>,
+  options: {
+    readonly controls?: Controls.Controls
+    readonly previous?: ShardPlan.ControlledPlan
+    readonly draining?: ReadonlySet<string>
+  } = {}
+) => {
+  const planMembers = members.map((m): ShardPlan.PlanMember => ({
+    id: m.instance === undefined ? m.id : `@${m.instance}`,
+    weight: m.weight,
+    draining: options.draining?.has(m.id) ?? false,
+    instance: m.instance
+  }))
+  const idOfName = new Map(members.map((m) => [m.instance === undefined ? m.id : `@${m.instance}`, m.id]))
+  return ShardPlan.weightedPlan(planMembers, shards, options.controls, options.previous).map((owner) =>
+    owner === undefined ? "" : names.get(idOfName.get(owner)!)!
+  )
+}
+
+/** Each shard's single running worker by checker name ("" for none); fails on a shard with two. */
+const owners = (checker: Checker, shards: number) =>
+  running(checker.runs, shards).map((o) => {
+    expect(o.length).toBeLessThanOrEqual(1)
+    return o[0] ?? ""
+  })
+
+const namesOf = (ms: ReadonlyArray<Running>) => new Map(ms.map((m) => [m.id, m.name]))
+
+describe("shard weights over MemoryEtcd", () => {
+  it.scoped("weights 1, 2 and 4: each member runs exactly its shards of the weighted plan, within its cap", () =>
+    Effect.gen(function*() {
+      const checker = makeShardChecker()
+      const shards = 56
+      const ms = [
+        yield* member("g/weights", shards, checker, "w1", { weight: 1 }),
+        yield* member("g/weights", shards, checker, "w2", { weight: 2 }),
+        yield* member("g/weights", shards, checker, "w4", { weight: 4 })
+      ]
+      yield* advance(1_000)
+      const members = yield* ms[0]!.seq.members
+      expect(members.map((m) => m.weight)).toEqual([1, 2, 4])
+      const want = expected(members, shards, namesOf(ms))
+      expect(owners(checker, shards)).toEqual(want)
+      const count = (name: string) => want.filter((o) => o === name).length
+      // At most ⌈1.25 · S · w / W⌉ each (W = 7), and ordered by weight.
+      expect(count("w1")).toBeLessThanOrEqual(Math.ceil(1.25 * shards / 7))
+      expect(count("w2")).toBeLessThanOrEqual(Math.ceil(1.25 * shards * 2 / 7))
+      expect(count("w4")).toBeLessThanOrEqual(Math.ceil(1.25 * shards * 4 / 7))
+      expect(count("w1")).toBeLessThan(count("w2"))
+      expect(count("w2")).toBeLessThan(count("w4"))
+      // Infos are the group's, whatever the weights: index by join order, count 3.
+      for (const [i, m] of ms.entries()) expect(String(yield* m.seq.current)).toMatch(new RegExp(`^${i}/3@`))
+      expect(shardOverlaps(checker.runs)).toEqual([])
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped("a default weight writes the record as before (no weight field); others are written and decoded", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const checker = makeShardChecker()
+      yield* member("g/records", 4, checker, "a")
+      yield* member("g/records", 4, checker, "b", { weight: 2.5 })
+      yield* settle
+      const records = (yield* memory.read("g/records/members/")).map((kv) => JSON.parse(kv.value))
+      expect(records).toEqual([{ v: 1, metadata: "", shards: 4 }, { v: 1, metadata: "", shards: 4, weight: 2.5 }])
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.effect.each([0, -1, Number.NaN, Infinity, "2" as unknown as number])(
+    "weight %s: InvalidOptions naming the field, before any I/O",
+    (weight) =>
+      Effect.gen(function*() {
+        const error = yield* EtcdSeq.make({ key: "g/bad", weight }).pipe(
+          Effect.provideService(Etcd, throwsOnUse()),
+          Effect.scoped,
+          Effect.flip
+        )
+        expect(error).toMatchObject({ _tag: "InvalidOptions", field: "weight" })
+      })
+  )
+})
