@@ -4,7 +4,7 @@
  * group's weights and controls, computed here from the members as `EtcdSeq.members` lists them.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Exit, Fiber, Layer, Scope } from "effect"
+import { Context, Duration, Effect, Exit, Fiber, Layer, Option, Scope, Stream } from "effect"
 import { Etcd, type EtcdClient, EtcdSeq, type Member, MemoryEtcd } from "../src/index.js"
 import * as Memory from "../src/internal/etcd/memory.js"
 import * as Operator from "../src/internal/operator.js"
@@ -49,6 +49,28 @@ const operatorApi = Effect.map(MemoryEtcd, (memory) => {
   return server.api(server.connect(), Duration.seconds(5))
 })
 
+/** Each shard's owner by plan id (member name) in the pure plan of `members`, with `controls` and `previous`. */
+const planIds = (
+  members: ReadonlyArray<Member>,
+  shards: number,
+  options: {
+    readonly controls?: Controls.Controls
+    readonly previous?: ShardPlan.ControlledPlan
+    readonly draining?: ReadonlySet<string>
+  } = {}
+) =>
+  ShardPlan.weightedPlan(
+    members.map((m): ShardPlan.PlanMember => ({
+      id: m.instance === undefined ? m.id : `@${m.instance}`,
+      weight: m.weight,
+      draining: options.draining?.has(m.id) ?? false,
+      instance: m.instance
+    })),
+    shards,
+    options.controls,
+    options.previous
+  )
+
 /** Each member's shards (by checker name) in the pure plan of `members`, with `controls` and `previous`. */
 const expected = (
   members: ReadonlyArray<Member>,
@@ -80,6 +102,12 @@ const owners = (checker: Checker, shards: number) =>
   })
 
 const namesOf = (ms: ReadonlyArray<Running>) => new Map(ms.map((m) => [m.id, m.name]))
+
+const controls = (
+  pins: ReadonlyArray<readonly [number, string]> = [],
+  paused: ReadonlyArray<number> = [],
+  frozen = false
+): Controls.Controls => ({ pins: new Map(pins), paused: new Set(paused), frozen })
 
 describe("shard weights over MemoryEtcd", () => {
   it.scoped("weights 1, 2 and 4: each member runs exactly its shards of the weighted plan, within its cap", () =>
@@ -131,4 +159,104 @@ describe("shard weights over MemoryEtcd", () => {
         expect(error).toMatchObject({ _tag: "InvalidOptions", field: "weight" })
       })
   )
+})
+
+describe("pins, pauses and the freeze over MemoryEtcd", () => {
+  it.scoped("pin, unpin, pause, resume, freeze and thaw: every shard runs exactly where the controlled plan says", () =>
+    Effect.gen(function*() {
+      const api = yield* operatorApi
+      const checker = makeShardChecker()
+      const shards = 12
+      const g = "g/controls"
+      const ms = [
+        yield* member(g, shards, checker, "a"),
+        yield* member(g, shards, checker, "b"),
+        yield* member(g, shards, checker, "c", { instance: "c-inst" })
+      ]
+      yield* advance(1_000)
+      const members = yield* ms[0]!.seq.members
+      const names = namesOf(ms)
+      const plain = expected(members, shards, names)
+      expect(owners(checker, shards)).toEqual(plain)
+
+      // A pin to c's instance: that shard moves to c, and no other shard moves.
+      const p = plain.indexOf("a")
+      yield* Operator.pin(api, g, p, "c-inst")
+      yield* advance(500)
+      const pinned = expected(members, shards, names, { controls: controls([[p, "c-inst"]]) })
+      expect(pinned[p]).toBe("c")
+      expect(owners(checker, shards)).toEqual(pinned)
+      expect(pinned.filter((o, s) => o !== plain[s])).toEqual(["c"])
+
+      // A pin to an instance that is not live leaves the shard with the plan's owner.
+      const q = plain.indexOf("b")
+      yield* Operator.pin(api, g, q, "nobody")
+      yield* advance(500)
+      expect(owners(checker, shards)).toEqual(pinned)
+
+      // A pause stops the shard's running work; nobody runs it, pinned or not.
+      yield* Operator.pause(api, g, p)
+      yield* advance(500)
+      const paused = expected(members, shards, names, { controls: controls([[p, "c-inst"], [q, "nobody"]], [p]) })
+      expect(paused[p]).toBe("")
+      expect(owners(checker, shards)).toEqual(paused)
+      expect(checker.runs.filter((r) => r.shard === p).every((r) => Number.isFinite(r.end))).toBe(true)
+      yield* Operator.resume(api, g, p)
+      yield* Operator.unpin(api, g, p)
+      yield* Operator.unpin(api, g, q)
+      yield* advance(500)
+      expect(owners(checker, shards)).toEqual(plain)
+
+      // Frozen: a newcomer gets nothing; a leaver's shards still move (to the plan's owners).
+      const previous = planIds(members, shards)
+      yield* Operator.freeze(api, g, previous)
+      yield* advance(500)
+      const d = yield* member(g, shards, checker, "d")
+      yield* advance(1_000)
+      names.set(d.id, "d")
+      const withD = yield* ms[0]!.seq.members
+      const frozen = controls([], [], true)
+      expect(owners(checker, shards)).toEqual(expected(withD, shards, names, { controls: frozen, previous }))
+      expect(owners(checker, shards)).toEqual(plain)
+      yield* ms[0]!.leave
+      yield* advance(1_000)
+      const afterLeave = yield* ms[1]!.seq.members
+      const frozenAfter = expected(afterLeave, shards, names, { controls: frozen, previous })
+      expect(owners(checker, shards)).toEqual(frozenAfter)
+      // b's and c's shards did not move; a's went where the plan without a puts them.
+      const planNow = expected(afterLeave, shards, names)
+      for (let s = 0; s < shards; s++) expect(frozenAfter[s]).toBe(plain[s] === "a" ? planNow[s] : plain[s])
+
+      // Thawed: the plan as it is.
+      yield* Operator.thaw(api, g)
+      yield* advance(1_000)
+      expect(owners(checker, shards)).toEqual(planNow)
+      expect(shardOverlaps(checker.runs)).toEqual([])
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped("malformed control keys and values are ignored by every member alike; observe shows the controls", () =>
+    Effect.gen(function*() {
+      const api = yield* operatorApi
+      const checker = makeShardChecker()
+      const shards = 6
+      const g = "g/malformed"
+      const ms = [yield* member(g, shards, checker, "a"), yield* member(g, shards, checker, "b")]
+      yield* advance(1_000)
+      const members = yield* ms[0]!.seq.members
+      const plain = expected(members, shards, namesOf(ms))
+      yield* api.put(`${g}/shards/pins/x`, "a")
+      yield* api.put(`${g}/shards/pins/1`, "not an instance!")
+      yield* api.put(`${g}/shards/frozen`, "[1, 2")
+      yield* api.put(`${g}/shards/drains/${ms[0]!.id}`, "")
+      yield* api.put(`${g}/shards/other`, "")
+      yield* api.put(`${g}/shards/paused/2`, "")
+      yield* advance(500)
+      expect(owners(checker, shards)).toEqual(expected(members, shards, namesOf(ms), { controls: controls([], [2]) }))
+      expect(plain[2]).not.toBe("")
+      const view = yield* EtcdSeq.observe(g).pipe(Stream.runHead, Effect.map(Option.getOrThrow))
+      expect(view.controls).toEqual({ pins: [], paused: [2], frozen: false, frozenOwners: undefined })
+      // The drain key above has no lease: it drains nobody.
+      expect(view.drains).toEqual([])
+      expect(view.shards!.owners[2]!.planned).toBeUndefined()
+    }).pipe(Effect.provide(Layer.provideMerge(Etcd.layerMemory, MemoryEtcd.layer))))
 })
