@@ -12,6 +12,7 @@ import type { EtcdSeqError } from "./EtcdSeqError.js"
 import type { GroupView, Member } from "./GroupView.js"
 import type { Info } from "./Info.js"
 import * as Client from "./internal/client.js"
+import * as Drain from "./internal/drain.js"
 import * as Keys from "./internal/keys.js"
 import * as Membership from "./internal/membership.js"
 import * as Observe from "./internal/observe.js"
@@ -249,6 +250,45 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
     EtcdSeq,
     (seq) => seq.members
   )
+
+  /**
+   * Drains the member in context: it stays in the group (its `Info` does not change) but the shard plan of
+   * `runShards` gives it no shard, so each of its shards moves, once, straight to its planned owner among the other
+   * members (by their weights, pins and pauses). It completes once the member holds no shard and each shard it gave
+   * up runs at its new owner (its holding claim is the new owner's). The drain lasts until the member leaves: its
+   * request is a key under the member's lease, `<group>/shards/drains/<member id>`, which the leave deletes (a later
+   * registration, after a lost lease, drains too). A member that runs no shards is drained at once.
+   *
+   * When every member of the plan drains, the plan keeps its shards where they are (they must run somewhere), and
+   * the drain completes without moving them: the leave that usually follows moves them, as any leave does.
+   *
+   * Bound it with a timeout of your own (`etcdseq run --drain-timeout` does): a shard whose new owner cannot start it
+   * (its previous owner's claim lingers, etcd is unreachable) keeps the drain waiting.
+   *
+   * Errors: `InvalidOptions` for a membership not made by `EtcdSeq.make`; `EtcdUnavailable`, `EtcdRequestFailed`
+   * (following the group); the membership's own error if it fails meanwhile. It completes when the membership ends.
+   *
+   * @example
+   * ```ts
+   * import { Deferred, Effect } from "effect"
+   * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
+   *
+   * // On a stop request: drain (the shards move one by one while the runner keeps the others running), then stop.
+   * const serve = (stop: Deferred.Deferred<void>) =>
+   *   Effect.raceFirst(
+   *     EtcdSeq.runShards({ shards: 64 }, () => Effect.never),
+   *     Deferred.await(stop).pipe(Effect.zipRight(EtcdSeq.drain.pipe(Effect.timeout("20 seconds"), Effect.ignore)))
+   *   ).pipe(Effect.provide(EtcdSeqLive))
+   * ```
+   * @since 0.2.0
+   * @category combinators
+   */
+  static readonly drain: Effect.Effect<void, EtcdSeqError, EtcdSeq> = Effect.flatMap(EtcdSeq, (seq) => {
+    const source = Source.libraryOf(seq)
+    return source === undefined
+      ? Effect.fail(new InvalidOptions({ field: "EtcdSeq", reason: "drain needs a membership made by EtcdSeq.make" }))
+      : Drain.drain(source)
+  })
 
   /**
    * The group `key` seen from outside, without joining it: its view (`revision`, `members`), the index locks held and

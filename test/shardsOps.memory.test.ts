@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Duration, Effect, Exit, Fiber, Layer, Option, Scope, Stream } from "effect"
-import { Etcd, type EtcdClient, EtcdSeq, type Member, MemoryEtcd } from "../src/index.js"
+import { Etcd, type EtcdClient, EtcdSeq, type GroupView, type Member, MemoryEtcd } from "../src/index.js"
 import * as Memory from "../src/internal/etcd/memory.js"
 import * as Operator from "../src/internal/operator.js"
 import type * as Controls from "../src/internal/shardControls.js"
@@ -259,4 +259,105 @@ describe("pins, pauses and the freeze over MemoryEtcd", () => {
       expect(view.drains).toEqual([])
       expect(view.shards!.owners[2]!.planned).toBeUndefined()
     }).pipe(Effect.provide(Layer.provideMerge(Etcd.layerMemory, MemoryEtcd.layer))))
+})
+
+describe("drain over MemoryEtcd", () => {
+  it.scoped("EtcdSeq.drain: Info unchanged, the member holds none, each moved shard moved once and runs at its new owner", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const checker = makeShardChecker()
+      const shards = 16
+      const g = "g/drain"
+      const ms = [
+        yield* member(g, shards, checker, "a"),
+        yield* member(g, shards, checker, "b", { weight: 2 }),
+        yield* member(g, shards, checker, "c", { instance: "c-inst" })
+      ]
+      yield* advance(1_000)
+      const members = yield* ms[0]!.seq.members
+      const names = namesOf(ms)
+      const before = owners(checker, shards)
+      expect(before).toEqual(expected(members, shards, names))
+      const ofB = before.flatMap((o, s) => o === "b" ? [s] : [])
+      expect(ofB.length).toBeGreaterThan(0)
+      const info = String(yield* ms[1]!.seq.current)
+      const runsBefore = checker.runs.length
+
+      // What b's client holds when the drain returns: the claims cache the drain waited on.
+      const seen: Array<GroupView> = []
+      yield* EtcdSeq.observe(g).pipe(
+        Stream.runForEach((v) => Effect.sync(() => void seen.push(v))),
+        Effect.provideService(Etcd, ms[1]!.etcd),
+        Effect.forkScoped
+      )
+      const drained = yield* EtcdSeq.drain.pipe(Effect.provideService(EtcdSeq, ms[1]!.seq), Effect.fork)
+      let atReturn: GroupView | undefined
+      yield* Fiber.await(drained).pipe(Effect.zipRight(Effect.sync(() => void (atReturn = seen.at(-1)))), Effect.fork)
+      for (let i = 0; i < 40 && atReturn === undefined; i++) yield* advance(100)
+      expect(atReturn).toBeDefined()
+      // Each moved shard's holding claim is its planned owner's when the drain returns; its work starts in the new
+      // owner's next turns (no time passes).
+      for (const s of ofB) {
+        expect(atReturn!.shards!.owners[s]!.holder).toBe(atReturn!.shards!.owners[s]!.planned)
+        expect(atReturn!.shards!.owners[s]!.planned).not.toBe(ms[1]!.id)
+      }
+      expect(atReturn!.shards!.owners.every((o) => o.holder !== ms[1]!.id && !o.waiting.includes(ms[1]!.id))).toBe(true)
+      yield* settle
+      const want = expected(members, shards, names, { draining: new Set([ms[1]!.id]) })
+      expect(want.includes("b")).toBe(false)
+      expect(owners(checker, shards)).toEqual(want)
+      // Only b's shards moved, each once, straight to its final owner.
+      const started = checker.runs.slice(runsBefore)
+      expect(started.map((r) => r.shard).sort((x, y) => x - y)).toEqual(ofB)
+      for (const run of started) expect(run.member).toBe(want[run.shard])
+      expect(String(yield* ms[1]!.seq.current)).toBe(info)
+      expect(atReturn!.drains).toEqual([ms[1]!.id])
+
+      // Drained it stays; its leave deletes the drain key with its other keys.
+      yield* advance(1_000)
+      expect(owners(checker, shards)).toEqual(want)
+      yield* ms[1]!.leave
+      yield* advance(500)
+      expect(yield* memory.read(`${g}/shards/`)).toEqual([])
+      expect(shardOverlaps(checker.runs)).toEqual([])
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped("a drain from outside (the key under the member's lease); every member draining keeps today's plan", () =>
+    Effect.gen(function*() {
+      const api = yield* operatorApi
+      const checker = makeShardChecker()
+      const shards = 8
+      const g = "g/drain-out"
+      const ms = [yield* member(g, shards, checker, "a"), yield* member(g, shards, checker, "b", { instance: "b-1" })]
+      yield* advance(1_000)
+      const members = yield* ms[0]!.seq.members
+      const names = namesOf(ms)
+      const plain = expected(members, shards, names)
+      const found = yield* Operator.findMember(api, g, { instance: "b-1" })
+      expect(found?.id).toBe(ms[1]!.id)
+      yield* Operator.drain(api, g, found!)
+      yield* advance(500)
+      expect(owners(checker, shards)).toEqual(Array(shards).fill("a"))
+      // a drains too: nowhere left to move, the plan is today's; a's own drain completes without moving anything.
+      const runs = checker.runs.length
+      const drained = yield* EtcdSeq.drain.pipe(Effect.provideService(EtcdSeq, ms[0]!.seq), Effect.fork)
+      yield* advance(500)
+      expect(drained.unsafePoll()).not.toBeNull()
+      expect(owners(checker, shards)).toEqual(plain)
+      expect(
+        expected(members, shards, names, { draining: new Set([ms[0]!.id, ms[1]!.id]) })
+      ).toEqual(plain)
+      expect(checker.runs.slice(runs).every((r) => r.member === "b")).toBe(true)
+      expect(yield* Operator.findMember(api, g, { id: "ff_0" })).toBeUndefined()
+      expect(shardOverlaps(checker.runs)).toEqual([])
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.effect("drain of a hand-made membership: InvalidOptions", () =>
+    Effect.gen(function*() {
+      const error = yield* EtcdSeq.drain.pipe(
+        Effect.provideService(EtcdSeq, { group: "g", changes: Stream.empty, current: Effect.never, members: Effect.never }),
+        Effect.flip
+      )
+      expect(error).toMatchObject({ _tag: "InvalidOptions", field: "EtcdSeq" })
+    }))
 })

@@ -305,7 +305,9 @@ const createKey = (reg: Reg): Effect.Effect<Standing.Written, Api.RequestError |
 const removeKey = (reg: Reg) => {
   const { api, deps, handoverKey, memberKey } = reg
   const { settings } = deps
-  if (settings.instance === undefined) return deps.shared.memberWrites.remove([memberKey, handoverKey])
+  // A drain is the registration's: it goes with it (nothing if it never drained).
+  const drainKey = Keys.drainKey(settings.key, reg.id)
+  if (settings.instance === undefined) return deps.shared.memberWrites.remove([memberKey, handoverKey, drainKey])
   const release = settings.keepPlaceOnLeave && deps.leaving()
     ? Effect.flatMap(
       api.grant(LeaseTiming.ttlSeconds(settings.ttl)),
@@ -321,14 +323,20 @@ const removeKey = (reg: Reg) => {
             weight: settings.weight
           }),
           lease: parking
-        }, { _tag: "Delete", key: handoverKey }]).pipe(
+        }, { _tag: "Delete", key: handoverKey }, { _tag: "Delete", key: drainKey }]).pipe(
           // Not parked (the key is another's): the parking lease holds nothing.
           Effect.tap((parked) => parked ? Effect.void : Effect.ignore(api.revoke(parking))),
           Effect.tapErrorCause(() => Effect.ignore(api.revoke(parking)))
         )
     )
-    : ownWrite(reg, [{ _tag: "Delete", key: memberKey }, { _tag: "Delete", key: handoverKey }])
-  return Effect.flatMap(release, (done) => done ? Effect.void : Effect.asVoid(api.delete(handoverKey)))
+    : ownWrite(reg, [{ _tag: "Delete", key: memberKey }, { _tag: "Delete", key: handoverKey }, {
+      _tag: "Delete",
+      key: drainKey
+    }])
+  return Effect.flatMap(
+    release,
+    (done) => done ? Effect.void : Effect.zipRight(api.delete(handoverKey), Effect.asVoid(api.delete(drainKey)))
+  )
 }
 
 // --- Visible: registered once the shared view has applied the member's own join (it may have already) ---
