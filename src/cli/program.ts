@@ -53,7 +53,9 @@ const commands = {
   run: () => import("./run.js").then((m) => execute(m.run)),
   members: () => import("./inspect.js").then((m) => execute(m.members)),
   watch: () => import("./inspect.js").then((m) => execute(m.watch)),
-  status: () => import("./inspect.js").then((m) => execute(m.status))
+  status: () => import("./inspect.js").then((m) => execute(m.status)),
+  drain: () => import("./shards.js").then((m) => execute(m.drain)),
+  shards: () => import("./shards.js").then((m) => execute(m.shards))
 }
 
 const levels: Record<string, LogLevel.LogLevel> = {
