@@ -101,7 +101,17 @@ describe("the etcdseq commands over a sharded group", () => {
           expect(badWeight.stderr()).toMatch(/--weight: must be a positive finite number/)
 
           // --- run drains before it leaves on SIGTERM ---
-          const wrapper = yield* cli(["run", "--group", group, "--ttl", "4s", ...endpoints, "--", process.execPath, child])
+          const wrapper = yield* cli([
+            "run",
+            "--group",
+            group,
+            "--ttl",
+            "4s",
+            ...endpoints,
+            "--",
+            process.execPath,
+            child
+          ])
           pids.push(wrapper.pid)
           yield* eventually(() => /started/.test(wrapper.stderr()), "the wrapper's child started")
           yield* wrapper.signal("SIGTERM")

@@ -24,7 +24,10 @@ const member = (
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     const context = yield* Layer.buildWithScope(Etcd.layerMemory, scope)
-    const seq = yield* EtcdSeq.make({ key, ttl: "3 seconds", weight }).pipe(Effect.provide(context), Scope.extend(scope))
+    const seq = yield* EtcdSeq.make({ key, ttl: "3 seconds", weight }).pipe(
+      Effect.provide(context),
+      Scope.extend(scope)
+    )
     const exit = yield* EtcdSeq.runShards({ shards }, checker.work(name, stop)).pipe(
       Effect.provideService(EtcdSeq, seq),
       Effect.exit,

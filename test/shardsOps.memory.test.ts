@@ -355,7 +355,12 @@ describe("drain over MemoryEtcd", () => {
   it.effect("drain of a hand-made membership: InvalidOptions", () =>
     Effect.gen(function*() {
       const error = yield* EtcdSeq.drain.pipe(
-        Effect.provideService(EtcdSeq, { group: "g", changes: Stream.empty, current: Effect.never, members: Effect.never }),
+        Effect.provideService(EtcdSeq, {
+          group: "g",
+          changes: Stream.empty,
+          current: Effect.never,
+          members: Effect.never
+        }),
         Effect.flip
       )
       expect(error).toMatchObject({ _tag: "InvalidOptions", field: "EtcdSeq" })

@@ -146,14 +146,17 @@ const runMember = (
 ) =>
   EtcdSeq.runAssigned((a) => runOnce(settings, a), { exclusive: options.exclusive }).pipe(
     Effect.provide(
-      Layer.provideMerge(drainOnStop(options.drainTimeout), EtcdSeq.layer({
-        key: settings.group,
-        ttl: options.ttl,
-        instance: Option.getOrUndefined(settings.instance),
-        metadata: Option.getOrUndefined(options.metadata),
-        keepPlaceOnLeave: options.keepPlaceOnLeave,
-        weight: options.weight
-      })).pipe(Layer.provide(etcdLayer(connection)))
+      Layer.provideMerge(
+        drainOnStop(options.drainTimeout),
+        EtcdSeq.layer({
+          key: settings.group,
+          ttl: options.ttl,
+          instance: Option.getOrUndefined(settings.instance),
+          metadata: Option.getOrUndefined(options.metadata),
+          keepPlaceOnLeave: options.keepPlaceOnLeave,
+          weight: options.weight
+        })
+      ).pipe(Layer.provide(etcdLayer(connection)))
     )
   )
 

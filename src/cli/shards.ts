@@ -23,7 +23,9 @@ import { flags } from "./help.js"
 /** The seam of the client the flags describe (the etcd requests are the library's own). */
 const seam = Effect.flatMap(Etcd, (etcd) => {
   const shared = Client.of(etcd)
-  return shared === undefined ? Effect.die(new Error("the CLI's client was not made by Etcd.make")) : Effect.succeed(shared.api)
+  return shared === undefined
+    ? Effect.die(new Error("the CLI's client was not made by Etcd.make"))
+    : Effect.succeed(shared.api)
 })
 
 const checkGroup = (group: string) => {
@@ -69,7 +71,9 @@ const drainTarget = (
     if (found === undefined) {
       return yield* new CliExit({
         code: ExitCode.noSuchMember,
-        line: `group ${o.group} has no live member ${"instance" in target ? `with instance "${target.instance}"` : target.id}`
+        line: `group ${o.group} has no live member ${
+          "instance" in target ? `with instance "${target.instance}"` : target.id
+        }`
       })
     }
     yield* Operator.drain(api, o.group, found)
@@ -169,7 +173,10 @@ const applyAction = (
         // the same previous owners from the key, whatever its view when it reads it.
         const view = yield* EtcdSeq.observe(o.group).pipe(Stream.runHead, Effect.map(Option.getOrThrow))
         if (view.shards === undefined) {
-          return yield* new CliExit({ code: ExitCode.notConverged, line: `group ${o.group} runs no shards: nothing to freeze` })
+          return yield* new CliExit({
+            code: ExitCode.notConverged,
+            line: `group ${o.group} runs no shards: nothing to freeze`
+          })
         }
         const nameOf = new Map(view.members.map((m) => [m.id, m.instance === undefined ? m.id : `@${m.instance}`]))
         yield* Operator.freeze(
@@ -198,4 +205,3 @@ export const shards = Command.make(
   },
   shardsCommand
 )
-

@@ -44,7 +44,9 @@ export const progress = (view: GroupView, id: string, moved: ReadonlySet<number>
   }
   const byShard = view.shards?.owners ?? []
   // A paused shard runs nowhere: given up, it is where it should be.
-  const pending = [...all].filter((s) => byShard[s]?.planned !== undefined && byShard[s]!.holder !== byShard[s]!.planned)
+  const pending = [...all].filter((s) =>
+    byShard[s]?.planned !== undefined && byShard[s]!.holder !== byShard[s]!.planned
+  )
     .sort((a, b) => a - b)
   const done = !view.members.some((m) => m.id === id)
     ? "left"
@@ -61,14 +63,18 @@ export const progress = (view: GroupView, id: string, moved: ReadonlySet<number>
 /** A line on a drain's progress, for logs and `etcdseq drain`. */
 export const describe = (id: string, p: Progress): string =>
   p.done === "drained"
-    ? `${id} is drained: it runs no shard${p.moved.size === 0 ? "" : `; ${[...p.moved].sort((a, b) => a - b).join(",")} run at their new owners`}`
+    ? `${id} is drained: it runs no shard${
+      p.moved.size === 0 ? "" : `; ${[...p.moved].sort((a, b) => a - b).join(",")} run at their new owners`
+    }`
     : p.done === "left"
     ? `${id} is no longer in the group`
     : p.done === "nowhere"
     ? `${id} keeps its shards: every member of the plan drains, and the shards must run somewhere`
     : !p.seen
     ? `${id}: waiting for the group to see the drain`
-    : `${id} holds ${p.holding.length} shard(s) [${p.holding.join(",")}]; ${p.pending.length} given up not yet at their new owner [${p.pending.join(",")}]`
+    : `${id} holds ${p.holding.length} shard(s) [${
+      p.holding.join(",")
+    }]; ${p.pending.length} given up not yet at their new owner [${p.pending.join(",")}]`
 
 /**
  * Drains the member of `source`: writes its drain key (for this and every later registration) and waits until the

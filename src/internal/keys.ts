@@ -211,7 +211,10 @@ export type ShardsKey =
   | { readonly _tag: "Frozen" }
 
 /** The key's meaning, or why it has none (a malformed key is ignored by every member alike). */
-export const shardsKeyOf = (prefix: string, key: string): ShardsKey | { readonly _tag: "Malformed"; readonly reason: string } => {
+export const shardsKeyOf = (
+  prefix: string,
+  key: string
+): ShardsKey | { readonly _tag: "Malformed"; readonly reason: string } => {
   if (!key.startsWith(prefix)) return { _tag: "Malformed", reason: "not under the shards prefix" }
   const rest = key.slice(prefix.length)
   if (rest === "frozen") return { _tag: "Frozen" }

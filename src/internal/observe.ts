@@ -95,9 +95,9 @@ const waitingOf = (
       owner.holder !== owner.planned &&
       !(owner.holder === undefined && owner.planned !== undefined && parked.has(owner.planned))
     ) {
-      lines.push(`shard ${owner.shard}: planned for ${owner.planned ?? "nobody (paused)"}, held by ${
-        owner.holder ?? "nobody"
-      }`)
+      lines.push(
+        `shard ${owner.shard}: planned for ${owner.planned ?? "nobody (paused)"}, held by ${owner.holder ?? "nobody"}`
+      )
     }
     if (owner.waiting.length > 0) {
       lines.push(`shard ${owner.shard}: ${owner.waiting.join(", ")} wait for ${owner.holder}`)

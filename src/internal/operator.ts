@@ -5,8 +5,8 @@
  * so it goes with the member.
  */
 import { Effect } from "effect"
-import type * as Api from "./etcd/api.js"
 import { encodeFrozen } from "./controlsWatch.js"
+import type * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 import type { ControlledPlan } from "./shardPlan.js"
 import * as View from "./view.js"

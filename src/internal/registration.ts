@@ -312,18 +312,22 @@ const removeKey = (reg: Reg) => {
     ? Effect.flatMap(
       api.grant(LeaseTiming.ttlSeconds(settings.ttl)),
       (parking) =>
-        ownWrite(reg, [{
-          _tag: "Put",
-          key: memberKey,
-          // The place keeps its declaration: its shards wait for the next incarnation, as its index does.
-          value: View.encodeValue(settings.metadata, {
-            id: Keys.memberId(parking, 0),
-            parked: true,
-            shards: reg.declared,
-            weight: settings.weight
-          }),
-          lease: parking
-        }, { _tag: "Delete", key: handoverKey }, { _tag: "Delete", key: drainKey }]).pipe(
+        ownWrite(reg, [
+          {
+            _tag: "Put",
+            key: memberKey,
+            // The place keeps its declaration: its shards wait for the next incarnation, as its index does.
+            value: View.encodeValue(settings.metadata, {
+              id: Keys.memberId(parking, 0),
+              parked: true,
+              shards: reg.declared,
+              weight: settings.weight
+            }),
+            lease: parking
+          },
+          { _tag: "Delete", key: handoverKey },
+          { _tag: "Delete", key: drainKey }
+        ]).pipe(
           // Not parked (the key is another's): the parking lease holds nothing.
           Effect.tap((parked) => parked ? Effect.void : Effect.ignore(api.revoke(parking))),
           Effect.tapErrorCause(() => Effect.ignore(api.revoke(parking)))
