@@ -47,7 +47,7 @@ const viewJson = (view: GroupView) => ({
 })
 
 /** The controls and drains in one line, empty when there are none. */
-export const controlsLine = (view: GroupView): string => {
+const controlsLine = (view: GroupView): string => {
   const parts: Array<string> = []
   if (view.drains.length > 0) parts.push(`draining ${view.drains.join(",")}`)
   if (view.controls.pins.length > 0) {

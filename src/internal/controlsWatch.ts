@@ -46,7 +46,7 @@ export const encodeFrozen = (owners: ControlledPlan): string =>
   Schema.encodeSync(FrozenRecord)({ v: 1, owners: owners.map((o) => o ?? null) })
 
 /** No key at all: the plan as it is. */
-export const empty: GroupControls = derive("", new Map(), 0)
+const empty: GroupControls = derive("", new Map(), 0)
 
 /** The controls the keys under `prefix` say. */
 function derive(prefix: string, kvs: ReadonlyMap<string, Api.KeyValue>, seen: number): GroupControls {
@@ -98,7 +98,7 @@ function derive(prefix: string, kvs: ReadonlyMap<string, Api.KeyValue>, seen: nu
 }
 
 /** The fold the prefix cache runs: the keys by key, the controls derived from them on every change. */
-export const fold = (prefix: string): PrefixCache.Fold<GroupControls> => {
+const fold = (prefix: string): PrefixCache.Fold<GroupControls> => {
   const read = (kvs: ReadonlyArray<Api.KeyValue>, revision: number) =>
     derive(prefix, new Map(kvs.map((kv) => [kv.key, kv])), revision)
   return {
