@@ -96,12 +96,14 @@ export class Info implements Equal.Equal, Inspectable.Inspectable {
    * @since 0.1.0
    * @category equivalence
    * @example
+   * ```ts
    * import { Equal } from "effect"
    * import { Info } from "effect-etcdseq"
    *
    * const before = Info.make(1, 3, 10)
    * const after = Info.make(1, 3, 12)
    * console.log(Equal.equals(before, after), Info.sameView(before, after)) // true false
+   * ```
    */
   static sameView(a: Info, b: Info): boolean {
     return a.index === b.index && a.count === b.count && a.revision === b.revision
