@@ -82,7 +82,8 @@ export interface GroupView {
    */
   readonly controls: ShardControls
   /**
-   * The ids of the members that drain (`EtcdSeq.drain`, `etcdseq drain`): the plan gives them no shard.
+   * The ids of the members that drain (`EtcdSeq.drain`, `etcdseq drain`), in index order: the plan gives them no
+   * shard.
    *
    * @since 0.2.0
    */

@@ -126,7 +126,7 @@ export const commands = {
       "On a new assignment the command's process group gets SIGTERM (SIGKILL after --grace), and the next " +
       "command starts once it is gone. A command that exits 0 waits for the next assignment; any other exit code " +
       "ends etcdseq run with that code, after it leaves the group. On SIGINT or SIGTERM the command is stopped, " +
-      "the member leaves, and etcdseq run exits 0.",
+      "the member drains (--drain-timeout), leaves, and etcdseq run exits 0.",
       "Its own exit codes: 64 usage, 69 etcd unavailable, 70 internal error, 77 etcd refused a request, " +
       "78 --instance taken by a newer member, 126/127 command not executable/not found."
     ],
@@ -142,6 +142,19 @@ export const commands = {
       flags.drainTimeout
     ]
   },
+  members: inspector(
+    "list the group's members",
+    "Lists the group's members in index order: index, id, instance, join revision, metadata."
+  ),
+  watch: inspector(
+    "print the group's views as they change, until ^C",
+    "Prints one line per view of the group as it changes (JSON lines with --json), until ^C."
+  ),
+  status: inspector(
+    "show members, locks, handover and shards; exit 75 until converged",
+    "Shows the members, index locks, handover and shards, then `converged` or what waits. Exits 75 while the " +
+      "group has not converged (someone waits): usable as a readiness probe."
+  ),
   drain: {
     usage: "--group <key> (--instance <name> | --member <id>) [flags]",
     summary: "drain a member: its shards move to the others, it stays in the group",
@@ -167,20 +180,7 @@ export const commands = {
       "Every member obeys these controls as soon as it reads them; etcdseq status shows them."
     ],
     flags: [flags.group, flags.shard, flags.to]
-  },
-  members: inspector(
-    "list the group's members",
-    "Lists the group's members in index order: index, id, instance, join revision, metadata."
-  ),
-  watch: inspector(
-    "print the group's views as they change, until ^C",
-    "Prints one line per view of the group as it changes (JSON lines with --json), until ^C."
-  ),
-  status: inspector(
-    "show members, locks, handover and shards; exit 75 until converged",
-    "Shows the members, index locks, handover and shards, then `converged` or what waits. Exits 75 while the " +
-      "group has not converged (someone waits): usable as a readiness probe."
-  )
+  }
 } satisfies Record<string, CommandHelp>
 
 export type CommandName = keyof typeof commands

@@ -136,7 +136,8 @@ export const observe = (
           handover: [...published].map(([id, revision]) => ({ id, revision })),
           shards,
           controls: controlsOf(controlled),
-          drains: [...controlled.drains].sort(),
+          // A member's leave deletes its drain key too, but through another watch: a drain shows with its member only.
+          drains: view.members.flatMap((m) => controlled.drains.has(m.id) ? [m.id] : []),
           waiting: waitingOf(view, published, lockList, shards)
         }
       }),
