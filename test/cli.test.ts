@@ -281,7 +281,7 @@ describe("the etcdseq command", () => {
           ],
           [
             ["--group", "g", "members"],
-            "etcdseq: a command comes first, then its flags: one of run, members, watch, status (see etcdseq --help)"
+            "etcdseq: a command comes first, then its flags: one of run, members, watch, status, drain, shards (see etcdseq --help)"
           ]
         ]
         const pids: Array<number> = []
