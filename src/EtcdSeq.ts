@@ -17,6 +17,7 @@ import type { EtcdRequestFailed, EtcdSeqError, EtcdUnavailable, InstanceTaken } 
 import type { GroupView, Member } from "./GroupView.js"
 import type { Info } from "./Info.js"
 import * as Client from "./internal/client.js"
+import * as Drain from "./internal/drain.js"
 import * as Keys from "./internal/keys.js"
 import * as Membership from "./internal/membership.js"
 import * as Observe from "./internal/observe.js"
@@ -25,6 +26,7 @@ import * as Retry from "./internal/retry.js"
 import * as RunAssigned from "./internal/runAssigned.js"
 import * as RunShards from "./internal/runShards.js"
 import * as ShardOwners from "./internal/shardOwners.js"
+import * as ShardPlan from "./internal/shardPlan.js"
 import * as Source from "./internal/source.js"
 import * as View from "./internal/view.js"
 import type { Shard } from "./Shard.js"
@@ -71,6 +73,16 @@ export interface EtcdSeqOptions {
    * @since 0.1.0
    */
   readonly keepPlaceOnLeave?: boolean | undefined
+  /**
+   * The member's share of the group's shards relative to the others' (`runShards`): a positive finite number,
+   * default 1. Member `m` gets at most ⌈1.25 · shards · w_m / W⌉ shards, `W` the sum of the weights of the members
+   * the plan gives shards to. Written in the member's record (only when it is not 1), so every member plans with
+   * everyone's weight; `etcdseq members` shows it. The member's Info (index and count) does not depend on weights.
+   * Anything else is `InvalidOptions` (field `weight`).
+   *
+   * @since 0.2.0
+   */
+  readonly weight?: number | undefined
 }
 
 /**
@@ -224,7 +236,8 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
   /**
    * The membership's options from configuration: `ETCDSEQ_KEY` (required), `ETCDSEQ_TTL` (a duration such as
    * `10 seconds`, optional), `ETCDSEQ_METADATA` (optional), `ETCDSEQ_INSTANCE` (optional; in Kubernetes, the pod
-   * name from the downward API), `ETCDSEQ_KEEP_PLACE_ON_LEAVE` (`true` or `false`, optional).
+   * name from the downward API), `ETCDSEQ_KEEP_PLACE_ON_LEAVE` (`true` or `false`, optional), `ETCDSEQ_WEIGHT` (a positive number, optional; since
+   * 0.2.0).
    *
    * @since 0.1.0
    * @category config
@@ -234,13 +247,15 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
     ttl: Config.option(Config.duration("ETCDSEQ_TTL")),
     metadata: Config.option(Config.string("ETCDSEQ_METADATA")),
     instance: Config.option(Config.string("ETCDSEQ_INSTANCE")),
-    keepPlaceOnLeave: Config.option(Config.boolean("ETCDSEQ_KEEP_PLACE_ON_LEAVE"))
-  }).pipe(Config.map(({ instance, keepPlaceOnLeave, key, metadata, ttl }) => ({
+    keepPlaceOnLeave: Config.option(Config.boolean("ETCDSEQ_KEEP_PLACE_ON_LEAVE")),
+    weight: Config.option(Config.number("ETCDSEQ_WEIGHT"))
+  }).pipe(Config.map(({ instance, keepPlaceOnLeave, key, metadata, ttl, weight }) => ({
     key,
     ttl: Option.getOrUndefined(ttl),
     metadata: Option.getOrUndefined(metadata),
     instance: Option.getOrUndefined(instance),
-    keepPlaceOnLeave: Option.getOrUndefined(keepPlaceOnLeave)
+    keepPlaceOnLeave: Option.getOrUndefined(keepPlaceOnLeave),
+    weight: Option.getOrUndefined(weight)
   })))
 
   /**
@@ -283,6 +298,45 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
     EtcdSeq,
     (seq) => seq.members
   )
+
+  /**
+   * Drains the member in context: it stays in the group (its `Info` does not change) but the shard plan of
+   * `runShards` gives it no shard, so each of its shards moves, once, straight to its planned owner among the other
+   * members (by their weights, pins and pauses). It completes once the member holds no shard and each shard it gave
+   * up runs at its new owner (its holding claim is the new owner's). The drain lasts until the member leaves: its
+   * request is a key under the member's lease, `<group>/shards/drains/<member id>`, which the leave deletes (a later
+   * registration, after a lost lease, drains too). A member that runs no shards is drained at once.
+   *
+   * When every member of the plan drains, the plan keeps its shards where they are (they must run somewhere), and
+   * the drain completes without moving them: the leave that usually follows moves them, as any leave does.
+   *
+   * Bound it with a timeout of your own (`etcdseq run --drain-timeout` does): a shard whose new owner cannot start it
+   * (its previous owner's claim lingers, etcd is unreachable) keeps the drain waiting.
+   *
+   * Errors: `InvalidOptions` for a membership not made by `EtcdSeq.make`; `EtcdUnavailable`, `EtcdRequestFailed`
+   * (following the group); the membership's own error if it fails meanwhile. It completes when the membership ends.
+   *
+   * @example
+   * ```ts
+   * import { Deferred, Effect } from "effect"
+   * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
+   *
+   * // On a stop request: drain (the shards move one by one while the runner keeps the others running), then stop.
+   * const serve = (stop: Deferred.Deferred<void>) =>
+   *   Effect.raceFirst(
+   *     EtcdSeq.runShards({ shards: 64 }, () => Effect.never),
+   *     Deferred.await(stop).pipe(Effect.zipRight(EtcdSeq.drain.pipe(Effect.timeout("20 seconds"), Effect.ignore)))
+   *   ).pipe(Effect.provide(EtcdSeqLive))
+   * ```
+   * @since 0.2.0
+   * @category combinators
+   */
+  static readonly drain: Effect.Effect<void, EtcdSeqError, EtcdSeq> = Effect.flatMap(EtcdSeq, (seq) => {
+    const source = Source.libraryOf(seq)
+    return source === undefined
+      ? Effect.fail(new InvalidOptions({ field: "EtcdSeq", reason: "drain needs a membership made by EtcdSeq.make" }))
+      : Drain.drain(source)
+  })
 
   /**
    * The group `key` seen from outside, without joining it: its view (`revision`, `members`), the index locks held and
@@ -540,12 +594,16 @@ const validate = (options: EtcdSeqOptions): Effect.Effect<Settings, InvalidOptio
     if (keepPlaceOnLeave && instance === undefined) {
       return yield* invalid("keepPlaceOnLeave", "needs an instance: only a member with one can be taken back")
     }
+    const weight = options.weight ?? 1
+    const weightProblem = ShardPlan.invalidWeight(weight)
+    if (weightProblem !== undefined) return yield* invalid("weight", weightProblem)
     return {
       key,
       ttl: ttl.value,
       metadata,
       instance,
       keepPlaceOnLeave,
+      weight,
       reregister: options.reregister ?? Retry.reregister
     }
   })

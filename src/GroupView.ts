@@ -30,6 +30,12 @@ export interface Member {
    * at the same moment are written in one transaction and share it; among them, the `id` orders.
    */
   readonly joinRevision: number
+  /**
+   * The member's weight in the shard plan (`EtcdSeqOptions.weight`): 1 unless its record gives another.
+   *
+   * @since 0.2.0
+   */
+  readonly weight: number
 }
 
 /**
@@ -43,6 +49,8 @@ export interface Member {
  *   older view".
  * - `shards`: when the group's members run `runShards`, each shard's planned owner, the claim that holds it and the
  *   claims waiting.
+ * - `controls` and `drains`: the operator's inputs to the shard plan (pins, pauses, the freeze; the members that
+ *   drain), which `shards` has applied.
  * - `waiting`: what the group waits for, one line each (a handover not published yet, a lock or claim waited for, a
  *   shard not yet held by its planned owner). Empty when the group has converged.
  *
@@ -67,7 +75,47 @@ export interface GroupView {
   readonly locks: ReadonlyArray<IndexLock>
   readonly handover: ReadonlyArray<{ readonly id: string; readonly revision: number }>
   readonly shards: ShardsView | undefined
+  /**
+   * The operator's controls of the shard plan (`etcdseq shards pin|pause|freeze`), as every member reads them.
+   *
+   * @since 0.2.0
+   */
+  readonly controls: ShardControls
+  /**
+   * The ids of the members that drain (`EtcdSeq.drain`, `etcdseq drain`), in index order: the plan gives them no
+   * shard.
+   *
+   * @since 0.2.0
+   */
+  readonly drains: ReadonlyArray<string>
   readonly waiting: ReadonlyArray<string>
+}
+
+/**
+ * The operator's controls of a group's shard plan, stored under `<group>/shards/` and obeyed by every member's plan:
+ *
+ * - `pins`: a shard to run at the member with that instance (or name), while it is live and not draining; otherwise
+ *   the shard stays with the plan's owner.
+ * - `paused`: shards nobody runs (a pause stops a pinned shard too).
+ * - `frozen`: no planned moves: each shard stays with its owner when the freeze was set (`frozenOwners`, member names),
+ *   while that owner is live and not draining; the shards of members that are gone (or drain) still move.
+ *
+ * @example
+ * ```ts
+ * import type { GroupView } from "effect-etcdseq"
+ *
+ * const describe = (view: GroupView) =>
+ *   `${view.controls.pins.length} pinned, ${view.controls.paused.length} paused, frozen: ${view.controls.frozen}`
+ * ```
+ * @since 0.2.0
+ * @category models
+ */
+export interface ShardControls {
+  readonly pins: ReadonlyArray<{ readonly shard: number; readonly to: string }>
+  readonly paused: ReadonlyArray<number>
+  readonly frozen: boolean
+  /** While frozen: each shard's owner (by member name: its id, or `@<instance>`) when the freeze was set. */
+  readonly frozenOwners: ReadonlyArray<string | null> | undefined
 }
 
 /**
@@ -97,15 +145,15 @@ export interface ShardsView {
 }
 
 /**
- * One shard: the member id the plan names for it, the member id whose claim holds it (and that claim's fence), and the
- * ids whose claims wait behind.
+ * One shard: the member id the plan names for it (`undefined` while it is paused: nobody runs it), the member id whose
+ * claim holds it (and that claim's fence), and the ids whose claims wait behind.
  *
  * @since 0.1.0
  * @category models
  */
 export interface ShardOwner {
   readonly shard: number
-  readonly planned: string
+  readonly planned: string | undefined
   readonly holder: string | undefined
   readonly fence: number | undefined
   readonly waiting: ReadonlyArray<string>

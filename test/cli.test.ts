@@ -119,9 +119,19 @@ describe("the etcdseq command", () => {
           )
           yield* watch.signal("SIGINT")
           expect(yield* watch.exit()).toBe(0)
-          // Every view in order: 0, 1, 2, 3 members, the leave (2), the crash (1), the last leave (0).
-          const views = watch.lines().map((l) => JSON.parse(l) as { revision: number; members: Array<unknown> })
+          // Every view in order: 0, 1, 2, 3 members, the leave (2), the crash (1), the last leave (0). A wrapper stopped
+          // with SIGTERM drains before it leaves: a line of its own, the members unchanged, the member draining.
+          const lines = watch.lines().map((l) =>
+            JSON.parse(l) as { revision: number; members: Array<{ id: string }>; drains: Array<string> }
+          )
+          const views = lines.filter((v, i) =>
+            i === 0 || JSON.stringify(v.members) !== JSON.stringify(lines[i - 1]!.members)
+          )
           expect(views.map((v) => v.members.length)).toEqual([0, 1, 2, 3, 2, 1, 0])
+          for (const v of lines.filter((v) => !views.includes(v))) {
+            expect(v.drains).toHaveLength(1)
+            expect(v.members.map((m) => m.id)).toContain(v.drains[0])
+          }
           expect(views.map((v) => v.revision)).toEqual([...views.map((v) => v.revision)].sort((a, b) => a - b))
           yield* expectNothingLeftWithin([etcd.clientUrl], [group], "4 seconds")
         }))
@@ -266,10 +276,13 @@ describe("the etcdseq command", () => {
             ["run", "--group", "g"],
             "etcdseq: no <command> given: etcdseq run [flags] -- <command> [args...] (see etcdseq run --help)"
           ],
-          [["frob"], `etcdseq: unknown command "frob": one of run, members, watch, status, ui (see etcdseq --help)`],
+          [
+            ["frob"],
+            `etcdseq: unknown command "frob": one of run, members, watch, status, drain, shards, ui (see etcdseq --help)`
+          ],
           [
             ["--group", "g", "members"],
-            "etcdseq: a command comes first, then its flags: one of run, members, watch, status, ui (see etcdseq --help)"
+            "etcdseq: a command comes first, then its flags: one of run, members, watch, status, drain, shards, ui (see etcdseq --help)"
           ]
         ]
         const pids: Array<number> = []

@@ -3,9 +3,11 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Scope, Stream, TestClock } from "effect"
-import { Etcd, type EtcdClient, EtcdSeq, MemoryEtcd } from "../src/index.js"
+import { Etcd, type EtcdClient, EtcdSeq, type GroupView, Info, MemoryEtcd } from "../src/index.js"
 import * as Memory from "../src/internal/etcd/memory.js"
 import * as Keys from "../src/internal/keys.js"
+import * as Operator from "../src/internal/operator.js"
+import * as ShardPlan from "../src/internal/shardPlan.js"
 import { throwsOnUse } from "./support/members.js"
 import { fenceRegressions, makeShardChecker, running, shardOverlaps, type ShardRun } from "./support/shardChecker.js"
 import { advance, settle } from "./support/testClock.js"
@@ -17,12 +19,16 @@ const member = (
   checker: ReturnType<typeof makeShardChecker>,
   name: string,
   stop = 0,
-  policy: { readonly maxMoves?: number; readonly settle?: Duration.DurationInput } = {}
+  policy: { readonly maxMoves?: number; readonly settle?: Duration.DurationInput } = {},
+  weight = 1
 ) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     const context = yield* Layer.buildWithScope(Etcd.layerMemory, scope)
-    const seq = yield* EtcdSeq.make({ key, ttl: "3 seconds" }).pipe(Effect.provide(context), Scope.extend(scope))
+    const seq = yield* EtcdSeq.make({ key, ttl: "3 seconds", weight }).pipe(
+      Effect.provide(context),
+      Scope.extend(scope)
+    )
     const exit = yield* EtcdSeq.runShards({ shards, ...policy }, checker.work(name, stop)).pipe(
       Effect.provideService(EtcdSeq, seq),
       Effect.exit,
@@ -375,5 +381,119 @@ describe("runShards churn over MemoryEtcd, under the TestClock", () => {
       }).pipe(Effect.provide(MemoryEtcd.layer)),
     // The machine may be shared: the churn is CPU-bound, and each run takes one to two minutes alone.
     300_000
+  )
+})
+
+describe("runShards churn with the operator's inputs, under the TestClock", () => {
+  it.scoped(
+    "joins, leaves, crashes and cut-offs with weights, drains, pins, pauses and freezes: never two workers of a " +
+      "shard, fences grow, and at every quiet point each shard runs exactly where the controlled plan says",
+    () =>
+      Effect.gen(function*() {
+        const memory = yield* MemoryEtcd
+        const server = Memory.serverOf(memory)
+        const api = server.api(server.connect(), Duration.seconds(5))
+        const checker = makeShardChecker()
+        const shards = 48
+        const g = "g/churn-ops"
+        let state = 29
+        const next = () => {
+          state = (state * 1_103_515_245 + 12_345) % 2_147_483_648
+          return state / 2_147_483_648
+        }
+        const pick = <A>(list: ReadonlyArray<A>): A => list[Math.floor(next() * list.length)]!
+        const live: Array<
+          {
+            readonly name: string
+            readonly etcd: EtcdClient
+            readonly seq: EtcdSeq["Type"]
+            readonly leave: Effect.Effect<void>
+          }
+        > = []
+        // The group as an observer sees it: members, weights, drains and controls.
+        let latest: GroupView | undefined
+        const observerScope = yield* Scope.make()
+        yield* EtcdSeq.observe(g).pipe(
+          Stream.runForEach((view) => Effect.sync(() => void (latest = view))),
+          Effect.provide(yield* Layer.buildWithScope(Etcd.layerMemory, observerScope)),
+          Effect.forkIn(observerScope)
+        )
+        const idOf = (m: (typeof live)[number]) =>
+          Effect.gen(function*() {
+            const info = yield* m.seq.current
+            return Info.isValid(info) ? (yield* m.seq.members)[info.index]?.id : undefined
+          })
+        const quiet = Effect.gen(function*() {
+          yield* advance(10_000)
+          const view = latest!
+          const names = new Map<string, string>()
+          for (const m of live) {
+            const id = yield* idOf(m)
+            if (id !== undefined) names.set(id, m.name)
+          }
+          expect(view.members.map((m) => names.get(m.id)).sort()).toEqual(live.map((m) => m.name).sort())
+          const want = ShardPlan.weightedPlan(
+            view.members.map((m) => ({ id: m.id, weight: m.weight, draining: view.drains.includes(m.id) })),
+            shards,
+            {
+              pins: new Map(view.controls.pins.map((p) => [p.shard, p.to])),
+              paused: new Set(view.controls.paused),
+              frozen: view.controls.frozen
+            },
+            view.controls.frozenOwners?.map((o) => o ?? undefined)
+          ).map((o) => o === undefined ? "" : names.get(o)!)
+          expect(running(checker.runs, shards).map((o) => o.join("+"))).toEqual(want)
+        })
+        let joined = 0
+        let quietPoints = 0
+        for (let step = 0; step < 80; step++) {
+          const roll = next()
+          if (live.length < 3 || (live.length < 20 && roll < 0.35)) {
+            const name = `m${joined++}`
+            const m = yield* member(g, shards, checker, name, Math.floor(next() * 300), {}, pick([1, 1, 2, 4]))
+            live.push({ name, etcd: m.etcd, seq: m.seq, leave: m.leave })
+          } else if (roll < 0.5) {
+            const [gone] = live.splice(Math.floor(next() * live.length), 1)
+            yield* Effect.forkScoped(gone!.leave)
+          } else if (roll < 0.55) {
+            const [gone] = live.splice(Math.floor(next() * live.length), 1)
+            yield* memory.crash(gone!.etcd)
+            yield* Effect.forkScoped(gone!.leave)
+          } else if (roll < 0.6) {
+            const cut = pick(live)
+            yield* memory.outage({ clients: [cut.etcd] })
+            yield* advance(4_000)
+            yield* memory.recover
+          } else if (roll < 0.67) {
+            // A drain from inside, not waited for: the member drains until it leaves.
+            yield* EtcdSeq.drain.pipe(Effect.provideService(EtcdSeq, pick(live).seq), Effect.ignore, Effect.forkScoped)
+          } else if (roll < 0.77) {
+            const id = yield* idOf(pick(live))
+            const shard = Math.floor(next() * shards)
+            yield* next() < 0.7 && id !== undefined ? Operator.pin(api, g, shard, id) : Operator.unpin(api, g, shard)
+          } else if (roll < 0.87) {
+            const shard = Math.floor(next() * shards)
+            yield* next() < 0.6 ? Operator.pause(api, g, shard) : Operator.resume(api, g, shard)
+          } else if (roll < 0.93 && latest?.shards !== undefined) {
+            yield* next() < 0.5
+              ? Operator.freeze(api, g, latest.shards.owners.map((o) => o.planned))
+              : Operator.thaw(api, g)
+          } else {
+            yield* quiet
+            quietPoints++
+          }
+          yield* advance(Math.floor(next() * 800))
+        }
+        yield* quiet
+        expect(quietPoints).toBeGreaterThan(2)
+        expect(shardOverlaps(checker.runs)).toEqual([])
+        expect(fenceRegressions(checker.runs)).toEqual([])
+        yield* Effect.forEach(live, (m) => Effect.forkScoped(m.leave), { discard: true })
+        yield* Scope.close(observerScope, Exit.void)
+        yield* advance(10_000)
+        // Every member, claim and drain key went with its leave or its lease; the operator's own keys stay.
+        expect((yield* memory.read(`${g}/`)).filter((kv) => !/\/shards\/(pins|paused|frozen)/.test(kv.key))).toEqual([])
+      }).pipe(Effect.provide(MemoryEtcd.layer)),
+    120_000
   )
 })

@@ -13,11 +13,16 @@ export const ExitCode = {
   ok: 0,
   /** Bad flags, arguments or options: the usage error is printed (EX_USAGE). */
   usage: 64,
+  /** `drain`: no live member of the group has that `--instance` or `--member` id (EX_NOUSER). */
+  noSuchMember: 67,
   /** etcd unreachable within the connect timeout, or no answer within the request timeout (EX_UNAVAILABLE). */
   etcdUnavailable: 69,
   /** Anything not below: a bug, an unexpected failure (EX_SOFTWARE). */
   failed: 70,
-  /** `status`: the group has not converged (someone waits); try again later (EX_TEMPFAIL). */
+  /**
+   * `status`: the group has not converged (someone waits); `drain`: the member is not drained within `--timeout`;
+   * `shards freeze`: the group runs no shards yet. Try again later (EX_TEMPFAIL).
+   */
   notConverged: 75,
   /** etcd refused a request: credentials, permissions (EX_NOPERM). */
   etcdRefused: 77,

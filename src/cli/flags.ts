@@ -31,6 +31,33 @@ const orEnv = (flag: Flag & { readonly env: string }): Options.Options<Option.Op
     Options.map(Option.filter((value) => value.trim() !== ""))
   )
 
+/**
+ * A number, else its environment variable, else the flag's default; any text is taken (`Number`), and the library
+ * says what is wrong with it (a weight of `abc` is `NaN`: "must be a positive finite number").
+ */
+export const numberOrEnv = (flag: Flag & { readonly env: string; readonly default: string }): Options.Options<number> =>
+  Options.map(orEnv(flag), (value) => Number(Option.getOrElse(value, () => flag.default).trim()))
+
+/** A shard number: an integer from 0 to 65,535. */
+export const shard = (flag: Flag): Options.Options<number> =>
+  Options.text(flag.name).pipe(
+    Options.mapEffect((text) =>
+      /^(0|[1-9][0-9]{0,4})$/.test(text.trim()) && Number(text) < 65_536
+        ? Either.right(Number(text))
+        : Either.left(invalid(flag, `"${text}" is not a shard number (an integer from 0 to 65535)`))
+    )
+  )
+
+/** The action of `etcdseq shards <action>`: its first argument. */
+export const action = <const A extends string>(values: ReadonlyArray<A>): Args.Args<A> =>
+  Args.text({ name: "action" }).pipe(
+    Args.mapEffect((text) =>
+      values.includes(text as A)
+        ? Either.right(text as A)
+        : Either.left(HelpDoc.p(`"${text}" is not one of ${values.join(", ")}`))
+    )
+  )
+
 /** A duration: `3s`, `500ms`, `3 seconds`. */
 export const duration = (flag: Flag): Options.Options<Duration.Duration> =>
   Options.text(flag.name).pipe(

@@ -50,6 +50,28 @@ export const flags = {
     name: "listen-any",
     about: "allow a --listen address that is not loopback: anyone who reaches it sees the group (no login)"
   },
+  weight: {
+    name: "weight",
+    value: "<number>",
+    about: "the member's share of a sharded group's shards relative to the others' (a positive number)",
+    env: "ETCDSEQ_WEIGHT",
+    default: "1"
+  },
+  drainTimeout: {
+    name: "drain-timeout",
+    value: "<duration>",
+    about: "on SIGINT or SIGTERM, how long the member may drain (hand its shards over) before it leaves; 0 does " +
+      "not drain (default: half the TTL)"
+  },
+  member: { name: "member", value: "<id>", about: "the member's id, as etcdseq members lists it" },
+  timeout: {
+    name: "timeout",
+    value: "<duration>",
+    about: "how long to wait for the member to be drained (it keeps draining after)",
+    default: "60s"
+  },
+  shard: { name: "shard", value: "<n>", about: "the shard's number, from 0" },
+  to: { name: "to", value: "<instance>", about: "the instance (or the id of a member without one) to run the shard" },
   endpoints: {
     name: "endpoints",
     value: "<urls>",
@@ -114,7 +136,7 @@ export const commands = {
       "On a new assignment the command's process group gets SIGTERM (SIGKILL after --grace), and the next " +
       "command starts once it is gone. A command that exits 0 waits for the next assignment; any other exit code " +
       "ends etcdseq run with that code, after it leaves the group. On SIGINT or SIGTERM the command is stopped, " +
-      "the member leaves, and etcdseq run exits 0.",
+      "the member drains (--drain-timeout), leaves, and etcdseq run exits 0.",
       "Its own exit codes: 64 usage, 69 etcd unavailable, 70 internal error, 77 etcd refused a request, " +
       "78 --instance taken by a newer member, 126/127 command not executable/not found."
     ],
@@ -125,7 +147,9 @@ export const commands = {
       flags.exclusive,
       flags.instance,
       flags.keepPlaceOnLeave,
-      flags.metadata
+      flags.metadata,
+      flags.weight,
+      flags.drainTimeout
     ]
   },
   members: inspector(
@@ -141,6 +165,32 @@ export const commands = {
     "Shows the members, index locks, handover and shards, then `converged` or what waits. Exits 75 while the " +
       "group has not converged (someone waits): usable as a readiness probe."
   ),
+  drain: {
+    usage: "--group <key> (--instance <name> | --member <id>) [flags]",
+    summary: "drain a member: its shards move to the others, it stays in the group",
+    text: [
+      "Asks the member to drain: the shard plan gives it no shard, so each of its shards moves once to its new " +
+      "owner, while the member keeps its index and count. The request is a key under the member's lease: it " +
+      "lasts until the member leaves. Prints the progress, and exits 0 once the member holds no shard and each " +
+      "shard it gave up runs at its new owner (or at once when every member drains: the shards stay).",
+      "Exit codes: 64 usage, 67 no such live member, 69 etcd unavailable, 75 not drained within --timeout " +
+      "(it keeps draining), 77 etcd refused a request."
+    ],
+    flags: [flags.group, flags.instance, flags.member, flags.timeout]
+  },
+  shards: {
+    usage: "pin|unpin|pause|resume|freeze|thaw --group <key> [--shard <n>] [--to <instance>] [flags]",
+    summary: "pin, pause or freeze the shards of a group every member plans",
+    text: [
+      "pin --shard n --to <instance>: the shard runs at that member while it is live (and not draining); " +
+      "otherwise where the plan puts it. unpin --shard n: the plan's owner again.",
+      "pause --shard n: nobody runs the shard (its running work stops). resume --shard n: it runs again.",
+      "freeze: no planned moves: each shard stays with its owner of now while that owner is live; the shards of " +
+      "members that leave (or drain) still move. thaw: the plan moves shards again.",
+      "Every member obeys these controls as soon as it reads them; etcdseq status shows them."
+    ],
+    flags: [flags.group, flags.shard, flags.to]
+  },
   ui: {
     usage: "--group <key> [--listen <host:port>] [flags]",
     summary: "serve a live page of the group: members, shards, locks, what waits",

@@ -23,20 +23,55 @@ export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<Readonl
   return [header, ...rows].map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n")
 }
 
-const membersTable = (view: GroupView): string =>
-  table(
-    ["INDEX", "ID", "INSTANCE", "JOINED", "METADATA"],
-    view.members.map((m) => [String(m.index), m.id, m.instance ?? "-", String(m.joinRevision), m.metadata])
+const membersTable = (view: GroupView): string => {
+  const drains = new Set(view.drains)
+  return table(
+    ["INDEX", "ID", "INSTANCE", "JOINED", "WEIGHT", "METADATA"],
+    view.members.map((m) => [
+      String(m.index),
+      m.id,
+      m.instance ?? "-",
+      String(m.joinRevision),
+      `${m.weight}${drains.has(m.id) ? " (draining)" : ""}`,
+      m.metadata
+    ])
   )
+}
 
-const viewJson = (view: GroupView) => ({ group: view.group, revision: view.revision, members: view.members })
+const viewJson = (view: GroupView) => ({
+  group: view.group,
+  revision: view.revision,
+  members: view.members,
+  controls: view.controls,
+  drains: view.drains
+})
 
-/** One line per view: `<revision> <count> members: <index>=<id>[@instance] ...`. */
-const viewLine = (view: GroupView): string =>
-  `revision ${view.revision}: ${view.members.length} member${view.members.length === 1 ? "" : "s"}${
+/** The controls and drains in one line, empty when there are none. */
+const controlsLine = (view: GroupView): string => {
+  const parts: Array<string> = []
+  if (view.drains.length > 0) parts.push(`draining ${view.drains.join(",")}`)
+  if (view.controls.pins.length > 0) {
+    parts.push(`pinned ${view.controls.pins.map((p) => `${p.shard}->${p.to}`).join(",")}`)
+  }
+  if (view.controls.paused.length > 0) parts.push(`paused ${view.controls.paused.join(",")}`)
+  if (view.controls.frozen) parts.push("frozen")
+  return parts.join("; ")
+}
+
+/**
+ * One line per view: `<revision> <count> members: <index>=<id>[@instance][*weight] ...`, then the controls and
+ * drains when there are any.
+ */
+const viewLine = (view: GroupView): string => {
+  const controls = controlsLine(view)
+  return `revision ${view.revision}: ${view.members.length} member${view.members.length === 1 ? "" : "s"}${
     view.members.length === 0 ? "" : ":"
-  } ${view.members.map((m) => `${m.index}=${m.id}${m.instance === undefined ? "" : `@${m.instance}`}`).join(" ")}`
-    .trimEnd()
+  } ${
+    view.members.map((m) =>
+      `${m.index}=${m.id}${m.instance === undefined ? "" : `@${m.instance}`}${m.weight === 1 ? "" : `*${m.weight}`}`
+    ).join(" ")
+  }`.trimEnd() + (controls === "" ? "" : ` | ${controls}`)
+}
 
 const statusText = (view: GroupView): string => {
   const parts = [`group ${view.group} at revision ${view.revision}: ${view.members.length} members`, membersTable(view)]
@@ -57,7 +92,7 @@ const statusText = (view: GroupView): string => {
         ["SHARD", "PLANNED", "HOLDER", "FENCE", "WAITING"],
         view.shards.owners.map((o) => [
           String(o.shard),
-          o.planned,
+          o.planned ?? "- (paused)",
           o.holder ?? "-",
           o.fence === undefined ? "-" : String(o.fence),
           o.waiting.join(",") || "-"
@@ -65,6 +100,8 @@ const statusText = (view: GroupView): string => {
       )
     )
   }
+  const controls = controlsLine(view)
+  if (controls !== "") parts.push(`controls: ${controls}`)
   parts.push(view.waiting.length === 0 ? "converged" : `waiting:\n${view.waiting.map((w) => `  ${w}`).join("\n")}`)
   return parts.join("\n\n")
 }
@@ -86,9 +123,7 @@ export const watch = Command.make(
   flags,
   (o) =>
     EtcdSeq.observe(o.group).pipe(
-      Stream.changesWith((a, b) =>
-        a.revision === b.revision && JSON.stringify(a.members) === JSON.stringify(b.members)
-      ),
+      Stream.changesWith((a, b) => JSON.stringify(viewJson(a)) === JSON.stringify(viewJson(b))),
       Stream.runForEach((view) => Console.log(o.json ? JSON.stringify(viewJson(view)) : viewLine(view))),
       Effect.provide(etcdLayer(o))
     )

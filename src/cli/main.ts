@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * `etcdseq`: any program as a member of a group (`run`), and a group inspector (`members`, `watch`, `status`).
+ * `etcdseq`: any program as a member of a group (`run`), a group inspector (`members`, `watch`, `status`), and the
+ * operator's controls of a sharded group (`drain`, `shards`).
  *
  * This module answers `--version` and `--help` itself and loads the rest only for a subcommand (program.ts): loading
  * Effect, @effect/cli, @effect/platform-node and etcd3 was over 90% of `etcdseq --version`'s 1.3 s (on two busy

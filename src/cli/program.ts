@@ -54,6 +54,8 @@ const commands = {
   members: () => import("./inspect.js").then((m) => execute(m.members)),
   watch: () => import("./inspect.js").then((m) => execute(m.watch)),
   status: () => import("./inspect.js").then((m) => execute(m.status)),
+  drain: () => import("./shards.js").then((m) => execute(m.drain)),
+  shards: () => import("./shards.js").then((m) => execute(m.shards)),
   ui: () => import("./ui.js").then((m) => execute(m.ui))
 }
 

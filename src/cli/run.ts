@@ -4,7 +4,7 @@
  * group after `--grace`, and waited for until no process of it is left) before the next assignment's child starts,
  * when the member goes invalid, and when `etcdseq run` itself is stopped (SIGINT, SIGTERM: it then leaves the group
  * and exits). A child that exits 0 waits for the next assignment; one that exits otherwise ends `etcdseq run` with
- * its code, after the leave. On Linux the child is started under `setpriv --pdeathsig KILL`, so it dies with a
+ * its code, after the leave. Stopped by SIGINT or SIGTERM, the member drains first (`--drain-timeout`). On Linux the child is started under `setpriv --pdeathsig KILL`, so it dies with a
  * SIGKILLed wrapper too.
  */
 import * as Args from "@effect/cli/Args"
@@ -12,11 +12,12 @@ import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import * as ChildCommand from "@effect/platform/Command"
 import * as FileSystem from "@effect/platform/FileSystem"
-import { Console, Duration, Effect, Layer, Option } from "effect"
+import { Console, Duration, Effect, Exit, Layer, Option } from "effect"
 import { constants } from "node:os"
 import type { Assignment } from "../Assignment.js"
 import { EtcdSeq } from "../EtcdSeq.js"
 import { Info } from "../Info.js"
+import * as Bounded from "../internal/bounded.js"
 import { fencingMargin } from "../internal/leaseTiming.js"
 import * as Source from "../internal/source.js"
 import { type Connection, etcdLayer } from "./connection.js"
@@ -112,6 +113,24 @@ const runOnce = (settings: Settings, a: Assignment) =>
     return yield* new CliExit({ code })
   })
 
+/**
+ * On SIGINT or SIGTERM (the program interrupted), before the member leaves: it drains (`EtcdSeq.drain`) for at most
+ * `timeout` (none when zero), so that a sharded group's shards move to the others while this member still holds its
+ * place. Added after the membership, so run before its leave.
+ */
+const drainOnStop = (timeout: Duration.Duration) =>
+  Layer.scopedDiscard(Effect.addFinalizer((exit) =>
+    !Exit.isInterrupted(exit) || Duration.toMillis(timeout) === 0
+      ? Effect.void
+      : say(`draining before the leave (at most ${Duration.format(timeout)})`).pipe(
+        Effect.zipRight(EtcdSeq.drain.pipe(Bounded.timeoutOption(timeout))),
+        Effect.flatMap((done) =>
+          say(Option.isSome(done) ? "drained" : `not drained within ${Duration.format(timeout)}; leaving anyway`)
+        ),
+        Effect.catchAll((e) => say(`drain failed (${e.message}); leaving`))
+      )
+  ))
+
 /** The member, its runner, and the end: a child's failure or the member's error ends the command. */
 const runMember = (
   connection: Connection,
@@ -121,17 +140,23 @@ const runMember = (
     readonly exclusive: "none" | "index" | "group"
     readonly metadata: Option.Option<string>
     readonly keepPlaceOnLeave: boolean
+    readonly weight: number
+    readonly drainTimeout: Duration.Duration
   }
 ) =>
   EtcdSeq.runAssigned((a) => runOnce(settings, a), { exclusive: options.exclusive }).pipe(
     Effect.provide(
-      EtcdSeq.layer({
-        key: settings.group,
-        ttl: options.ttl,
-        instance: Option.getOrUndefined(settings.instance),
-        metadata: Option.getOrUndefined(options.metadata),
-        keepPlaceOnLeave: options.keepPlaceOnLeave
-      }).pipe(Layer.provide(etcdLayer(connection)))
+      Layer.provideMerge(
+        drainOnStop(options.drainTimeout),
+        EtcdSeq.layer({
+          key: settings.group,
+          ttl: options.ttl,
+          instance: Option.getOrUndefined(settings.instance),
+          metadata: Option.getOrUndefined(options.metadata),
+          keepPlaceOnLeave: options.keepPlaceOnLeave,
+          weight: options.weight
+        })
+      ).pipe(Layer.provide(etcdLayer(connection)))
     )
   )
 
@@ -145,7 +170,9 @@ export const run = Command.make(
     instance: Flags.optional(flags.instance),
     keepPlaceOnLeave: Flags.boolean(flags.keepPlaceOnLeave),
     metadata: Flags.optional(flags.metadata),
+    weight: Flags.numberOrEnv(flags.weight),
     grace: Flags.duration(flags.grace).pipe(Options.optional),
+    drainTimeout: Flags.duration(flags.drainTimeout).pipe(Options.optional),
     command: Flags.command,
     args: Args.text({ name: "args" }).pipe(Args.repeated)
   },
@@ -178,7 +205,11 @@ export const run = Command.make(
         ttl: o.ttl,
         exclusive: o.exclusive,
         metadata: o.metadata,
-        keepPlaceOnLeave: o.keepPlaceOnLeave
+        keepPlaceOnLeave: o.keepPlaceOnLeave,
+        weight: o.weight,
+        // Half the TTL by default, as the grace: a drain of a member that runs no shards ends as soon as the group
+        // has seen its request; a sharded one's as its shards are started elsewhere.
+        drainTimeout: Option.getOrElse(o.drainTimeout, () => Duration.times(o.ttl, 0.5))
       })
     })
 )

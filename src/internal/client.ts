@@ -1,6 +1,6 @@
 /**
  * The client's shape (`Etcd.EtcdClient` is this interface) and what the members of one client share: the seam to its
- * etcd, one watch of each group, of each group's handover values, shard claims and index locks, one lease per TTL,
+ * etcd, one watch of each group, of each group's handover values, shard claims, shard controls and index locks, one lease per TTL,
  * and the registry of the keys it holds under its leases. The client value carries them under `TypeId`, a symbol the
  * package does not export, so users see only its public members. The shape lives here, not in `Etcd.ts`, so that
  * `Etcd.ts` and `MemoryEtcd.ts` both use it without importing each other.
@@ -11,6 +11,7 @@
 import { Duration, Effect, RcMap, type Scope } from "effect"
 import { InvalidOptions } from "../EtcdSeqError.js"
 import * as Claims from "./claims.js"
+import * as ControlsWatch from "./controlsWatch.js"
 import type * as Api from "./etcd/api.js"
 import type { Etcd3 } from "./etcd/etcd3.js"
 import * as GroupWatch from "./groupWatch.js"
@@ -47,6 +48,8 @@ export interface Shared {
   readonly handovers: RcMap.RcMap<string, Handover.HandoverWatch, Api.RequestError>
   /** One shared watch of each group's shard claims (`runShards`). */
   readonly claims: RcMap.RcMap<string, Claims.ClaimsWatch, Api.RequestError>
+  /** One shared watch of each group's shard controls and drains (`<group>/shards/`: runShards, drain, observe). */
+  readonly controls: RcMap.RcMap<string, ControlsWatch.ControlsWatch, Api.RequestError>
   /** One shared watch of each group's index locks (`"index"` mode, `observe`). */
   readonly locks: RcMap.RcMap<string, Lock.LocksWatch, Api.RequestError>
   /** The keys this client means to hold under its leases; its watches sweep the others. */
@@ -84,11 +87,12 @@ export const make = (
     })
     const handovers = yield* RcMap.make({ lookup: (group: string) => Handover.watch(api, group, sweep), ...forLife })
     const claims = yield* RcMap.make({ lookup: (group: string) => Claims.watch(api, group, sweep), ...forLife })
+    const controls = yield* RcMap.make({ lookup: (group: string) => ControlsWatch.watch(api, group), ...forLife })
     // Followed while observed only (members do not: see lock.ts); a late lock write is swept as a suspect.
     const locks = yield* RcMap.make({ lookup: (group: string) => Lock.watch(api, group, sweep) })
     const memberWrites = yield* MemberWrites.make(api)
     const registrationWrites = yield* Effect.makeSemaphore(registrationWritesInFlight)
-    return { api, groups, handovers, claims, locks, owned, leases, memberWrites, registrationWrites }
+    return { api, groups, handovers, claims, controls, locks, owned, leases, memberWrites, registrationWrites }
   })
 
 // --- The internals on the client value ---

@@ -8,6 +8,10 @@
  * <group>/handover/<member id>             group mode: the newest view the member holds work of, under its lease
  * <group>/locks/<index>/<member id>.<run>  index mode: a contender for the index lock, under the member's lease
  * <group>/claims/<shard>/<member id>.<run>  runShards: a claim on a shard, under the member's lease
+ * <group>/shards/drains/<member id>        a drain of the member (the plan gives it no shard), under its lease
+ * <group>/shards/pins/<shard>              the operator's pin of a shard; value: an instance (or a member's name)
+ * <group>/shards/paused/<shard>            the operator's pause of a shard: nobody runs it
+ * <group>/shards/frozen                    the operator's freeze; value: the owners (by name) when it was set
  * ```
  *
  * A member id is `<lease id in hex>_<n>`: the lease its keys are bound to (shared by the members of one client) and
@@ -184,4 +188,42 @@ export const decodeClaim = (
   if (slash <= 0 || !/^(0|[1-9][0-9]{0,5})$/.test(rest.slice(0, slash))) return undefined
   const owner = lockOwnerOfKey(prefix + rest.slice(0, slash + 1), kv.key, kv.lease)
   return owner === undefined ? undefined : { shard: Number(rest.slice(0, slash)), owner }
+}
+
+// --- Operator controls of the shard plan ----------------------------------------------------------------------
+
+/** The prefix under which a group's shard controls and drains live (one watch per client follows it). */
+export const shardsPrefix = (group: string): string => `${group}/shards/`
+
+export const drainKey = (group: string, id: string): string => `${shardsPrefix(group)}drains/${id}`
+
+export const pinKey = (group: string, shard: number): string => `${shardsPrefix(group)}pins/${shard}`
+
+export const pausedKey = (group: string, shard: number): string => `${shardsPrefix(group)}paused/${shard}`
+
+export const frozenKey = (group: string): string => `${shardsPrefix(group)}frozen`
+
+/** What a key under the shards prefix is, by its name alone (its value is decoded by its reader). */
+export type ShardsKey =
+  | { readonly _tag: "Drain"; readonly id: string }
+  | { readonly _tag: "Pin"; readonly shard: number }
+  | { readonly _tag: "Paused"; readonly shard: number }
+  | { readonly _tag: "Frozen" }
+
+/** The key's meaning, or why it has none (a malformed key is ignored by every member alike). */
+export const shardsKeyOf = (
+  prefix: string,
+  key: string
+): ShardsKey | { readonly _tag: "Malformed"; readonly reason: string } => {
+  if (!key.startsWith(prefix)) return { _tag: "Malformed", reason: "not under the shards prefix" }
+  const rest = key.slice(prefix.length)
+  if (rest === "frozen") return { _tag: "Frozen" }
+  const slash = rest.indexOf("/")
+  const kind = rest.slice(0, slash)
+  const name = rest.slice(slash + 1)
+  if (slash > 0 && kind === "drains" && isMemberId(name)) return { _tag: "Drain", id: name }
+  if (slash > 0 && (kind === "pins" || kind === "paused") && /^(0|[1-9][0-9]{0,5})$/.test(name)) {
+    return { _tag: kind === "pins" ? "Pin" : "Paused", shard: Number(name) }
+  }
+  return { _tag: "Malformed", reason: "not drains/<member id>, pins/<shard>, paused/<shard> or frozen" }
 }

@@ -10,9 +10,12 @@ import { Info } from "../Info.js"
 import * as Bounded from "./bounded.js"
 import * as Cell from "./cell.js"
 import type { Shared } from "./client.js"
+import * as Api from "./etcd/api.js"
+import * as Keys from "./keys.js"
 import * as Metrics from "./metrics.js"
 import { membersOf } from "./observe.js"
 import * as Registration from "./registration.js"
+import { backoff } from "./retry.js"
 import * as Source from "./source.js"
 import * as View from "./view.js"
 
@@ -142,6 +145,26 @@ export const make = (
       }
     )))
 
+    // --- A drain: its key written for each registration, from the first drain on ---
+    let draining = false
+    const keepDrainKey = Effect.gen(function*() {
+      const next = yield* status.reader
+      let last: Source.Holder | undefined
+      while (true) {
+        const s = yield* next
+        if (s.end._tag !== "Open") return
+        const holder = s.holder
+        if (holder === undefined || holder === last) continue
+        last = holder
+        // A lease that is gone takes the registration with it: the next one writes its own key.
+        yield* shared.api.put(Keys.drainKey(settings.key, holder.id), "", holder.leaseId).pipe(
+          Effect.retry({ schedule: backoff, times: 5, while: (e) => !Api.isLeaseNotFound(e) }),
+          Effect.tapError((e) => Effect.logWarning("writing the drain key failed", e)),
+          Effect.ignore
+        )
+      }
+    }).pipe(Effect.scoped)
+
     const source: Source.Library = {
       _tag: "Library",
       group: settings.key,
@@ -169,7 +192,14 @@ export const make = (
           return latest === undefined || latest.holder !== holder || View.sameDeclaration(latest.declared(), shards)
             ? Effect.void
             : Effect.asVoid(latest.rewrite(shards))
-        })
+        }),
+      // Forked in the member's scope after its leave's finalizer, so stopped (its write done) before the leave deletes
+      // the member's keys, the drain key among them.
+      startDraining: Effect.suspend(() => {
+        if (draining) return Effect.void
+        draining = true
+        return Effect.asVoid(Effect.forkIn(keepDrainKey, memberScope))
+      })
     }
     const service: Membership = {
       group: settings.key,

@@ -1,15 +1,17 @@
 /**
  * `EtcdSeq.observe`: a group seen from outside, without joining it. The members come from the group watch a member
- * of the group on the same client uses; the handover values, shard claims and index locks from the client's shared
- * watches of them. What the group waits for is a pure function of the four (`waiting`).
+ * of the group on the same client uses; the handover values, shard claims, shard controls and index locks from the
+ * client's shared watches of them. What the group waits for is a pure function of them (`waiting`).
  */
 import { Effect, RcMap, type Scope, Stream } from "effect"
-import type { GroupView, IndexLock, Member, ShardOwner, ShardsView } from "../GroupView.js"
+import type { GroupView, IndexLock, Member, ShardControls, ShardOwner, ShardsView } from "../GroupView.js"
 import type * as Claims from "./claims.js"
 import type { Shared } from "./client.js"
+import type { GroupControls } from "./controlsWatch.js"
 import type * as Api from "./etcd/api.js"
 import type * as Lock from "./lock.js"
-import { invalidShards, planOf } from "./shardOwners.js"
+import { invalidShards, ownersOf } from "./shardOwners.js"
+import { weightOf } from "./shardPlan.js"
 import type { View } from "./view.js"
 
 /** The members of a view as `EtcdSeq.members` lists them. */
@@ -19,8 +21,17 @@ export const membersOf = (view: View): ReadonlyArray<Member> =>
     instance: e.instance,
     metadata: e.metadata,
     index,
-    joinRevision: e.createRevision
+    joinRevision: e.createRevision,
+    weight: weightOf({ id: e.name, weight: e.weight })
   }))
+
+/** The controls as `GroupView` shows them. */
+const controlsOf = (controls: GroupControls): ShardControls => ({
+  pins: [...controls.controls.pins].sort(([a], [b]) => a - b).map(([shard, to]) => ({ shard, to })),
+  paused: [...controls.controls.paused].sort((a, b) => a - b),
+  frozen: controls.controls.frozen,
+  frozenOwners: controls.previous?.map((o) => o ?? null)
+})
 
 // --- The view, and what it waits for -------------------------------------------------------------------------------
 
@@ -32,19 +43,19 @@ const lockViews = (locks: Lock.Locks): ReadonlyArray<IndexLock> =>
     waiting: waiting.map((c) => c.owner)
   }))
 
-const shardsView = (view: View, claims: Claims.Claims): ShardsView | undefined => {
+const shardsView = (view: View, claims: Claims.Claims, controls: GroupControls): ShardsView | undefined => {
   // The number the oldest member runs that a member may run (a record may declare anything: a writer of another
   // version, or by hand).
   const shards = view.members.find((m) => invalidShards(m.shards) === undefined)?.shards
   if (shards === undefined) return undefined
   const idOf = new Map(view.members.map((m) => [m.name, m.id]))
-  const planned = new Array<string>(shards)
-  for (const [name, owned] of planOf(view, shards)) for (const shard of owned) planned[shard] = idOf.get(name)!
+  const planned = ownersOf(view, shards, controls)
   const owners = Array.from({ length: shards }, (_, shard): ShardOwner => {
     const [holder, ...waiting] = claims.byNumber.get(shard) ?? []
+    const name = planned[shard]
     return {
       shard,
-      planned: planned[shard]!,
+      planned: name === undefined ? undefined : idOf.get(name),
       holder: holder?.owner,
       fence: holder?.createRevision,
       waiting: waiting.map((c) => c.owner)
@@ -80,8 +91,13 @@ const waitingOf = (
   // A parked member's shards wait for its next incarnation: no one else may run them, so nothing to converge.
   const parked = new Set(view.members.flatMap((m) => m.parked === true ? [m.id] : []))
   for (const owner of shards?.owners ?? []) {
-    if (owner.holder !== owner.planned && !(owner.holder === undefined && parked.has(owner.planned))) {
-      lines.push(`shard ${owner.shard}: planned for ${owner.planned}, held by ${owner.holder ?? "nobody"}`)
+    if (
+      owner.holder !== owner.planned &&
+      !(owner.holder === undefined && owner.planned !== undefined && parked.has(owner.planned))
+    ) {
+      lines.push(
+        `shard ${owner.shard}: planned for ${owner.planned ?? "nobody (paused)"}, held by ${owner.holder ?? "nobody"}`
+      )
     }
     if (owner.waiting.length > 0) {
       lines.push(`shard ${owner.shard}: ${owner.waiting.join(", ")} wait for ${owner.holder}`)
@@ -100,16 +116,18 @@ export const observe = (
     const handover = yield* RcMap.get(shared.handovers, group)
     const claims = yield* RcMap.get(shared.claims, group)
     const locks = yield* RcMap.get(shared.locks, group)
+    const controls = yield* RcMap.get(shared.controls, group)
     let last: string | undefined
     return Stream.zipLatestAll(
       watch.view.changes,
       handover.published.changes,
       claims.latest.changes,
-      locks.latest.changes
+      locks.latest.changes,
+      controls.latest.changes
     ).pipe(
-      Stream.map(([view, published, claimed, held]): GroupView => {
+      Stream.map(([view, published, claimed, held, controlled]): GroupView => {
         const lockList = lockViews(held)
-        const shards = shardsView(view, claimed)
+        const shards = shardsView(view, claimed, controlled)
         return {
           group,
           revision: view.revision,
@@ -117,10 +135,13 @@ export const observe = (
           locks: lockList,
           handover: [...published].map(([id, revision]) => ({ id, revision })),
           shards,
+          controls: controlsOf(controlled),
+          // A member's leave deletes its drain key too, but through another watch: a drain shows with its member only.
+          drains: view.members.flatMap((m) => controlled.drains.has(m.id) ? [m.id] : []),
           waiting: waitingOf(view, published, lockList, shards)
         }
       }),
-      // One GroupView per change an operator can see: the four sources move together on many events.
+      // One GroupView per change an operator can see: the five sources move together on many events.
       Stream.filter((groupView) => {
         const text = JSON.stringify(groupView)
         if (text === last) return false

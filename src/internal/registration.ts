@@ -47,6 +47,8 @@ export interface Settings {
   readonly instance: string | undefined
   /** A leave parks the instance key for the TTL instead of deleting it: the next incarnation takes the place. */
   readonly keepPlaceOnLeave: boolean
+  /** The member's weight in the shard plan (1: the default, not written in its record). */
+  readonly weight: number
   readonly reregister: Schedule.Schedule<unknown, EtcdSeqError>
 }
 
@@ -232,7 +234,8 @@ const ownWrite = (reg: Reg, ops: ReadonlyArray<Api.Op>) =>
 const recordOf = (reg: Reg, shards: View.Declaration | undefined) =>
   View.encodeValue(reg.deps.settings.metadata, {
     id: reg.deps.settings.instance === undefined ? undefined : reg.id,
-    shards
+    shards,
+    weight: reg.deps.settings.weight
   })
 
 // --- The key: its delete registered first; a leave deletes it with the member's handover key ---
@@ -308,29 +311,42 @@ const createKey = (reg: Reg): Effect.Effect<Standing.Written, Api.RequestError |
 const removeKey = (reg: Reg) => {
   const { api, deps, handoverKey, memberKey } = reg
   const { settings } = deps
-  if (settings.instance === undefined) return deps.shared.memberWrites.remove([memberKey, handoverKey])
+  // A drain is the registration's: it goes with it (nothing if it never drained).
+  const drainKey = Keys.drainKey(settings.key, reg.id)
+  if (settings.instance === undefined) return deps.shared.memberWrites.remove([memberKey, handoverKey, drainKey])
   const release = settings.keepPlaceOnLeave && deps.leaving()
     ? Effect.flatMap(
       api.grant(LeaseTiming.ttlSeconds(settings.ttl)),
       (parking) =>
-        ownWrite(reg, [{
-          _tag: "Put",
-          key: memberKey,
-          // The place keeps its declaration: its shards wait for the next incarnation, as its index does.
-          value: View.encodeValue(settings.metadata, {
-            id: Keys.memberId(parking, 0),
-            parked: true,
-            shards: reg.declared
-          }),
-          lease: parking
-        }, { _tag: "Delete", key: handoverKey }]).pipe(
+        ownWrite(reg, [
+          {
+            _tag: "Put",
+            key: memberKey,
+            // The place keeps its declaration: its shards wait for the next incarnation, as its index does.
+            value: View.encodeValue(settings.metadata, {
+              id: Keys.memberId(parking, 0),
+              parked: true,
+              shards: reg.declared,
+              weight: settings.weight
+            }),
+            lease: parking
+          },
+          { _tag: "Delete", key: handoverKey },
+          { _tag: "Delete", key: drainKey }
+        ]).pipe(
           // Not parked (the key is another's): the parking lease holds nothing.
           Effect.tap((parked) => parked ? Effect.void : Effect.ignore(api.revoke(parking))),
           Effect.tapErrorCause(() => Effect.ignore(api.revoke(parking)))
         )
     )
-    : ownWrite(reg, [{ _tag: "Delete", key: memberKey }, { _tag: "Delete", key: handoverKey }])
-  return Effect.flatMap(release, (done) => done ? Effect.void : Effect.asVoid(api.delete(handoverKey)))
+    : ownWrite(reg, [{ _tag: "Delete", key: memberKey }, { _tag: "Delete", key: handoverKey }, {
+      _tag: "Delete",
+      key: drainKey
+    }])
+  return Effect.flatMap(
+    release,
+    (done) => done ? Effect.void : Effect.zipRight(api.delete(handoverKey), Effect.asVoid(api.delete(drainKey)))
+  )
 }
 
 // --- Visible: registered once the shared view has applied the member's own join (it may have already) ---

@@ -13,7 +13,18 @@
  * As in `runAssigned`, the loop only ever waits for work to stop: claims, releases and waits run in the shards'
  * fibers, so `Info.invalid` (a self-fence, a lost lease) stops every shard at once, handed over or not.
  */
-import { Duration, Effect, ExecutionStrategy, Fiber, Metric, Option, RcMap, Scope, SubscriptionRef } from "effect"
+import {
+  Duration,
+  Effect,
+  ExecutionStrategy,
+  Fiber,
+  Metric,
+  Option,
+  RcMap,
+  Scope,
+  Stream,
+  SubscriptionRef
+} from "effect"
 import { type EtcdSeqError, InvalidOptions, ShardCountMismatch, ShardPolicyMismatch } from "../EtcdSeqError.js"
 import { Info } from "../Info.js"
 import type { Shard } from "../Shard.js"
@@ -25,7 +36,7 @@ import * as Monotonic from "./monotonic.js"
 import { backoff } from "./retry.js"
 import * as Runner from "./runner.js"
 import * as Moves from "./shardMoves.js"
-import { planOf } from "./shardOwners.js"
+import * as ShardOwners from "./shardOwners.js"
 import type { ControlledPlan } from "./shardPlan.js"
 import { counted, type Holder, type Latest, type Library } from "./source.js"
 import * as View from "./view.js"
@@ -57,20 +68,6 @@ export const movePolicy = (
   return { maxMoves: maxMoves as number, settleMillis: Math.ceil(Duration.toMillis(settle.value)) }
 }
 
-/** A plan as `step` reads it: each shard's owner by number. One per plan (plans are shared, see shardOwners.ts). */
-const ownersOf = (() => {
-  const known = new WeakMap<ReadonlyMap<string, ReadonlyArray<number>>, ControlledPlan>()
-  return (planned: ReadonlyMap<string, ReadonlyArray<number>>, shards: number): ControlledPlan => {
-    let owners = known.get(planned)
-    if (owners === undefined) {
-      const out = new Array<string | undefined>(shards).fill(undefined)
-      for (const [name, list] of planned) for (const s of list) if (s < shards) out[s] = name
-      known.set(planned, owners = out)
-    }
-    return owners
-  }
-})()
-
 /** The live members by id (their names, as plans name them), once per view. */
 const namesOf = (() => {
   const known = new WeakMap<View.View, ReadonlyMap<string, string>>()
@@ -100,12 +97,15 @@ const runLoop = <E, R>(
     Effect.gen(function*() {
       const { shared, view } = source
       const claims = yield* RcMap.get(shared.claims, source.group)
+      // The operator's controls and the drains: the plan obeys them (one watch per client and group).
+      const controls = yield* RcMap.get(shared.controls, source.group)
       const writer = yield* Claims.writer(shared.api, shared.leases.retryInBackground, shared.owned)
       const declared = View.declaration(shards, policy)
 
-      // --- Wake-ups: the membership's latest status, every view, the claims of the shards in motion, the clock ---
-      // A declaration of shards changes the plan without renaming the view, so no new status tells of it: the loop
-      // wakes on both, and acts on the latest of each.
+      // --- Wake-ups: the membership's latest status, every view, every change of the controls, the claims of the
+      // shards in motion, the clock ---
+      // A declaration of shards changes the plan without renaming the view, so no new status tells of it, and neither
+      // does a pin, a pause, a freeze or a drain: the loop wakes on each, and acts on the latest of each.
       const wake = yield* Cell.make(0)
       const bump = () => wake.unsafeModify((n) => [undefined, n + 1] as const)
       let status: Latest | undefined
@@ -116,6 +116,7 @@ const runLoop = <E, R>(
           bump()
         }))).pipe(Effect.forkScoped)
       yield* source.listen(bump)
+      yield* controls.latest.changes.pipe(Stream.runForEach(() => Effect.sync(bump)), Effect.forkScoped)
       const woken = yield* wake.reader
 
       // --- One shard: claim, wait for the previous owner, work ---
@@ -292,7 +293,7 @@ const runLoop = <E, R>(
           const me = owner.name
           const names = namesOf(now)
           const live = new Set(names.values())
-          const newest = ownersOf(planOf(now, shards), shards)
+          const newest = ShardOwners.ownersOf(now, shards, controls.current())
           const memberSet = now.members.flatMap((m) => m.shards === shards ? [m.name] : []).join(",")
           const clock = yield* Monotonic.millis
           const settled = Moves.settle(settling, memberSet, newest, clock, policy.settleMillis)

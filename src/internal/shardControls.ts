@@ -10,7 +10,17 @@
  * Precedence, last wins: the plan's owner; a freeze keeps the previous owner; a pin names the owner; a pause names
  * none. So an operator can still pin a shard during a freeze (a deliberate move), and a pause stops a pinned shard.
  */
-import type { ControlledPlan, Plan, PlanMember } from "./shardPlan.js"
+
+// The plan's shapes, as shardPlan.ts has them (which applies these controls: importing it back would be a cycle).
+/** The id of each shard's owner, by shard number. */
+type Plan = ReadonlyArray<string>
+/** The same with controls applied: `undefined` for a shard nobody runs. */
+type ControlledPlan = ReadonlyArray<string | undefined>
+/** What the controls read of a member of the plan: its id, and its instance (a pin may name either). */
+interface PlanMember {
+  readonly id: string
+  readonly instance?: string | undefined
+}
 
 /** The operator's controls, group-wide. */
 export interface Controls {

@@ -66,6 +66,11 @@ export interface Library extends Common {
    * (`undefined`: without), as long as the key is still the registration's.
    */
   readonly declareShards: (holder: Holder, shards: Declaration | undefined) => Effect.Effect<void, EtcdSeqError>
+  /**
+   * From now on, the member drains: its drain key is written for its registration and every later one (under each
+   * one's lease; a leave deletes it). Idempotent.
+   */
+  readonly startDraining: Effect.Effect<void>
 }
 
 /** A membership made by hand (a test double): its `changes` only, enough for `"none"`, which needs no etcd. */

@@ -9,6 +9,7 @@ import { Either, Schema } from "effect"
 import { Info } from "../Info.js"
 import type * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
+import { invalidWeight } from "./shardPlan.js"
 
 /**
  * One live member of the view. `id` is `<lease id in hex>_<number>`: the lease it is bound to (shared by the members
@@ -34,6 +35,8 @@ export interface Entry {
   readonly maxMoves?: number | undefined
   /** The same: the settle window, in milliseconds; absent, none. */
   readonly settleMillis?: number | undefined
+  /** Its weight in the shard plan, when its record gives a valid one other than 1 (absent: 1). */
+  readonly weight?: number | undefined
 }
 
 /**
@@ -93,8 +96,9 @@ export type RawEvent = Api.Event
 /**
  * The value a member writes under its key, as JSON: `{ "v": 1, "metadata": "..." }`, plus `id` (the incarnation's
  * member id) under an instance key, `parked` when a member with an instance left and keeps its place for the next
- * incarnation, and `shards` once it runs `runShards` (with `maxMoves` and `settleMillis`, its move policy, when not the
- * default). The version lets a later format be told apart; other fields are
+ * incarnation, `shards` once it runs `runShards` (with `maxMoves` and `settleMillis`, its move policy, when not the
+ * default), and `weight` when it is not 1 (so a default record stays the same bytes as before weights). The version
+ * lets a later format be told apart; other fields are
  * ignored, so a later version may add some.
  */
 const MemberRecord = Schema.Struct({
@@ -104,7 +108,9 @@ const MemberRecord = Schema.Struct({
   parked: Schema.optional(Schema.Literal(true)),
   shards: Schema.optional(Schema.Int.pipe(Schema.positive())),
   maxMoves: Schema.optional(Schema.Int.pipe(Schema.positive())),
-  settleMillis: Schema.optional(Schema.Int.pipe(Schema.positive()))
+  settleMillis: Schema.optional(Schema.Int.pipe(Schema.positive())),
+  // Any number: one that is not a weight counts as 1 (see `decode`), so a bad weight never drops the member.
+  weight: Schema.optional(Schema.Number)
 })
 
 const decodeJson = Schema.decodeUnknownEither(Schema.parseJson())
@@ -140,6 +146,7 @@ export const encodeValue = (
     readonly shards?: Declaration | undefined
     readonly id?: string | undefined
     readonly parked?: boolean | undefined
+    readonly weight?: number | undefined
   } = {}
 ): string =>
   encodeRecord({
@@ -149,7 +156,8 @@ export const encodeValue = (
     ...(extra.parked === true ? { parked: true as const } : {}),
     ...(extra.shards === undefined ? {} : { shards: extra.shards.shards }),
     ...(extra.shards?.maxMoves === undefined ? {} : { maxMoves: extra.shards.maxMoves }),
-    ...(extra.shards?.settleMillis === undefined ? {} : { settleMillis: extra.shards.settleMillis })
+    ...(extra.shards?.settleMillis === undefined ? {} : { settleMillis: extra.shards.settleMillis }),
+    ...(extra.weight === undefined || extra.weight === 1 ? {} : { weight: extra.weight })
   })
 
 export type Decoded =
@@ -181,7 +189,12 @@ export const decode = (membersPrefix: string, kv: RawKeyValue): Decoded => {
       ...(record.parked === true ? { parked: true as const } : {}),
       ...(record.shards === undefined ? {} : { shards: record.shards }),
       ...(record.shards === undefined || record.maxMoves === undefined ? {} : { maxMoves: record.maxMoves }),
-      ...(record.shards === undefined || record.settleMillis === undefined ? {} : { settleMillis: record.settleMillis })
+      ...(record.shards === undefined || record.settleMillis === undefined
+        ? {}
+        : { settleMillis: record.settleMillis }),
+      ...(record.weight === undefined || record.weight === 1 || invalidWeight(record.weight) !== undefined
+        ? {}
+        : { weight: record.weight })
     }
   }
 }

@@ -265,7 +265,8 @@ const synthetic = (ids: ReadonlyArray<string>, shards: number, step: number): Gr
     instance: `worker-${id}`,
     metadata: `zone=eu-${index % 3}`,
     index,
-    joinRevision: 10 + Number(id.slice(1))
+    joinRevision: 10 + Number(id.slice(1)),
+    weight: 1
   })),
   locks: [],
   handover: [],
@@ -283,5 +284,7 @@ const synthetic = (ids: ReadonlyArray<string>, shards: number, step: number): Gr
       }
     })
   },
-  waiting: step % 3 === 1 ? ["shard 1: planned for m1, held by nobody"] : []
+  waiting: step % 3 === 1 ? ["shard 1: planned for m1, held by nobody"] : [],
+  controls: { pins: [], paused: [], frozen: false, frozenOwners: undefined },
+  drains: []
 })

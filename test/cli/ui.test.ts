@@ -18,7 +18,14 @@ import { cli } from "../support/cli.js"
 const view = (ids: ReadonlyArray<string>, holders?: ReadonlyArray<string | undefined>): GroupView => ({
   group: "g",
   revision: 10 + ids.length,
-  members: ids.map((id, index) => ({ id, instance: undefined, metadata: "", index, joinRevision: index + 2 })),
+  members: ids.map((id, index) => ({
+    id,
+    instance: undefined,
+    metadata: "",
+    index,
+    joinRevision: index + 2,
+    weight: 1
+  })),
   locks: [],
   handover: [],
   shards: holders === undefined ? undefined : {
@@ -31,7 +38,9 @@ const view = (ids: ReadonlyArray<string>, holders?: ReadonlyArray<string | undef
       waiting: []
     }))
   },
-  waiting: []
+  waiting: [],
+  controls: { pins: [], paused: [], frozen: false, frozenOwners: undefined },
+  drains: []
 })
 
 describe("etcdseq ui: --listen", () => {
@@ -147,7 +156,14 @@ describe("etcdseq ui: the server", () => {
       const { url } = yield* served(views, Effect.void)
       yield* Queue.offer(queue, {
         ...view(["a", "b"]),
-        members: [{ id: "a", instance: "<script>alert(1)</script>", metadata: "<b>x</b>", index: 0, joinRevision: 2 }]
+        members: [{
+          id: "a",
+          instance: "<script>alert(1)</script>",
+          metadata: "<b>x</b>",
+          index: 0,
+          joinRevision: 2,
+          weight: 1
+        }]
       })
       const hasView = (events: ReadonlyArray<[string, unknown]>) => events.some(([e]) => e === "view")
       const tabs = yield* Effect.all([readEvents(url, hasView), readEvents(url, hasView), readEvents(url, hasView)], {

@@ -181,8 +181,16 @@ export const script = String.raw`
       cellSigs.push("");
     }
     var paused = false, pinned = false;
+    // The operator's controls (etcdseq shards pause|pin), as the view lists them.
+    var controls = view.controls || { pins: [], paused: [] };
+    var pausedShards = {}, pinnedTo = {};
+    controls.paused.forEach(function (s) { pausedShards[s] = true; });
+    controls.pins.forEach(function (p) { pinnedTo[p.shard] = p.to; });
     for (var i = 0; i < owners.length; i++) {
       var o = owners[i];
+      if (pausedShards[o.shard] || pinnedTo[o.shard] !== undefined) {
+        o = Object.assign({}, o, { paused: o.paused || pausedShards[o.shard] === true, pinned: o.pinned !== undefined ? o.pinned : pinnedTo[o.shard] });
+      }
       if (o.paused) paused = true;
       if (o.pinned) pinned = true;
       var more = extras(o, knownOwner);
@@ -194,7 +202,7 @@ export const script = String.raw`
       var state = o.holder === undefined ? "free" : o.holder === o.planned ? "run" : "move";
       cell.className = state + (o.waiting.length > 0 ? " wait" : "") + (o.paused ? " paused" : "") + (o.pinned ? " pinned" : "");
       cell.dataset.holder = o.holder === undefined ? "" : o.holder;
-      cell.dataset.planned = o.planned;
+      cell.dataset.planned = o.planned === undefined ? "" : o.planned;
       cell.dataset.state = state;
       if (state === "run") { cell.style.background = colour(o.holder); cell.style.borderColor = "transparent"; }
       else if (state === "move") {

@@ -22,7 +22,7 @@ const shardList = (shards: ReadonlyArray<number>, shown = 8): string =>
 const grouped = (
   before: GroupView,
   after: GroupView,
-  pick: (o: { readonly planned: string; readonly holder: string | undefined }) => string | undefined
+  pick: (o: { readonly planned: string | undefined; readonly holder: string | undefined }) => string | undefined
 ): Map<string, { from: string | undefined; to: string | undefined; shards: Array<number> }> => {
   const groups = new Map<string, { from: string | undefined; to: string | undefined; shards: Array<number> }>()
   const old = before.shards?.owners ?? []
