@@ -120,7 +120,7 @@ describe("the etcdseq command", () => {
           yield* watch.signal("SIGINT")
           expect(yield* watch.exit()).toBe(0)
           // Every view in order: 0, 1, 2, 3 members, the leave (2), the crash (1), the last leave (0). A wrapper stopped
-          // with SIGTERM drains before it leaves: a line of its own, the members unchanged, the member draining.
+          // with SIGTERM drains before it leaves.
           const lines = watch.lines().map((l) =>
             JSON.parse(l) as { revision: number; members: Array<{ id: string }>; drains: Array<string> }
           )
@@ -128,10 +128,9 @@ describe("the etcdseq command", () => {
             i === 0 || JSON.stringify(v.members) !== JSON.stringify(lines[i - 1]!.members)
           )
           expect(views.map((v) => v.members.length)).toEqual([0, 1, 2, 3, 2, 1, 0])
-          for (const v of lines.filter((v) => !views.includes(v))) {
-            expect(v.drains).toHaveLength(1)
-            expect(v.members.map((m) => m.id)).toContain(v.drains[0])
-          }
+          // Other lines (a lock or the handover changing) show no drain, and a drain and the leave after it may come in
+          // one line (cli.shards.test.ts proves the drain itself); a drain is always of a member still there.
+          for (const v of lines) for (const id of v.drains) expect(v.members.map((m) => m.id)).toContain(id)
           expect(views.map((v) => v.revision)).toEqual([...views.map((v) => v.revision)].sort((a, b) => a - b))
           yield* expectNothingLeftWithin([etcd.clientUrl], [group], "4 seconds")
         }))
