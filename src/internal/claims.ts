@@ -7,14 +7,14 @@
  * All claims of a group are followed by one watch per client (a prefix cache), however many shards wait on it; claims
  * and releases that come together are written together, in transactions of up to 128 operations.
  */
-import { Data, Deferred, Effect, Exit, Queue, type Scope, SubscriptionRef } from "effect"
-import * as Bounded from "./bounded.js"
+import { Data, Effect, type Scope, SubscriptionRef } from "effect"
 import * as Contenders from "./contenders.js"
 import type * as Api from "./etcd/api.js"
 import * as Keys from "./keys.js"
 import * as OwnedKeys from "./ownedKeys.js"
 import * as PrefixCache from "./prefixCache.js"
 import { backoff } from "./retry.js"
+import * as TxnBatcher from "./txnBatcher.js"
 
 /** Every live claim of a group, by shard, oldest first. */
 export type Claims = Contenders.Contenders
@@ -142,12 +142,9 @@ export const awaitHeld = (
 
 // --- Writes, batched ----------------------------------------------------------------------------------------------
 
-/** etcd's default `--max-txn-ops`. */
-const maxOps = 128
-
+/** A claim's put or its release's delete. */
 interface Write {
-  readonly op: Api.Op
-  readonly done: Deferred.Deferred<void, Api.RequestError>
+  readonly op: Extract<Api.Op, { readonly _tag: "Put" | "Delete" }>
 }
 
 export interface Writer {
@@ -157,15 +154,27 @@ export interface Writer {
   readonly release: (key: string) => Effect.Effect<void>
 }
 
-/** Lets the event loop run once, so that writes asked for in one turn go in one transaction. */
-const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume) => {
-  const handle = setImmediate(() => resume(Effect.void))
-  return Effect.sync(() => clearImmediate(handle))
-})
+// etcd refuses a transaction that writes one key twice. A claim whose shard stopped in the turn it was asked for is a
+// put and a delete of one key: only the last write of a key goes, and the earlier share its outcome. A key goes where
+// its last write is; a batch holds every write of its keys.
+const lastWrites = (writes: ReadonlyArray<Write>): Map<string, Write["op"]> => {
+  const byKey = new Map<string, Write["op"]>()
+  for (const { op } of writes) {
+    byKey.delete(op.key)
+    byKey.set(op.key, op)
+  }
+  return byKey
+}
+
+const take = (queue: ReadonlyArray<Write>): ReadonlyArray<Write> => {
+  const keys = new Set([...lastWrites(queue).keys()].slice(0, TxnBatcher.maxOps))
+  return queue.filter(({ op }) => keys.has(op.key))
+}
 
 /**
- * One writer per runner: claims and releases asked for together go together, in transactions of at most 128
- * operations. A release that fails is retried in the background (`retryInBackground`).
+ * One writer per runner: claims and releases asked for together go together, in transactions of at most
+ * `TxnBatcher.maxOps` operations. One transaction at a time, so that a claim's put and its later delete land in that
+ * order. A release that fails is retried in the background (`retryInBackground`).
  */
 export const writer = (
   api: Api.EtcdApi,
@@ -174,66 +183,32 @@ export const writer = (
   registry: OwnedKeys.Registry
 ): Effect.Effect<Writer, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const queue = yield* Queue.unbounded<Write>()
-    const flush = (writes: ReadonlyArray<Write>) => {
-      // etcd refuses a transaction that writes one key twice. A claim whose shard stopped in the turn it was asked
-      // for is a put and a delete of one key: only the last write of a key goes, and the earlier share its outcome.
-      const byKey = new Map<string, { op: Api.Op; done: Array<Deferred.Deferred<void, Api.RequestError>> }>()
-      for (const w of writes) {
-        const key = w.op._tag === "Range" ? "" : w.op.key
-        const earlier = byKey.get(key)
-        byKey.delete(key)
-        byKey.set(key, { op: w.op, done: [...(earlier?.done ?? []), w.done] })
-      }
-      const last = [...byKey.values()]
-      return Effect.forEach(
-        Array.from({ length: Math.ceil(last.length / maxOps) }, (_, i) => last.slice(i * maxOps, (i + 1) * maxOps)),
-        (chunk) =>
-          api.txn({ compare: [], success: chunk.map((w) => w.op) }).pipe(
-            Effect.exit,
-            Effect.flatMap((exit) =>
-              Effect.forEach(chunk.flatMap((w) => w.done), (done) => Deferred.done(done, Exit.asVoid(exit)))
-            )
-          ),
-        { discard: true }
-      )
-    }
-    // Writes once taken are written even when the runner stops meanwhile (its stop is what asks for the releases):
-    // a release lost here would leave its claim for the life of the lease, which other members may share.
-    const writeNext = Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(restore(Queue.take(queue)), (first) =>
-        yieldToEventLoop.pipe(
-          Effect.zipRight(Queue.takeAll(queue)),
-          Effect.flatMap((rest) => flush([first, ...rest]))
-        ))
-    )
-    yield* Effect.forever(writeNext).pipe(Effect.forkScoped)
-    // Added after the writer's fiber, so run before it is interrupted: what the runner's stop asked for (its last
-    // releases) is written once more; what still fails goes to the background through each release's own retry.
-    yield* Effect.addFinalizer(() =>
-      Effect.flatMap(Queue.takeAll(queue), (left) => flush([...left])).pipe(
-        Bounded.timeout(api.requestTimeout),
-        Effect.ignore
-      )
-    )
-    // Queued at once (synchronously): a release asked for while the runner stops is in the queue before the
-    // runner's final flush looks.
-    const enqueue = (op: Api.Op) =>
-      Effect.flatMap(Deferred.make<void, Api.RequestError>(), (done) =>
-        Effect.as(Effect.sync(() => Queue.unsafeOffer(queue, { op, done })), done))
+    const batcher = yield* TxnBatcher.make<Write, void, Api.RequestError>({
+      take,
+      send: (batch) =>
+        Effect.as(api.txn({ compare: [], success: [...lastWrites(batch).values()] }), batch.map(() => undefined)),
+      maxInFlight: 1,
+      // A claim's waiter may go (its shard stopped): the put is written anyway, and the release deletes it after.
+      waiting: "detached",
+      // Writes once taken are written even when the runner stops meanwhile (its stop is what asks for the releases):
+      // a release lost here would leave its claim for the life of the lease, which other members may share. What the
+      // runner's stop asked for (its last releases) is written once more; what still fails goes to the background
+      // through each release's own retry.
+      onClose: { flush: api.requestTimeout }
+    })
     return {
       claim: (key, lease) =>
         Effect.zipRight(
-          Effect.sync(() =>
-            registry.hold(key)
-          ),
-          Effect.flatMap(enqueue({ _tag: "Put", key, value: "", lease }), Deferred.await)
+          Effect.sync(() => registry.hold(key)),
+          batcher.write({ op: { _tag: "Put", key, value: "", lease } })
         ),
       release: (key) =>
+        // Queued at once (synchronously): a release asked for while the runner stops is in the queue before the
+        // runner's final flush looks.
         Effect.flatMap(
-          Effect.zipRight(Effect.sync(() => registry.release(key)), enqueue({ _tag: "Delete", key })),
-          (done) =>
-            Deferred.await(done).pipe(
+          Effect.zipRight(Effect.sync(() => registry.release(key)), batcher.offer({ op: { _tag: "Delete", key } })),
+          (written) =>
+            written.pipe(
               Effect.catchAll(() => retryInBackground(api.delete(key))),
               // A release never holds up the stop of a shard: it lands in the background.
               Effect.forkDaemon,

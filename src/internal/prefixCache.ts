@@ -6,6 +6,7 @@
  */
 import { Effect, Mailbox, Option, type Scope, Stream } from "effect"
 import * as Api from "./etcd/api.js"
+import { yieldToEventLoop } from "./eventLoop.js"
 import { backoff } from "./retry.js"
 
 /** How a cache turns what it reads into its state. */
@@ -73,12 +74,6 @@ export const watchStream = (
   Stream.unwrapScoped(Effect.map(api.watch(target, startRevision), Mailbox.toStream)).pipe(
     Stream.mapEffect((item) => item instanceof Api.WatchEnded ? Effect.fail(item) : Effect.succeed(item))
   )
-
-/** Lets the event loop run once: I/O that is already due is delivered before the caller goes on. */
-const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume) => {
-  const handle = setImmediate(() => resume(Effect.void))
-  return Effect.sync(() => clearImmediate(handle))
-})
 
 /**
  * Reads the prefix and follows it until the scope closes, through disconnections and compactions. Returns the
