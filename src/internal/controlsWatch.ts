@@ -1,7 +1,7 @@
 /**
  * The operator's inputs to the shard plan, as every member reads them: pins, pauses, the freeze and the drains under
  * `<group>/shards/` (keys.ts), followed by one watch per client per group (a prefix cache, as the claims are) and
- * decoded into the plain data `shardOwners.planOf` takes. Every member folds the same keys into the same controls, so
+ * decoded into the plain data `shardOwners.ownersOf` takes. Every member folds the same keys into the same controls, so
  * every member plans alike; a key or value that is not what this library writes is ignored by all, with a warning.
  */
 import { Effect, Either, Schema, type Scope, SubscriptionRef } from "effect"

@@ -29,7 +29,7 @@
 import type { ControlledPlan } from "./shardPlan.js"
 
 /** A shard's handover in flight. */
-export interface Move {
+interface Move {
   /** The member that ran the shard, and stops it. */
   readonly from: string
   /** The member that runs it now (the shard's owner in the step's `owners`). */

@@ -83,13 +83,6 @@ const plansOf = (view: View, shards: number, inputs: Inputs): Plans => {
   return planned
 }
 
-/**
- * Each member's shards in `view` (by name), among the members that declared `shards`, by weight, with `controls`
- * (pins, pauses, the freeze, drains) applied; the plan computed once per view, controls and member set.
- */
-export const planOf = (view: View, shards: number, controls: Inputs = noControls): Planned =>
-  plansOf(view, shards, controls).byMember
-
 /** Each shard's owner in the same plan, by member name; `undefined` for a paused shard (or no member at all). */
 export const ownersOf = (view: View, shards: number, controls: Inputs = noControls): ShardPlan.ControlledPlan =>
   plansOf(view, shards, controls).owners

@@ -48,7 +48,7 @@ const mix = (value: number): number => {
 }
 
 /** Rendezvous score of a shard for a member (given the member's id hash). */
-export const score = (memberHash: number, shard: number): number =>
+const score = (memberHash: number, shard: number): number =>
   mix((memberHash ^ Math.imul(shard + 0x9e3779b9, 0x85ebca6b)) >>> 0)
 
 /** The most shards one member may own. */
@@ -63,7 +63,7 @@ export const weightedCap = (shards: number, weight: number, total: number): numb
  * (0, 1). Over random shards, a member has the best weighted score with probability `w / W`. For one member it is
  * increasing in the raw score, so it ranks that member's shards as the raw score does.
  */
-export const weightedScore = (weight: number, raw: number): number => weight / -Math.log((raw + 0.5) / 4_294_967_296)
+const weightedScore = (weight: number, raw: number): number => weight / -Math.log((raw + 0.5) / 4_294_967_296)
 
 /** Each member's cap: `cap(shards, n)` for all when `weights` is `undefined` (all alike), else by weight. */
 const capsOf = (weights: ReadonlyArray<number> | undefined, n: number, shards: number): Int32Array => {
