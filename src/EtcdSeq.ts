@@ -324,7 +324,7 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
    * // On a stop request: drain (the shards move one by one while the runner keeps the others running), then stop.
    * const serve = (stop: Deferred.Deferred<void>) =>
    *   Effect.raceFirst(
-   *     EtcdSeq.runShards({ shards: 64 }, () => Effect.never),
+   *     EtcdSeq.runShards(() => Effect.never, { shards: 64 }),
    *     Deferred.await(stop).pipe(Effect.zipRight(EtcdSeq.drain.pipe(Effect.timeout("20 seconds"), Effect.ignore)))
    *   ).pipe(Effect.provide(EtcdSeqLive))
    * ```

@@ -243,7 +243,7 @@ export class ShardCountMismatch extends Data.TaggedError("ShardCountMismatch")<{
  * import { Duration, Effect } from "effect"
  * import { EtcdSeq, EtcdSeqLive } from "effect-etcdseq"
  *
- * const partitions = EtcdSeq.runShards({ shards: 64, maxMoves: 4 }, (shard) => Effect.log(`partition ${shard.id}`))
+ * const partitions = EtcdSeq.runShards((shard) => Effect.log(`partition ${shard.id}`), { shards: 64, maxMoves: 4 })
  *   .pipe(
  *     Effect.catchTag("ShardPolicyMismatch", (e) =>
  *       Effect.logError(`group moves ${e.maxMoves} at once after ${Duration.format(e.settle)}`)),
