@@ -12,6 +12,10 @@
  *
  * As in `runAssigned`, the loop only ever waits for work to stop: claims, releases and waits run in the shards'
  * fibers, so `Info.invalid` (a self-fence, a lost lease) stops every shard at once, handed over or not.
+ *
+ * Sections: the move policy's options; what is shared per view and claims (computed once for every member of a
+ * process: a view change must not cost members x shards); `run`; the loop (wake-ups, one shard's run, stops and
+ * handovers, what to run now).
  */
 import {
   Duration,
@@ -30,6 +34,7 @@ import { Info } from "../Info.js"
 import type { Shard } from "../Shard.js"
 import * as Cell from "./cell.js"
 import * as Claims from "./claims.js"
+import type * as Contenders from "./contenders.js"
 import * as Keys from "./keys.js"
 import * as Metrics from "./metrics.js"
 import * as Monotonic from "./monotonic.js"
@@ -79,6 +84,127 @@ const namesOf = (() => {
       known.set(view, names)
     }
     return names
+  }
+})()
+
+// --- Shared per view and claims: a thousand members on one process each read the same view and the same claims, so
+// what is the same for all of them is computed once, not once per member (which made a view change cost members x
+// shards in all) ---
+
+/** Memoizes `f` by the identity of its two object arguments. */
+const memo2 = <A extends object, B extends object, C>(f: (a: A, b: B) => C) => {
+  const known = new WeakMap<A, WeakMap<B, C>>()
+  return (a: A, b: B): C => {
+    let inner = known.get(a)
+    if (inner === undefined) known.set(a, inner = new WeakMap())
+    let value = inner.get(b)
+    if (value === undefined) inner.set(b, value = f(a, b))
+    return value
+  }
+}
+
+/** The live members' names, once per view. */
+const liveOf = (() => {
+  const known = new WeakMap<View.View, ReadonlySet<string>>()
+  return (view: View.View): ReadonlySet<string> => {
+    let live = known.get(view)
+    if (live === undefined) known.set(view, live = new Set(namesOf(view).values()))
+    return live
+  }
+})()
+
+/** The members by id, once per view. */
+const byIdOf = (() => {
+  const known = new WeakMap<View.View, ReadonlyMap<string, View.Entry>>()
+  return (view: View.View): ReadonlyMap<string, View.Entry> => {
+    let byId = known.get(view)
+    if (byId === undefined) known.set(view, byId = new Map(view.members.map((m) => [m.id, m])))
+    return byId
+  }
+})()
+
+/** The names of the members that run `shards` shards, as one key: the settle window's member set. */
+const memberSetOf = (() => {
+  const known = new WeakMap<View.View, Map<number, string>>()
+  return (view: View.View, shards: number): string => {
+    let byCount = known.get(view)
+    if (byCount === undefined) known.set(view, byCount = new Map())
+    let key = byCount.get(shards)
+    if (key === undefined) {
+      byCount.set(shards, key = view.members.flatMap((m) => m.shards === shards ? [m.name] : []).join(","))
+    }
+    return key
+  }
+})()
+
+/** The owners and moves the claims show, once per claims state, view and number of shards. */
+const inEffectOf = (() => {
+  const byClaims = memo2((_: Contenders.Contenders["byNumber"], __: View.View) =>
+    new Map<number, ReturnType<typeof Moves.fromClaims>>()
+  )
+  return (byNumber: Contenders.Contenders["byNumber"], view: View.View, shards: number) => {
+    const known = byClaims(byNumber, view)
+    let value = known.get(shards)
+    if (value === undefined) {
+      const names = namesOf(view)
+      known.set(shards, value = Moves.fromClaims(shards, byNumber, (id) => names.get(id)))
+    }
+    return value
+  }
+})()
+
+/** Shards by owner, once per plan. */
+const byOwnerOf = (() => {
+  const known = new WeakMap<ReadonlyArray<string | undefined>, ReadonlyMap<string, ReadonlyArray<number>>>()
+  return (owners: ReadonlyArray<string | undefined>): ReadonlyMap<string, ReadonlyArray<number>> => {
+    let byOwner = known.get(owners)
+    if (byOwner === undefined) {
+      const out = new Map<string, Array<number>>()
+      owners.forEach((o, s) => {
+        if (o === undefined) return
+        const list = out.get(o)
+        if (list === undefined) out.set(o, [s])
+        else list.push(s)
+      })
+      known.set(owners, byOwner = out)
+    }
+    return byOwner
+  }
+})()
+
+/** The target and the step toward it when a member adds no moves of its own: the same for every member. */
+const sharedStep = (() => {
+  const targets = memo2((_: ControlledPlan, __: ControlledPlan) => new WeakMap<ReadonlySet<string>, ControlledPlan>())
+  const steps = memo2((_: ReturnType<typeof Moves.fromClaims>, __: ControlledPlan) =>
+    new Map<number, ReturnType<typeof Moves.step>>()
+  )
+  return {
+    target: (acting: ControlledPlan, newest: ControlledPlan, live: ReadonlySet<string>) => {
+      const known = targets(acting, newest)
+      let target = known.get(live)
+      if (target === undefined) known.set(live, target = Moves.targetOf(acting, newest, live))
+      return target
+    },
+    step: (
+      inEffect: ReturnType<typeof Moves.fromClaims>,
+      target: ControlledPlan,
+      live: ReadonlySet<string>,
+      maxMoves: number
+    ) => {
+      const known = steps(inEffect, target)
+      let step = known.get(maxMoves)
+      if (step === undefined) {
+        step = Moves.step({
+          current: inEffect.current,
+          target,
+          inFlight: inEffect.inFlight,
+          live,
+          policy: { maxMoves }
+        })
+        known.set(maxMoves, step)
+      }
+      return step
+    }
   }
 })()
 
@@ -262,7 +388,7 @@ const runLoop = <E, R>(
           }
           const now = yield* SubscriptionRef.get(view)
           // Until the view holds its declaration the plan gives the member nothing, and nobody's plan counts it.
-          const own = now.members.find((m) => m.id === owner.id)
+          const own = byIdOf(now).get(owner.id)
           if (own === undefined || !View.sameDeclaration(View.declarationOf(own), declared)) continue
           if (!checked) {
             checked = true
@@ -292,9 +418,9 @@ const runLoop = <E, R>(
           // --- What to run now: the plan acted on, the owners and moves the claims show, the policy's step ---
           const me = owner.name
           const names = namesOf(now)
-          const live = new Set(names.values())
+          const live = liveOf(now)
           const newest = ShardOwners.ownersOf(now, shards, controls.current())
-          const memberSet = now.members.flatMap((m) => m.shards === shards ? [m.name] : []).join(",")
+          const memberSet = memberSetOf(now, shards)
           const clock = yield* Monotonic.millis
           const settled = Moves.settle(settling, memberSet, newest, clock, policy.settleMillis)
           settling = settled.state
@@ -310,33 +436,33 @@ const runLoop = <E, R>(
             }
           }
           const byNumber = claims.current().byNumber
-          const inEffect = Moves.fromClaims(shards, byNumber, (id) => names.get(id))
+          const inEffect = inEffectOf(byNumber, now, shards)
           // Before a member set was acted on (a member starting, with a settle window), the owners in effect stay: but
           // not this member's claims it runs no more (released, the delete not seen yet).
-          const target = Moves.targetOf(
-            settling.acting ?? inEffect.current.map((o, s) => o === me && !running.has(s) ? undefined : o),
-            newest,
-            live
-          )
+          const target = settling.acting !== undefined
+            ? sharedStep.target(settling.acting, newest, live)
+            : Moves.targetOf(
+              inEffect.current.map((o, s) => o === me && !running.has(s) ? undefined : o),
+              newest,
+              live
+            )
           // This member's moves in until its work started count as in flight, whatever the claims show yet (its claim
           // not seen, or the previous owner's release seen first): its step does not start others meanwhile.
-          const currentOwners = [...inEffect.current]
-          const inFlight = new Map(inEffect.inFlight)
-          for (const [s, from] of incoming) {
-            if (holding.has(s) || !running.has(s)) {
-              incoming.delete(s)
-            } else if (!inFlight.has(s)) {
+          for (const [s] of incoming) if (holding.has(s) || !running.has(s)) incoming.delete(s)
+          const own_ = [...incoming].filter(([s]) => !inEffect.inFlight.has(s))
+          let step: ReturnType<typeof Moves.step>
+          if (own_.length === 0) {
+            // The step every member holding this view and these claims computes: once for all of them.
+            step = sharedStep.step(inEffect, target, live, policy.maxMoves)
+          } else {
+            const currentOwners = [...inEffect.current]
+            const inFlight = new Map(inEffect.inFlight)
+            for (const [s, from] of own_) {
               inFlight.set(s, { from, to: me })
               currentOwners[s] = me
             }
+            step = Moves.step({ current: currentOwners, target, inFlight, live, policy: { maxMoves: policy.maxMoves } })
           }
-          const step = Moves.step({
-            current: currentOwners,
-            target,
-            inFlight,
-            live,
-            policy: { maxMoves: policy.maxMoves }
-          })
 
           // --- Start, stop, hand over ---
           const arrived: Array<number> = []
@@ -344,7 +470,10 @@ const runLoop = <E, R>(
           const waiting: Array<number> = []
           // Shards this member runs that are to move but whose move has not started: their new owner's claim starts it.
           const pendingOut: Array<number> = []
-          for (let s = 0; s < shards; s++) {
+          // Only the shards this member runs or is to run: the others are someone else's business.
+          const candidates = new Set<number>(running.keys())
+          for (const s of byOwnerOf(step.owners).get(me) ?? []) candidates.add(s)
+          for (const s of [...candidates].sort((a, b) => a - b)) {
             const to = step.owners[s]
             if (to === me) {
               if (!running.has(s)) arrived.push(s)
@@ -374,7 +503,7 @@ const runLoop = <E, R>(
           }
           yield* Metric.modify(Metrics.shardsOwned, arrived.length)
           // Wake when a new owner's claim comes, and when a move in flight completes (room for the next).
-          const incomingBlocked = target.some((o, s) => o === me && step.owners[s] !== me)
+          const incomingBlocked = (byOwnerOf(target).get(me) ?? []).some((s) => step.owners[s] !== me)
           for (
             const s of incomingBlocked
               ? [...waiting, ...pendingOut, ...step.inFlight.keys()]
