@@ -477,12 +477,7 @@ const runLoop = <E, R>(
             const to = step.owners[s]
             if (to === me) {
               if (!running.has(s)) arrived.push(s)
-              else if (target[s] !== me && !holding.has(s) && !stopping.has(s)) {
-                // A move in that the plan no longer wants, not complete: its waiting claim is all that keeps it "in
-                // flight" (for every member's step), so it would wait forever behind an owner that keeps the shard.
-                gone.push(s)
-                yield* beginStop(s, false)
-              } else if (target[s] !== me) pendingOut.push(s)
+              else if (target[s] !== me) pendingOut.push(s)
               continue
             }
             if (!running.has(s) || stopping.has(s)) continue
