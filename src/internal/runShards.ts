@@ -449,15 +449,15 @@ const runLoop = <E, R>(
           // This member's moves in until its work started count as in flight, whatever the claims show yet (its claim
           // not seen, or the previous owner's release seen first): its step does not start others meanwhile.
           for (const [s] of incoming) if (holding.has(s) || !running.has(s)) incoming.delete(s)
-          const own_ = [...incoming].filter(([s]) => !inEffect.inFlight.has(s))
+          const ownMoves = [...incoming].filter(([s]) => !inEffect.inFlight.has(s))
           let step: ReturnType<typeof Moves.step>
-          if (own_.length === 0) {
+          if (ownMoves.length === 0) {
             // The step every member holding this view and these claims computes: once for all of them.
             step = sharedStep.step(inEffect, target, live, policy.maxMoves)
           } else {
             const currentOwners = [...inEffect.current]
             const inFlight = new Map(inEffect.inFlight)
-            for (const [s, from] of own_) {
+            for (const [s, from] of ownMoves) {
               inFlight.set(s, { from, to: me })
               currentOwners[s] = me
             }
