@@ -16,7 +16,8 @@
  * A write, once begun, runs to its end (uninterruptible): as a worker finishing its transaction before it stops, and
  * as a process paused mid-transaction does when it resumes, whatever its membership says meanwhile.
  *
- * stdout: the lines of `member-process.ts` (`info`, `error`, `done`), and one line per write once it ended:
+ * stdout: the lines of `member-process.ts` (`info`, `error`, `done`), a line `begin` as each write begins, and one line
+ * per write once it ended:
  *   {"event":"write","member":"a","resource":"shard-3","shard":3,"fence":41,"seq":7,"outcome":"stale","began":...,"mono":...}
  * A line `leave` on stdin, or stdin closing, ends the member.
  */
@@ -99,6 +100,7 @@ const write = (to: Store, shard: Shard) =>
     const n = ++seq
     const resource = `shard-${shard.id}`
     const began = mono()
+    print({ event: "begin", member: name, shard: shard.id, fence: shard.fence, seq: n, began })
     // In a fiber of its own, which the member's stop does not interrupt: the library's requests are interruptible
     // inside (a timeout races them), and a write once begun must be seen to its end, as a paused process's is.
     const exit = yield* Effect.flatMap(Effect.forkDaemon(to(shard, resource, n)), Fiber.await)

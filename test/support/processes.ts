@@ -55,6 +55,15 @@ export type MemberEvent =
     readonly began: number
     readonly mono: number
   }
+  | {
+    /** A guarded write of `fence-member.ts` as it begins (its `write` line follows when it ends). */
+    readonly event: "begin"
+    readonly member: string
+    readonly shard: number
+    readonly fence: number
+    readonly seq: number
+    readonly began: number
+  }
   | { readonly event: "error"; readonly message: string; readonly tag?: string }
   | { readonly event: "done"; readonly at: number }
   /** With `joinOnRequest`: connected, waiting for `join`. */
