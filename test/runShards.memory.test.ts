@@ -321,6 +321,14 @@ describe("runShards over MemoryEtcd", () => {
   )
 })
 
+/** The claims of each shard at a quiet point: one, its runner's, or none (paused); any more wait for nothing. */
+const claimsPerShard = (memory: MemoryEtcd["Type"], group: string, shards: number) =>
+  Effect.map(memory.read(Keys.claimsPrefix(group)), (kvs) => {
+    const counts = new Array<number>(shards).fill(0)
+    for (const kv of kvs) counts[Number(kv.key.slice(Keys.claimsPrefix(group).length).split("/")[0])]!++
+    return counts
+  })
+
 describe("runShards churn over MemoryEtcd, under the TestClock", () => {
   // The default policy (no bound, no window: moves without a gap only), then policies drawn from the seed.
   it.scoped.each([[11, 200], [23, 120], [37, 120]] as const)(
@@ -370,6 +378,7 @@ describe("runShards churn over MemoryEtcd, under the TestClock", () => {
         yield* advance(10_000)
         const owners = running(checker.runs, shards)
         expect(owners.map((o) => o.length)).toEqual(Array(shards).fill(1))
+        expect(yield* claimsPerShard(memory, "g/churn", shards)).toEqual(Array(shards).fill(1))
         expect(checker.runs.length).toBeGreaterThan(steps)
         expect(shardOverlaps(checker.runs)).toEqual([])
         expect(fenceRegressions(checker.runs)).toEqual([])
@@ -443,6 +452,7 @@ describe("runShards churn with the operator's inputs, under the TestClock", () =
             view.controls.frozenOwners?.map((o) => o ?? undefined)
           ).map((o) => o === undefined ? "" : names.get(o)!)
           expect(running(checker.runs, shards).map((o) => o.join("+"))).toEqual(want)
+          expect(yield* claimsPerShard(memory, g, shards)).toEqual(want.map((o) => o === "" ? 0 : 1))
         })
         let joined = 0
         let quietPoints = 0

@@ -468,8 +468,6 @@ const runLoop = <E, R>(
           const arrived: Array<number> = []
           const gone: Array<number> = []
           const waiting: Array<number> = []
-          // Shards this member runs that are to move but whose move has not started: their new owner's claim starts it.
-          const pendingOut: Array<number> = []
           // Only the shards this member runs or is to run: the others are someone else's business.
           const candidates = new Set<number>(running.keys())
           for (const s of byOwnerOf(step.owners).get(me) ?? []) candidates.add(s)
@@ -477,7 +475,6 @@ const runLoop = <E, R>(
             const to = step.owners[s]
             if (to === me) {
               if (!running.has(s)) arrived.push(s)
-              else if (target[s] !== me) pendingOut.push(s)
               continue
             }
             if (!running.has(s) || stopping.has(s)) continue
@@ -502,15 +499,16 @@ const runLoop = <E, R>(
             running.set(s, yield* Effect.forkIn(runShard(s, owner, info), shardScope))
           }
           yield* Metric.modify(Metrics.shardsOwned, arrived.length)
-          // Wake when a new owner's claim comes, and when a move in flight completes (room for the next).
+          // Wake when a claim comes behind one of this member's (a new owner's, even one the target no longer names:
+          // its move is in flight for every member until this member hands over), and when a move in flight completes
+          // (room for the next).
           const incomingBlocked = (byOwnerOf(target).get(me) ?? []).some((s) => step.owners[s] !== me)
-          for (
-            const s of incomingBlocked
-              ? [...waiting, ...pendingOut, ...step.inFlight.keys()]
-              : [...waiting, ...pendingOut]
-          ) {
-            watching.push(claims.onShardChange(s, bump))
+          for (const s of running.keys()) watching.push(claims.onShardChange(s, bump))
+          if (incomingBlocked) {
+            for (const s of step.inFlight.keys()) if (!running.has(s)) watching.push(claims.onShardChange(s, bump))
           }
+          // A change of the claims while this turn ran woke nobody: look again.
+          if (claims.current().byNumber !== byNumber) bump()
           if (gone.length > 0 || arrived.length > 0) {
             yield* Effect.logInfo(
               `runShards ${info.toString()}: took ${arrived.length} [${arrived.join(",")}], gave up ${gone.length} [${
