@@ -6,13 +6,14 @@
  * event, the bare etcd3 client) measured on it before the fleet starts. Not a test: figures, not assertions.
  *
  * The group forms ten processes at a time (spawned, then joined). Changes measured, in order: `--fleet-rounds` times
- * a join (a spare process with one member, as a new pod) and a graceful leave (one member of a fleet process); a crash (SIGKILL of the last spare process, one member); a drain of
- * one fleet member (`EtcdSeq.drain`, being built on another branch: "n/a" until the installed `EtcdSeq` has it), then
- * that member's leave; and with weights 1, 2 and 4 mixed (the membership option `weight`, also being built: "n/a"
- * until the installed `EtcdSeq` refuses an invalid weight, the sign that it reads the option), each member's shards
- * against its weight share. Per change: the shards that moved (and the ideal), shards started twice, the longest a
- * moved shard was unowned (its old owner's stop began, to its new owner's start; a crash counts from the kill), every
- * moved shard running at its new owner, and etcd requests (keepalives aside, as `etcdMetrics.requests` counts).
+ * a join (a spare process with one member, as a new pod) and a graceful leave (one member of a fleet process); a crash
+ * (SIGKILL of the last spare process, one member); a drain of one fleet member (`EtcdSeq.drain`), then that member's
+ * leave; and with weights 1, 2 and 4 mixed (the membership option `weight`), each member's shards against its weight
+ * share. Per change: the shards that moved (and the ideal), shards started twice, the longest a moved shard was
+ * unowned (its old owner's stop began, to its new owner's start; a crash counts from the kill), every moved shard
+ * running at its new owner, etcd requests (keepalives aside, as `etcdMetrics.requests` counts), and the CPU time the
+ * member processes spent (on a machine of few cores, what bounds the times above when every process works on each
+ * change). Drain and weights are "n/a" with an installed `EtcdSeq` that lacks them.
  *
  * A change has converged when the group's view (`EtcdSeq.observe`, from this process) has the members expected and
  * waits for nothing, and every shard runs at exactly one member, the one whose claim holds it, with no stop pending.
@@ -25,6 +26,7 @@
  * run; processes and etcds are stopped either way), `--nice=0` (the member processes' niceness),
  * `--out=bench/results` (`fleet-shards.md` and `.json`). `FLEET_LOG=<dir>`: each process's warnings to a file of its own;
  * `FLEET_DEBUG=1`: at each change's convergence, the view and the ledger as seen, and etcd's requests by method.
+ * `FLEET_PROFILE=<dir>`: each member process writes a CPU profile there when it ends (`node --cpu-prof`).
  */
 import { Cause, Console, Duration, Effect, Exit, Option, Stream } from "effect"
 import * as fs from "node:fs"
@@ -62,6 +64,7 @@ const withinMs = millisOf(arg("within") ?? "10m")
 const niceness = Number(arg("nice") ?? "0")
 const outDir = arg("out") ?? "bench/results"
 const logDir = process.env["FLEET_LOG"]
+const profileDir = process.env["FLEET_PROFILE"]
 const memberScript = fileURLToPath(new URL("../children/shardsMember.ts", import.meta.url))
 
 /** The weights of the weighted scenario, by a member's number in the fleet. */
@@ -182,6 +185,8 @@ interface Change {
   readonly running: ReadonlyArray<number>
   readonly convergedMs: number
   readonly requests: number
+  /** CPU time (user + system) of the member processes alive before and after, from the change to 300 ms after. */
+  readonly cpuMs: number
 }
 
 interface WeightClass {
@@ -198,7 +203,10 @@ interface Weights {
   readonly classes: ReadonlyArray<WeightClass>
   /** The largest |owned / share - 1| of any member. */
   readonly worstDeviation: number
-  /** Members whose shards are within 25% of their share. */
+  /**
+   * Members whose shards are within 25% of their share, in whole shards: from ⌊0.75 · share⌋ to ⌈1.25 · share⌉ (a
+   * share of 0.44 shards cannot be met closer than 0 or 1).
+   */
   readonly within25: number
   readonly members: number
   /** True when the installed EtcdSeq did not accept `weight` and the scenario ran anyway (`--weights=force`). */
@@ -215,6 +223,8 @@ interface ConfigResult {
   readonly changes: Array<Change>
   drain: "n/a" | "ran"
   weights: Weights | "n/a"
+  /** Whether the scenario with weights was to run (`weight` read by this build, or forced). */
+  readonly weightsRead: boolean
   readonly notes: Array<string>
   loadAfter: ReadonlyArray<number>
 }
@@ -244,6 +254,35 @@ const weightAccepted = (endpoint: string) =>
   }).pipe(Effect.scoped, Effect.orElseSucceed(() => false))
 
 // --- One configuration ---
+
+/** Clock ticks per second of `/proc/<pid>/stat` (USER_HZ: 100 on Linux, whatever the kernel's own HZ). */
+const userHz = 100
+
+/** CPU time (user + system) of each process, in ms, by pid: those whose `/proc/<pid>/stat` is readable. */
+const cpuTimes = (pids: ReadonlyArray<number>): Map<number, number> => {
+  const times = new Map<number, number>()
+  for (const pid of pids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+      // After the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      times.set(pid, (Number(fields[11]) + Number(fields[12])) * 1000 / userHz)
+    } catch {
+      // Gone: its time is not counted.
+    }
+  }
+  return times
+}
+
+/** The CPU time the processes alive at both readings spent between them, in ms. */
+const cpuBetween = (before: ReadonlyMap<number, number>, after: ReadonlyMap<number, number>): number => {
+  let total = 0
+  for (const [pid, t] of after) {
+    const t0 = before.get(pid)
+    if (t0 !== undefined) total += t - t0
+  }
+  return total
+}
 
 const until = (done: () => boolean, within: Duration.DurationInput, what: () => string) =>
   Effect.gen(function*() {
@@ -287,6 +326,7 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
             args: [etcd.clientUrl, group, String(shards), String(ttlSeconds), String(epoch), String(workStopMs)],
             stderrFile: logDir === undefined ? undefined : `${logDir}/fleet-shards-${config}-${i}.log`,
             env: logDir === undefined ? {} : { FLEET_LOG_LEVEL: "Warning" },
+            nodeArgs: profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}`],
             niceness
           })
           proc.onLine(ledger.onLine(i))
@@ -368,6 +408,7 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
           const before = ledger.current()
           const mark = ledger.runs.length
           const counters = yield* scrapeOrUnreadable(etcd.clientUrl)
+          const cpuBefore = cpuTimes(procs.map((p) => p.pid))
           const t0 = yield* act
           const within = kind === "crash" ? Duration.sum(changeWithin, Duration.seconds(ttlSeconds)) : changeWithin
           yield* until(converged(members, extra, exempt), within, () => `${kind}: ${why(members)()}`)
@@ -387,6 +428,7 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
           yield* Effect.sleep(settleAfter)
           const delta = diff(yield* scrapeOrUnreadable(etcd.clientUrl), counters)
           const cost = requests(delta)
+          const cpuMs = cpuBetween(cpuBefore, cpuTimes(procs.map((p) => p.pid)))
           if (process.env["FLEET_DEBUG"] !== undefined) {
             console.log(JSON.stringify({ started: delta.started, received: delta.received }))
           }
@@ -424,7 +466,8 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
             afterStop,
             running,
             convergedMs,
-            requests: cost
+            requests: cost,
+            cpuMs
           }
           size = members
           result.changes.push(sample)
@@ -434,7 +477,7 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
           yield* Console.log(
             `  ${kind}: moved ${sample.moved} (ideal ${round(ideal)}), twice ${sample.twice}, unowned max ${
               round(Math.max(0, ...unowned))
-            } ms, all running ${round(Math.max(0, ...running))} ms, ${cost} requests`
+            } ms, all running ${round(Math.max(0, ...running))} ms, ${cost} requests, members' CPU ${round(cpuMs)} ms`
           )
         })
 
@@ -514,7 +557,12 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
         for (const run of ledger.current()) if (run !== undefined) owned.set(run.owner, (owned.get(run.owner) ?? 0) + 1)
         const members = ledger.live()
         const total = members.reduce((a, m) => a + m.weight!, 0)
-        const deviation = (m: MemberRecord) => (owned.get(m.owner) ?? 0) / (shards * m.weight! / total) - 1
+        const shareOf = (m: MemberRecord) => shards * m.weight! / total
+        const deviation = (m: MemberRecord) => (owned.get(m.owner) ?? 0) / shareOf(m) - 1
+        const within = (m: MemberRecord) => {
+          const n = owned.get(m.owner) ?? 0
+          return n >= Math.floor(0.75 * shareOf(m)) && n <= Math.ceil(1.25 * shareOf(m))
+        }
         result.weights = {
           classes: weightCycle.map((w) => {
             const of = members.filter((m) => m.weight === w).map((m) => owned.get(m.owner) ?? 0)
@@ -528,7 +576,7 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
             }
           }),
           worstDeviation: Math.max(...members.map((m) => Math.abs(deviation(m)))),
-          within25: members.filter((m) => Math.abs(deviation(m)) <= 0.25).length,
+          within25: members.filter(within).length,
           members: members.length,
           forced: weightsMode === "force"
         }
@@ -552,10 +600,10 @@ const changeRows = (r: ConfigResult): Array<string> =>
     const samples = r.changes.filter((c) => c.kind === kind)
     const head = `| ${r.processes} x ${r.perProcess} | ${kind} |`
     if (samples.length === 0) {
-      const why = (kind === "drain" || kind === "leave after drain") && r.drain === "n/a"
+      const why = (kind === "drain" || kind === "leave after drain") && !drainAvailable()
         ? "n/a (no `EtcdSeq.drain` in this build)"
         : "not measured"
-      return [`${head} 0 | ${why} | | | | | | |`]
+      return [`${head} 0 | ${why} | | | | | | | |`]
     }
     const all = (f: (c: Change) => ReadonlyArray<number>) => samples.flatMap(f)
     const unowned = Math.max(0, ...all((c) => c.unowned))
@@ -566,6 +614,7 @@ const changeRows = (r: ConfigResult): Array<string> =>
     const twice = Math.max(...samples.map((c) => c.twice))
     const overlaps = samples.reduce((a, c) => a + c.overlaps, 0)
     const req = summarize(samples.map((c) => c.requests))
+    const cpu = summarize(samples.map((c) => c.cpuMs))
     return [
       `${head} ${samples.length} | ${round(moved)} (${round(ideal)}) | ${twice}${
         overlaps > 0 ? ` (${overlaps} overlapped!)` : ""
@@ -573,13 +622,19 @@ const changeRows = (r: ConfigResult): Array<string> =>
         ms(running.median)
       } / ${ms(running.max)} | ${times(running.median, r.floor.p99)} / ${times(running.max, r.floor.p99)} | ${
         Number.isNaN(req.median) ? "-" : `${round(req.median)}${req.max !== req.min ? ` (${req.min}-${req.max})` : ""}`
-      } |`
+      } | ${ms(cpu.median)} (${
+        ms(cpu.median / os.availableParallelism())
+      } of wall time on ${os.availableParallelism()} cores) |`
     ]
   })
 
 const weightRows = (r: ConfigResult): Array<string> =>
   r.weights === "n/a"
-    ? [`| ${r.processes} x ${r.perProcess} | n/a (this build's \`EtcdSeq.make\` does not read \`weight\`) | | | | |`]
+    ? [
+      `| ${r.processes} x ${r.perProcess} | ${
+        r.weightsRead ? "not measured" : "n/a (this build's `EtcdSeq.make` does not read `weight`)"
+      } | | | | |`
+    ]
     : r.weights.classes.map((c) =>
       `| ${r.processes} x ${r.perProcess}${
         (r.weights as Weights).forced ? " (forced: weight ignored)" : ""
@@ -589,7 +644,7 @@ const weightRows = (r: ConfigResult): Array<string> =>
     ).concat([
       `| | all | ${r.weights.members} | | worst member ${
         round(r.weights.worstDeviation * 100)
-      }% off its share | ${r.weights.within25} of ${r.weights.members} within 25% |`
+      }% off its share | ${r.weights.within25} of ${r.weights.members} within 25% (in whole shards) |`
     ])
 
 /** Each issue target, with the figures it is judged on. */
@@ -612,15 +667,17 @@ const targetLines = (results: ReadonlyArray<ConfigResult>): Array<string> => {
     const drains = r.changes.filter((c) => c.kind === "drain")
     lines.push(
       `- ${r.processes} x ${r.perProcess}: a drain moves no shard twice: ${
-        drains.length === 0 ? "n/a (no `EtcdSeq.drain` in this build)" : drains.every((c) => c.twice === 0)
+        drains.length === 0
+          ? drainAvailable() ? "not measured" : "n/a (no `EtcdSeq.drain` in this build)"
+          : drains.every((c) => c.twice === 0)
           ? "met"
           : `not met (${Math.max(...drains.map((c) => c.twice))} shards twice)`
       }.`
     )
     lines.push(
-      `- ${r.processes} x ${r.perProcess}: owned shards within 25% of the weight share: ${
+      `- ${r.processes} x ${r.perProcess}: owned shards within 25% of the weight share (in whole shards): ${
         r.weights === "n/a"
-          ? "n/a (no `weight` option in this build)"
+          ? r.weightsRead ? "not measured" : "n/a (no `weight` option in this build)"
           : `${
             r.weights.within25 === r.weights.members ? "met" : "not met"
           } (${r.weights.within25} of ${r.weights.members} members${
@@ -647,8 +704,8 @@ const markdown = (results: ReadonlyArray<ConfigResult>, header: string): string 
   [
     header,
     "",
-    `| P x M | change | samples | shards moved (ideal) | shards started twice (max) | unowned, max | after the old owner's stop ended, max | every moved shard running, median / max | / floor p99 | etcd requests per change |`,
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    `| P x M | change | samples | shards moved (ideal) | shards started twice (max) | unowned, max | after the old owner's stop ended, max | every moved shard running, median / max | / floor p99 | etcd requests per change | members' CPU per change |`,
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ...results.flatMap(changeRows),
     "",
     `Weights 1, 2 and 4 mixed (every member joins again with its weight; ${shards} shards):`,
@@ -696,6 +753,7 @@ export const runFleetShards = Effect.gen(function*() {
         changes: [],
         drain: "n/a",
         weights: "n/a",
+        weightsRead: weights,
         notes: [],
         loadAfter: []
       }

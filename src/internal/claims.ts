@@ -29,6 +29,11 @@ export interface ClaimsWatch {
    * nothing while other shards change: a thousand shards waiting at once must not each wake on every event.
    */
   readonly onShardChange: (shard: number, wake: () => void) => () => void
+  /**
+   * Calls `listener` after every change, with the shards whose claims it touched, until the returned function is
+   * called: a runner follows the shards it runs this way without registering a waiter per shard on every turn.
+   */
+  readonly onChanges: (listener: (touched: ReadonlyArray<number>) => void) => () => void
 }
 
 /** A claim's key went before it held its shard (its lease revoked, or deleted from outside): it holds nothing. */
@@ -52,6 +57,7 @@ export const watch = (
   Effect.gen(function*() {
     const prefix = Keys.claimsPrefix(group)
     const waiters = new Map<number, Set<() => void>>()
+    const listeners = new Set<(touched: ReadonlyArray<number>) => void>()
     let last: Claims = { byNumber: new Map(), seen: 0 }
     const latest = yield* SubscriptionRef.make(last)
     // Shards an event touched get new lists (`apply` copies the map, not the untouched lists).
@@ -65,6 +71,11 @@ export const watch = (
             waiters.delete(shard)
             for (const wake of set) wake()
           }
+          if (listeners.size === 0) return
+          const touched: Array<number> = []
+          for (const [shard, list] of next.byNumber) if (before.byNumber.get(shard) !== list) touched.push(shard)
+          for (const shard of before.byNumber.keys()) if (!next.byNumber.has(shard)) touched.push(shard)
+          if (touched.length > 0) for (const listener of listeners) listener(touched)
         }),
         SubscriptionRef.set(latest, next)
       )
@@ -86,6 +97,10 @@ export const watch = (
         if (set === undefined) waiters.set(shard, set = new Set())
         set.add(wake)
         return () => void waiters.get(shard)?.delete(wake)
+      },
+      onChanges: (listener) => {
+        listeners.add(listener)
+        return () => void listeners.delete(listener)
       }
     }
   })

@@ -347,16 +347,18 @@ const runLoop = <E, R>(
         // The settle window, and the timer that wakes the loop when it ends.
         let settling: Moves.Settling<ControlledPlan> | undefined
         let timer: { readonly at: number; readonly fiber: Fiber.RuntimeFiber<void, never> } | undefined
-        // Waiters on the claims of the shards in motion: cancelled and made again on every turn.
-        let watching: Array<() => void> = []
-        const unwatch = () => {
-          for (const cancel of watching) cancel()
-          watching = []
-        }
-        yield* Effect.addFinalizer(() => Effect.sync(unwatch))
+        // Claims that wake the loop: those of every shard it runs (a new owner's claim comes behind this member's,
+        // even one the target no longer names: its move is in flight for every member until this member hands over),
+        // and while a move in is held back by the policy, those of every move in flight (one completing makes room).
+        let inFlightWatched: ReadonlyMap<number, unknown> | undefined
+        const stopWatching = claims.onChanges((touched) => {
+          for (const s of touched) {
+            if (running.has(s) || inFlightWatched?.has(s) === true) return bump()
+          }
+        })
+        yield* Effect.addFinalizer(() => Effect.sync(stopWatching))
         while (true) {
           yield* woken
-          unwatch()
           const latest = status
           if (latest === undefined) continue
           if (latest._tag === "Closed") {
@@ -499,15 +501,9 @@ const runLoop = <E, R>(
             running.set(s, yield* Effect.forkIn(runShard(s, owner, info), shardScope))
           }
           yield* Metric.modify(Metrics.shardsOwned, arrived.length)
-          // Wake when a claim comes behind one of this member's (a new owner's, even one the target no longer names:
-          // its move is in flight for every member until this member hands over), and when a move in flight completes
-          // (room for the next).
           const incomingBlocked = (byOwnerOf(target).get(me) ?? []).some((s) => step.owners[s] !== me)
-          for (const s of running.keys()) watching.push(claims.onShardChange(s, bump))
-          if (incomingBlocked) {
-            for (const s of step.inFlight.keys()) if (!running.has(s)) watching.push(claims.onShardChange(s, bump))
-          }
-          // A change of the claims while this turn ran woke nobody: look again.
+          inFlightWatched = incomingBlocked ? step.inFlight : undefined
+          // A change of the claims this turn did not see (it came while the turn ran): look again.
           if (claims.current().byNumber !== byNumber) bump()
           if (gone.length > 0 || arrived.length > 0) {
             yield* Effect.logInfo(
