@@ -313,12 +313,16 @@ describe("drain over MemoryEtcd", () => {
       expect(String(yield* ms[1]!.seq.current)).toBe(info)
       expect(atReturn!.drains).toEqual([ms[1]!.id])
 
-      // Drained it stays; its leave deletes the drain key with its other keys.
+      // Drained it stays; its leave deletes the drain key with its other keys, and moves no shard (the drain's end,
+      // seen by the controls watch, must not give it shards again before the view sees it go).
       yield* advance(1_000)
       expect(owners(checker, shards)).toEqual(want)
+      const runsBeforeLeave = checker.runs.length
       yield* ms[1]!.leave
       yield* advance(500)
       expect(yield* memory.read(`${g}/shards/`)).toEqual([])
+      expect(checker.runs.slice(runsBeforeLeave)).toEqual([])
+      expect(owners(checker, shards)).toEqual(want)
       expect(shardOverlaps(checker.runs)).toEqual([])
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 

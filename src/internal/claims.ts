@@ -75,7 +75,7 @@ export const watch = (
           const touched: Array<number> = []
           for (const [shard, list] of next.byNumber) if (before.byNumber.get(shard) !== list) touched.push(shard)
           for (const shard of before.byNumber.keys()) if (!next.byNumber.has(shard)) touched.push(shard)
-          if (touched.length > 0) for (const listener of listeners) listener(touched)
+          if (touched.length > 0) { for (const listener of listeners) listener(touched) }
         }),
         SubscriptionRef.set(latest, next)
       )

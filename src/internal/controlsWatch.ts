@@ -17,8 +17,18 @@ export interface GroupControls {
   readonly controls: Controls.Controls
   /** While frozen: the owners, by member name, when the freeze was set (`previous` of `Controls.apply`). */
   readonly previous: ControlledPlan | undefined
-  /** The ids of the members that drain: their drain key is bound to the lease its name gives. */
+  /**
+   * The ids of the members that drain: their drain key is bound to the lease its name gives, or it was and went (see
+   * `ended`).
+   */
   readonly drains: ReadonlySet<string>
+  /**
+   * Drains whose key went, most recent last: a drain ends only with its member (its leave deletes the key with the
+   * member's, its lease takes both), so the member stays drained for the plan until the view, followed by another
+   * watch and paced, sees it go. Were the drain to end first, the plan would give shards to a member about to vanish,
+   * and take them back at once.
+   */
+  readonly ended: ReadonlySet<string>
   /** The above as canonical text: equal for equal controls (the plans' cache key). */
   readonly text: string
   /** Keys ignored, and why. */
@@ -46,10 +56,18 @@ export const encodeFrozen = (owners: ControlledPlan): string =>
   Schema.encodeSync(FrozenRecord)({ v: 1, owners: owners.map((o) => o ?? null) })
 
 /** No key at all: the plan as it is. */
-const empty: GroupControls = derive("", new Map(), 0)
+const empty: GroupControls = derive("", new Map(), 0, new Set())
 
-/** The controls the keys under `prefix` say. */
-function derive(prefix: string, kvs: ReadonlyMap<string, Api.KeyValue>, seen: number): GroupControls {
+/** The most drains remembered after their key went: ids are never reused, and drains are rare. */
+const endedMax = 4_096
+
+/** The controls the keys under `prefix` say, with the drains that `ended` before. */
+function derive(
+  prefix: string,
+  kvs: ReadonlyMap<string, Api.KeyValue>,
+  seen: number,
+  ended: ReadonlySet<string>
+): GroupControls {
   const pins = new Map<number, string>()
   const paused = new Set<number>()
   const drains = new Set<string>()
@@ -88,22 +106,44 @@ function derive(prefix: string, kvs: ReadonlyMap<string, Api.KeyValue>, seen: nu
       }
     }
   }
+  for (const id of ended) drains.add(id)
   const text = JSON.stringify({
     pins: [...pins].sort(([a], [b]) => a - b),
     paused: [...paused].sort((a, b) => a - b),
     previous: previous ?? null,
     drains: [...drains].sort()
   })
-  return { controls: { pins, paused, frozen }, previous, drains, text, malformed, seen, kvs }
+  return { controls: { pins, paused, frozen }, previous, drains, ended, text, malformed, seen, kvs }
+}
+
+/** `ended`, with the drains of `before` whose key is not in `kvs` any more. */
+const endedAfter = (prefix: string, before: GroupControls, kvs: ReadonlyMap<string, Api.KeyValue>) => {
+  let ended: Set<string> | undefined
+  for (const [key, kv] of before.kvs) {
+    if (kvs.has(key)) continue
+    const meaning = Keys.shardsKeyOf(prefix, key)
+    if (meaning._tag !== "Drain" || !Keys.isBoundTo(meaning.id, kv.lease)) continue
+    ended ??= new Set(before.ended)
+    ended.delete(meaning.id)
+    ended.add(meaning.id)
+  }
+  if (ended === undefined) return before.ended
+  for (const id of ended) {
+    if (ended.size <= endedMax) break
+    ended.delete(id)
+  }
+  return ended
 }
 
 /** The fold the prefix cache runs: the keys by key, the controls derived from them on every change. */
 const fold = (prefix: string): PrefixCache.Fold<GroupControls> => {
-  const read = (kvs: ReadonlyArray<Api.KeyValue>, revision: number) =>
-    derive(prefix, new Map(kvs.map((kv) => [kv.key, kv])), revision)
+  const byKey = (kvs: ReadonlyArray<Api.KeyValue>) => new Map(kvs.map((kv) => [kv.key, kv]))
   return {
-    initial: read,
-    reread: (_previous, kvs, revision) => read(kvs, revision),
+    initial: (kvs, revision) => derive(prefix, byKey(kvs), revision, new Set()),
+    reread: (previous, kvs, revision) => {
+      const next = byKey(kvs)
+      return derive(prefix, next, revision, endedAfter(prefix, previous, next))
+    },
     apply: (state, events) => {
       if (events.length === 0) return state
       const kvs = new Map(state.kvs)
@@ -117,7 +157,7 @@ const fold = (prefix: string): PrefixCache.Fold<GroupControls> => {
           seen = Math.max(seen, event.modRevision)
         }
       }
-      return derive(prefix, kvs, seen)
+      return derive(prefix, kvs, seen, endedAfter(prefix, state, kvs))
     },
     seen: (state) => state.seen
   }
