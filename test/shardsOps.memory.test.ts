@@ -4,9 +4,10 @@
  * group's weights and controls, computed here from the members as `EtcdSeq.members` lists them.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Exit, Fiber, Layer, Option, Scope, Stream } from "effect"
+import { Context, Duration, Effect, Exit, Fiber, Layer, Metric, Option, Scope, Stream } from "effect"
 import { Etcd, type EtcdClient, EtcdSeq, type GroupView, type Member, MemoryEtcd } from "../src/index.js"
 import * as Memory from "../src/internal/etcd/memory.js"
+import * as Metrics from "../src/internal/metrics.js"
 import * as Operator from "../src/internal/operator.js"
 import type * as Controls from "../src/internal/shardControls.js"
 import * as ShardPlan from "../src/internal/shardPlan.js"
@@ -231,6 +232,42 @@ describe("pins, pauses and the freeze over MemoryEtcd", () => {
       yield* Operator.thaw(api, g)
       yield* advance(1_000)
       expect(owners(checker, shards)).toEqual(planNow)
+      expect(shardOverlaps(checker.runs)).toEqual([])
+    }).pipe(Effect.provide(MemoryEtcd.layer)))
+
+  it.scoped("a pin undone before its new owner's claim lands: the claim is handed the shard, which then goes back", () =>
+    Effect.gen(function*() {
+      const memory = yield* MemoryEtcd
+      const api = yield* operatorApi
+      const checker = makeShardChecker()
+      const shards = 8
+      const g = "g/flip"
+      const ms = [yield* member(g, shards, checker, "a"), yield* member(g, shards, checker, "b")]
+      yield* advance(1_000)
+      const members = yield* ms[0]!.seq.members
+      const plain = expected(members, shards, namesOf(ms))
+      expect(owners(checker, shards)).toEqual(plain)
+      // The pin and its undoing in one moment: b claims the shard (its claim is written an event-loop turn later) and
+      // a, seeing the pin go first, keeps it. b's claim, once it lands, is a move in flight for every member: a must
+      // wake on it, hand over, and the shard come back to a as the plan says; nothing may wait forever.
+      const s = plain.indexOf("a")
+      yield* Operator.pin(api, g, s, ms[1]!.id)
+      // Event-loop turns one at a time, until b took the move: its shard's fiber forked, its claim queued for a turn.
+      const owned0 = (yield* Metric.value(Metrics.shardsOwned)).value
+      for (let i = 0; i < 100 && (yield* Metric.value(Metrics.shardsOwned)).value === owned0; i++) {
+        yield* Effect.yieldNow()
+        yield* Effect.async<void>((resume) => void setImmediate(() => resume(Effect.void)))
+      }
+      // b took the move (its shard's fiber forked), and its claim is not written yet.
+      expect((yield* Metric.value(Metrics.shardsOwned)).value).toBe(owned0 + 1)
+      expect((yield* memory.read(`${g}/claims/${s}/`)).length).toBe(1)
+      yield* Operator.unpin(api, g, s)
+      yield* advance(2_000)
+      expect(owners(checker, shards)).toEqual(plain)
+      const claims = yield* memory.read(`${g}/claims/`)
+      expect(claims.map((kv) => Number(kv.key.slice(`${g}/claims/`.length).split("/")[0])).sort((x, y) => x - y))
+        .toEqual(Array.from({ length: shards }, (_, k) => k))
+      expect(checker.runs.filter((r) => r.shard === s).map((r) => r.member)).toEqual(["a", "b", "a"])
       expect(shardOverlaps(checker.runs)).toEqual([])
     }).pipe(Effect.provide(MemoryEtcd.layer)))
 
