@@ -20,7 +20,9 @@
  *
  * A move always goes to the shard's target owner, never to a stop on the way, and a shard in flight waits for its
  * move to complete before it moves again: while the target holds, no shard moves twice (a drain moves each of the
- * draining member's shards once, straight to its final owner).
+ * draining member's shards once, straight to its final owner). But a move whose target became its old owner again
+ * is off: the holder keeps the shard and the claimant withdraws its claim (every member reads it so from the same
+ * claims), rather than a handover there and back.
  *
  * The settle window (`settle`) merges a burst of joins and leaves into one change of the target: the plan a member
  * acts on changes only once the member set has been unchanged for the window. A member gone meanwhile is not waited
@@ -90,7 +92,7 @@ export const step = (input: StepInput): Step => {
   const touch = (member: string) => busy.set(member, (busy.get(member) ?? 0) + 1)
   const pending: Array<number> = []
 
-  // --- Moves in flight: kept unless the shard is paused or its new owner is gone ---
+  // --- Moves in flight: kept unless the shard is paused, its new owner is gone, or the target is its old owner ---
   for (let s = 0; s < target.length; s++) {
     const now = current[s]
     const want = target[s]
@@ -98,6 +100,10 @@ export const step = (input: StepInput): Step => {
     if (want === undefined || now === undefined || !live.has(now)) {
       // Paused, or orphaned: at once, whatever was in flight.
       owners[s] = want
+    } else if (move !== undefined && want === move.from && live.has(move.from)) {
+      // The target went back to the member still holding the shard (a plan that changed before the move completed,
+      // or a claim etcd applied late): the move is off, the holder keeps the shard and the claimant withdraws.
+      owners[s] = move.from
     } else if (move !== undefined) {
       // Even if the target changed meanwhile: the shard moves again once this move is complete, not halfway.
       owners[s] = now

@@ -216,6 +216,12 @@ describe.skipIf(!haveChromium())("etcdseq ui in Chromium", () => {
           yield* Effect.sleep("150 millis")
         }
         yield* until(first!, `document.getElementById("revision").textContent === "1030"`, 15_000)
+        // A draining member says so in its row.
+        expect(
+          yield* Effect.promise(() =>
+            first!.evaluate(`document.querySelector("#memberRows > div").textContent`) as Promise<string>
+          )
+        ).toMatch(/draining/)
         expect(yield* applied()).toBeGreaterThan(before + 5)
         const stats = (yield* Effect.promise(() => first!.evaluate("window.etcdseqUi.stats"))) as {
           applies: Array<{ members: number; ms: number }>
@@ -286,5 +292,6 @@ const synthetic = (ids: ReadonlyArray<string>, shards: number, step: number): Gr
   },
   waiting: step % 3 === 1 ? ["shard 1: planned for m1, held by nobody"] : [],
   controls: { pins: [], paused: [], frozen: false, frozenOwners: undefined },
-  drains: []
+  // The first member drains from the first change on.
+  drains: step === 0 ? [] : [ids[0]!]
 })

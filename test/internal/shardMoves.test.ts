@@ -175,6 +175,21 @@ describe("shard moves", () => {
     expect([...result.inFlight.keys()]).toEqual([2])
   })
 
+  it("a move whose target is its holder again is off; one whose target moved elsewhere completes first", () => {
+    const live = new Set(["a", "b", "c"])
+    const result = Moves.step({
+      // Shards 0 and 1 in flight from a to b (b's claim waits behind a's).
+      current: ["b", "b"],
+      target: ["a", "c"],
+      inFlight: new Map([[0, { from: "a", to: "b" }], [1, { from: "a", to: "b" }]]),
+      live,
+      policy: { maxMoves: Infinity }
+    })
+    expect(result.owners).toEqual(["a", "b"])
+    expect([...result.inFlight]).toEqual([[1, { from: "a", to: "b" }]])
+    expect(result.started).toEqual([])
+  })
+
   it("from the claims: a live member's claim next behind a live holder is a move in flight; a dead holder's shard has no owner", () => {
     const names = new Map([["a1", "a"], ["b1", "b"], ["c1", "c"]])
     const claims = new Map<number, ReadonlyArray<Moves.ClaimOf>>([

@@ -99,7 +99,7 @@ export const script = String.raw`
 
   var knownMember = { id: 1, instance: 1, metadata: 1, index: 1, joinRevision: 1, weight: 1 };
   var knownOwner = { shard: 1, planned: 1, holder: 1, fence: 1, waiting: 1, paused: 1, pinned: 1 };
-  var knownView = { group: 1, revision: 1, members: 1, locks: 1, handover: 1, shards: 1, waiting: 1 };
+  var knownView = { group: 1, revision: 1, members: 1, locks: 1, handover: 1, shards: 1, waiting: 1, drains: 1 };
   var extras = function (object, known) {
     var parts = [];
     for (var key in object) {
@@ -130,11 +130,15 @@ export const script = String.raw`
       for (var w = 0; w < o.waiting.length; w++) waits[o.waiting[w]] = (waits[o.waiting[w]] || 0) + 1;
     }
     for (var l = 0; l < view.locks.length; l++) locks[view.locks[l].holder] = view.locks[l].index;
+    var draining = {};
+    var drains = view.drains || [];
+    for (var d = 0; d < drains.length; d++) draining[drains[d]] = true;
     var count = view.members.length;
     var weighted = false;
     var rows = view.members.map(function (m) {
       if (m.weight !== undefined) weighted = true;
       var runs = [];
+      if (draining[m.id]) runs.push("draining");
       if (locks[m.id] !== undefined) runs.push("lock " + locks[m.id]);
       if (held[m.id]) runs.push(held[m.id].length + " shard" + (held[m.id].length === 1 ? "" : "s") + " (" + ranges(held[m.id]) + ")");
       if (incoming[m.id]) runs.push(incoming[m.id] + " coming");
