@@ -11,6 +11,8 @@
  *   drain          the first live member drains (`EtcdSeq.drain`): `draining` before, `drained` after, or `drain-na`
  *   weigh <w,...>  every live member leaves and joins again with the weight given, in order
  *   exit           every member leaves; the process ends
+ *   profile-start  starts the CPU profiler (at once, not after the commands queued before it)
+ *   profile-stop <file>  stops it and writes the profile to <file> (`.cpuprofile`)
  * stdout, one JSON object per line: `ready`; `joining` (`m`, `at`) and `joined` (`m`, `id`, `weight`, `at`);
  * `start` (`m`, `s`, `id` of the claim's member, `fence`, `at`), `stopping` and `stop` (`m`, `s`, `at`) of every shard; `failed` (`why`).
  *
@@ -20,6 +22,8 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Deferred, Duration, Effect, Exit, Logger, LogLevel, Runtime, Schedule, Scope } from "effect"
+import * as fs from "node:fs"
+import * as inspector from "node:inspector"
 import * as readline from "node:readline"
 import { Etcd, EtcdSeq, type EtcdSeqOptions, type Shard } from "../../src/index.js"
 
@@ -125,6 +129,26 @@ const drain = (m: Member) =>
     print({ e: "drained", m: m.label, ok: Exit.isSuccess(exit), at: at() })
   })
 
+/** The CPU profiler of this process, for the benchmark's windows around one change (`FLEET_PROFILE`). */
+const profiler = (() => {
+  const session = new inspector.Session()
+  let connected = false
+  return {
+    start: () => {
+      if (!connected) {
+        session.connect()
+        connected = true
+        session.post("Profiler.enable")
+      }
+      session.post("Profiler.start")
+    },
+    stop: (file: string) =>
+      session.post("Profiler.stop", (error, result) => {
+        if (error === null) fs.writeFileSync(file, JSON.stringify(result.profile))
+      })
+  }
+})()
+
 const weightsOf = (text: string | undefined) =>
   (text ?? "").split(",").filter((w) => w !== "").map((w) => (w === "-" ? undefined : Number(w)))
 
@@ -156,7 +180,9 @@ const program = Effect.scoped(Effect.gen(function*() {
         yield* Effect.forEach([...live], leave, { concurrency: "unbounded", discard: true })
         yield* Effect.forEach(weights, (w) => join(etcd, w), { concurrency: "unbounded", discard: true })
       }))
-    } else if (command === "exit") Deferred.unsafeDone(done, Exit.void)
+    } else if (command === "profile-start") profiler.start()
+    else if (command === "profile-stop" && value !== undefined) profiler.stop(value)
+    else if (command === "exit") Deferred.unsafeDone(done, Exit.void)
   })
   lines.on("close", () => Deferred.unsafeDone(done, Exit.void))
   print({ e: "ready", at: at() })

@@ -26,7 +26,8 @@
  * run; processes and etcds are stopped either way), `--nice=0` (the member processes' niceness),
  * `--out=bench/results` (`fleet-shards.md` and `.json`). `FLEET_LOG=<dir>`: each process's warnings to a file of its own;
  * `FLEET_DEBUG=1`: at each change's convergence, the view and the ledger as seen, and etcd's requests by method.
- * `FLEET_PROFILE=<dir>`: each member process writes a CPU profile there when it ends (`node --cpu-prof`).
+ * `FLEET_PROFILE=<dir>`: each member process profiles each change, from before it to 300 ms after it converged, and
+ * writes `<dir>/<P>x<M>-<change>-<n>-<process>.cpuprofile`.
  */
 import { Cause, Console, Duration, Effect, Exit, Option, Stream } from "effect"
 import * as fs from "node:fs"
@@ -326,7 +327,6 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
             args: [etcd.clientUrl, group, String(shards), String(ttlSeconds), String(epoch), String(workStopMs)],
             stderrFile: logDir === undefined ? undefined : `${logDir}/fleet-shards-${config}-${i}.log`,
             env: logDir === undefined ? {} : { FLEET_LOG_LEVEL: "Warning" },
-            nodeArgs: profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}`],
             niceness
           })
           proc.onLine(ledger.onLine(i))
@@ -409,6 +409,7 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
           const mark = ledger.runs.length
           const counters = yield* scrapeOrUnreadable(etcd.clientUrl)
           const cpuBefore = cpuTimes(procs.map((p) => p.pid))
+          if (profileDir !== undefined) { for (const p of procs) p.send("profile-start") }
           const t0 = yield* act
           const within = kind === "crash" ? Duration.sum(changeWithin, Duration.seconds(ttlSeconds)) : changeWithin
           yield* until(converged(members, extra, exempt), within, () => `${kind}: ${why(members)()}`)
@@ -429,6 +430,12 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
           const delta = diff(yield* scrapeOrUnreadable(etcd.clientUrl), counters)
           const cost = requests(delta)
           const cpuMs = cpuBetween(cpuBefore, cpuTimes(procs.map((p) => p.pid)))
+          if (profileDir !== undefined) {
+            const n = result.changes.filter((c) => c.kind === kind).length
+            procs.forEach((p, i) =>
+              p.send(`profile-stop ${profileDir}/${config}-${kind.replaceAll(" ", "-")}-${n}-${i}.cpuprofile`)
+            )
+          }
           if (process.env["FLEET_DEBUG"] !== undefined) {
             console.log(JSON.stringify({ started: delta.started, received: delta.received }))
           }
