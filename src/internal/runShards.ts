@@ -347,9 +347,9 @@ const runLoop = <E, R>(
         // The settle window, and the timer that wakes the loop when it ends.
         let settling: Moves.Settling<ControlledPlan> | undefined
         let timer: { readonly at: number; readonly fiber: Fiber.RuntimeFiber<void, never> } | undefined
-        // Claims that wake the loop: those of every shard it runs (a new owner's claim comes behind this member's,
-        // even one the target no longer names: its move is in flight for every member until this member hands over),
-        // and while a move in is held back by the policy, those of every move in flight (one completing makes room).
+        // Claims that wake the loop: those of every shard it runs (any claim that comes behind this member's, even one
+        // its own step did not expect: the move it makes is read alike by every member), and while a move in is held
+        // back by the policy, those of every move in flight (one completing makes room).
         let inFlightWatched: ReadonlyMap<number, unknown> | undefined
         const stopWatching = claims.onChanges((touched) => {
           for (const s of touched) {
