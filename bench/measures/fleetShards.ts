@@ -523,11 +523,13 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
       // --- A drain, then the drained member's leave (which should move nothing) ---
       if (drainAvailable()) {
         result.drain = "ran"
-        // The last fleet process with a member left (the leaves above took the first members of some).
-        const at = ledger.live().filter((m) => m.proc < processes).map((m) => m.proc).reduce(
-          (a, b) => Math.max(a, b),
-          0
-        )
+        // The last fleet process with a member left (the leaves above took the first members of some), or, when the
+        // leaves took them all (as many rounds as processes), a spare that joined.
+        const withMember = (among: ReadonlyArray<number>) => among.reduce((a, b) => Math.max(a, b), -1)
+        const liveProcs = ledger.live().map((m) => m.proc)
+        const fromFleet = withMember(liveProcs.filter((p) => p < processes))
+        const at = fromFleet >= 0 ? fromFleet : withMember(liveProcs)
+        if (at < 0) return yield* new BenchError({ message: "drain: no live member left to drain" })
         const target = procs[at]!
         // The process drains its first live member, in join order: the member with the smallest number.
         const owner = ledger.live().filter((m) => m.proc === at).sort((a, b) =>
