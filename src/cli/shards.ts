@@ -20,18 +20,15 @@ import { CliExit, ExitCode } from "./exit.js"
 import * as Flags from "./flags.js"
 import { flags } from "./help.js"
 
-/** The seam of the client the flags describe (the etcd requests are the library's own). */
-const seam = Effect.flatMap(Etcd, (etcd) => {
-  const shared = Client.of(etcd)
-  return shared === undefined
-    ? Effect.die(new Error("the CLI's client was not made by Etcd.make"))
-    : Effect.succeed(shared.api)
-})
+/** The seam of the client the flags describe (the etcd requests are the library's own; Etcd.make made it). */
+const seam = Effect.flatMap(Etcd, Client.required).pipe(Effect.map((shared) => shared.api), Effect.orDie)
 
 const checkGroup = (group: string) => {
   const problem = Keys.invalidGroup(group)
   return problem === undefined ? Effect.void : Effect.fail(new InvalidOptions({ field: "key", reason: problem }))
 }
+
+const usage = (line: string) => Effect.fail(new CliExit({ code: ExitCode.usage, line }))
 
 // --- etcdseq drain ---
 
@@ -51,7 +48,7 @@ const drainMember = (
       ? { id: o.member.value }
       : undefined
     if (target === undefined || (Option.isSome(o.instance) && Option.isSome(o.member))) {
-      return yield* new CliExit({ code: ExitCode.usage, line: "give one of --instance or --member" })
+      return yield* usage("give one of --instance or --member")
     }
     if ("instance" in target) {
       const problem = Keys.invalidInstance(target.instance)
@@ -121,14 +118,15 @@ export const drain = Command.make(
 const actions = ["pin", "unpin", "pause", "resume", "freeze", "thaw"] as const
 type Action = typeof actions[number]
 
-const shardsCommand = (
-  o: Connection & {
-    readonly action: Action
-    readonly group: string
-    readonly shard: Option.Option<number>
-    readonly to: Option.Option<string>
-  }
-) =>
+/** What `etcdseq shards` asks for. */
+interface ShardsAction {
+  readonly action: Action
+  readonly group: string
+  readonly shard: Option.Option<number>
+  readonly to: Option.Option<string>
+}
+
+const shardsCommand = (o: Connection & ShardsAction) =>
   Effect.gen(function*() {
     yield* checkGroup(o.group)
     const needsShard = o.action === "pin" || o.action === "unpin" || o.action === "pause" || o.action === "resume"
@@ -144,14 +142,7 @@ const shardsCommand = (
     return yield* applyAction(o).pipe(Effect.provide(etcdLayer(o)))
   })
 
-const applyAction = (
-  o: {
-    readonly action: Action
-    readonly group: string
-    readonly shard: Option.Option<number>
-    readonly to: Option.Option<string>
-  }
-) =>
+const applyAction = (o: ShardsAction) =>
   Effect.gen(function*() {
     const api = yield* seam
     const shard = Option.getOrElse(o.shard, () => 0)
@@ -178,7 +169,9 @@ const applyAction = (
             line: `group ${o.group} runs no shards: nothing to freeze`
           })
         }
-        const nameOf = new Map(view.members.map((m) => [m.id, m.instance === undefined ? m.id : `@${m.instance}`]))
+        const nameOf = new Map(
+          view.members.map((m) => [m.id, m.instance === undefined ? m.id : Keys.instanceName(m.instance)])
+        )
         yield* Operator.freeze(
           api,
           o.group,
@@ -191,8 +184,6 @@ const applyAction = (
         return yield* Console.log(`shards of ${o.group} thawed`)
     }
   })
-
-const usage = (line: string) => Effect.fail(new CliExit({ code: ExitCode.usage, line }))
 
 export const shards = Command.make(
   "shards",

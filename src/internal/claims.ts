@@ -66,16 +66,18 @@ export const watch = (
         Effect.sync(() => {
           const before = last
           last = next
-          for (const [shard, set] of waiters) {
-            if (before.byNumber.get(shard) === next.byNumber.get(shard)) continue
-            waiters.delete(shard)
-            for (const wake of set) wake()
-          }
-          if (listeners.size === 0) return
+          if (waiters.size === 0 && listeners.size === 0) return
           const touched: Array<number> = []
           for (const [shard, list] of next.byNumber) if (before.byNumber.get(shard) !== list) touched.push(shard)
           for (const shard of before.byNumber.keys()) if (!next.byNumber.has(shard)) touched.push(shard)
-          if (touched.length > 0) { for (const listener of listeners) listener(touched) }
+          if (touched.length === 0) return
+          for (const shard of touched) {
+            const set = waiters.get(shard)
+            if (set === undefined) continue
+            waiters.delete(shard)
+            for (const wake of set) wake()
+          }
+          for (const listener of listeners) listener(touched)
         }),
         SubscriptionRef.set(latest, next)
       )

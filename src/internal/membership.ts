@@ -11,9 +11,9 @@ import * as Bounded from "./bounded.js"
 import * as Cell from "./cell.js"
 import type { Shared } from "./client.js"
 import * as Api from "./etcd/api.js"
-import * as Keys from "./keys.js"
 import * as Metrics from "./metrics.js"
 import { membersOf } from "./observe.js"
+import * as Operator from "./operator.js"
 import * as Registration from "./registration.js"
 import { backoff } from "./retry.js"
 import * as Source from "./source.js"
@@ -157,7 +157,7 @@ export const make = (
         if (holder === undefined || holder === last) continue
         last = holder
         // A lease that is gone takes the registration with it: the next one writes its own key.
-        yield* shared.api.put(Keys.drainKey(settings.key, holder.id), "", holder.leaseId).pipe(
+        yield* Operator.drain(shared.api, settings.key, { id: holder.id, lease: holder.leaseId }).pipe(
           Effect.retry({ schedule: backoff, times: 5, while: (e) => !Api.isLeaseNotFound(e) }),
           Effect.tapError((e) => Effect.logWarning("writing the drain key failed", e)),
           Effect.ignore

@@ -73,19 +73,21 @@ export const movePolicy = (
   return { maxMoves: maxMoves as number, settleMillis: Math.ceil(Duration.toMillis(settle.value)) }
 }
 
-/** The live members by id (their names, as plans name them), once per view. */
-const namesOf = (() => {
-  const known = new WeakMap<View.View, ReadonlyMap<string, string>>()
-  return (view: View.View): ReadonlyMap<string, string> => {
-    let names = known.get(view)
-    if (names === undefined) {
-      // A parked place runs nothing: a shard is never handed over to it (its next incarnation claims anew).
-      names = new Map(view.members.flatMap((m) => m.parked === true ? [] : [[m.id, m.name] as const]))
-      known.set(view, names)
-    }
-    return names
+/** Memoizes `f` by the identity of its object argument. */
+const memo1 = <A extends object, B>(f: (a: A) => B) => {
+  const known = new WeakMap<A, B>()
+  return (a: A): B => {
+    let value = known.get(a)
+    if (value === undefined) known.set(a, value = f(a))
+    return value
   }
-})()
+}
+
+/** The live members by id (their names, as plans name them), once per view. */
+const namesOf = memo1((view: View.View): ReadonlyMap<string, string> =>
+  // A parked place runs nothing: a shard is never handed over to it (its next incarnation claims anew).
+  new Map(view.members.flatMap((m) => m.parked === true ? [] : [[m.id, m.name] as const]))
+)
 
 // --- Shared per view and claims: a thousand members on one process each read the same view and the same claims, so
 // what is the same for all of them is computed once, not once per member (which made a view change cost members x
@@ -93,10 +95,9 @@ const namesOf = (() => {
 
 /** Memoizes `f` by the identity of its two object arguments. */
 const memo2 = <A extends object, B extends object, C>(f: (a: A, b: B) => C) => {
-  const known = new WeakMap<A, WeakMap<B, C>>()
+  const byA = memo1((_: A) => new WeakMap<B, C>())
   return (a: A, b: B): C => {
-    let inner = known.get(a)
-    if (inner === undefined) known.set(a, inner = new WeakMap())
+    const inner = byA(a)
     let value = inner.get(b)
     if (value === undefined) inner.set(b, value = f(a, b))
     return value
@@ -104,34 +105,19 @@ const memo2 = <A extends object, B extends object, C>(f: (a: A, b: B) => C) => {
 }
 
 /** The live members' names, once per view. */
-const liveOf = (() => {
-  const known = new WeakMap<View.View, ReadonlySet<string>>()
-  return (view: View.View): ReadonlySet<string> => {
-    let live = known.get(view)
-    if (live === undefined) known.set(view, live = new Set(namesOf(view).values()))
-    return live
-  }
-})()
+const liveOf = memo1((view: View.View): ReadonlySet<string> => new Set(namesOf(view).values()))
 
 /** The members by id, once per view. */
-const byIdOf = (() => {
-  const known = new WeakMap<View.View, ReadonlyMap<string, View.Entry>>()
-  return (view: View.View): ReadonlyMap<string, View.Entry> => {
-    let byId = known.get(view)
-    if (byId === undefined) known.set(view, byId = new Map(view.members.map((m) => [m.id, m])))
-    return byId
-  }
-})()
+const byIdOf = memo1((view: View.View): ReadonlyMap<string, View.Entry> => new Map(view.members.map((m) => [m.id, m])))
 
 /** The names of the members that run `shards` shards, as one key: the settle window's member set. */
 const memberSetOf = (() => {
-  const known = new WeakMap<View.View, Map<number, string>>()
+  const byCount = memo1((_: View.View) => new Map<number, string>())
   return (view: View.View, shards: number): string => {
-    let byCount = known.get(view)
-    if (byCount === undefined) known.set(view, byCount = new Map())
-    let key = byCount.get(shards)
+    const known = byCount(view)
+    let key = known.get(shards)
     if (key === undefined) {
-      byCount.set(shards, key = view.members.flatMap((m) => m.shards === shards ? [m.name] : []).join(","))
+      known.set(shards, key = view.members.flatMap((m) => m.shards === shards ? [m.name] : []).join(","))
     }
     return key
   }
@@ -154,23 +140,16 @@ const inEffectOf = (() => {
 })()
 
 /** Shards by owner, once per plan. */
-const byOwnerOf = (() => {
-  const known = new WeakMap<ReadonlyArray<string | undefined>, ReadonlyMap<string, ReadonlyArray<number>>>()
-  return (owners: ReadonlyArray<string | undefined>): ReadonlyMap<string, ReadonlyArray<number>> => {
-    let byOwner = known.get(owners)
-    if (byOwner === undefined) {
-      const out = new Map<string, Array<number>>()
-      owners.forEach((o, s) => {
-        if (o === undefined) return
-        const list = out.get(o)
-        if (list === undefined) out.set(o, [s])
-        else list.push(s)
-      })
-      known.set(owners, byOwner = out)
-    }
-    return byOwner
-  }
-})()
+const byOwnerOf = memo1((owners: ReadonlyArray<string | undefined>): ReadonlyMap<string, ReadonlyArray<number>> => {
+  const out = new Map<string, Array<number>>()
+  owners.forEach((o, s) => {
+    if (o === undefined) return
+    const list = out.get(o)
+    if (list === undefined) out.set(o, [s])
+    else list.push(s)
+  })
+  return out
+})
 
 /** The target and the step toward it when a member adds no moves of its own: the same for every member. */
 const sharedStep = (() => {
