@@ -236,8 +236,8 @@ export class EtcdSeq extends Context.Tag("effect-etcdseq/EtcdSeq")<EtcdSeq, Etcd
   /**
    * The membership's options from configuration: `ETCDSEQ_KEY` (required), `ETCDSEQ_TTL` (a duration such as
    * `10 seconds`, optional), `ETCDSEQ_METADATA` (optional), `ETCDSEQ_INSTANCE` (optional; in Kubernetes, the pod
-   * name from the downward API), `ETCDSEQ_KEEP_PLACE_ON_LEAVE` (`true` or `false`, optional), `ETCDSEQ_WEIGHT` (a positive number, optional; since
-   * 0.2.0).
+   * name from the downward API), `ETCDSEQ_KEEP_PLACE_ON_LEAVE` (`true` or `false`, optional), `ETCDSEQ_WEIGHT` (a
+   * positive number, optional; since 0.2.0).
    *
    * @since 0.1.0
    * @category config

@@ -14,7 +14,8 @@
  *   profile-start  starts the CPU profiler (at once, not after the commands queued before it)
  *   profile-stop <file>  stops it and writes the profile to <file> (`.cpuprofile`)
  * stdout, one JSON object per line: `ready`; `joining` (`m`, `at`) and `joined` (`m`, `id`, `weight`, `at`);
- * `start` (`m`, `s`, `id` of the claim's member, `fence`, `at`), `stopping` and `stop` (`m`, `s`, `at`) of every shard; `failed` (`why`).
+ * `start` (`m`, `s`, `id` of the claim's member, `fence`, `at`), `stopping` and `stop` (`m`, `s`, `at`) of every
+ * shard; `failed` (`why`).
  *
  * Times (`at`) are milliseconds since `<epoch ns>`, read from `process.hrtime.bigint()`: CLOCK_MONOTONIC on Linux,
  * one clock for every process of the machine (unlike `Date.now()`, which NTP may step or slew between two readings),
@@ -68,8 +69,8 @@ const work = (label: string) => (shard: Shard) =>
   ).pipe(Effect.zipRight(Effect.never))
 
 /**
- * `weight` is passed only when given: the membership option is being built on another branch, and the benchmark
- * passes it only once the installed `EtcdSeq` is seen to accept it (`bench/measures/fleetShards.ts`).
+ * `weight` is passed only when given: the benchmark passes it only once the installed `EtcdSeq` is seen to accept it
+ * (`bench/measures/fleetShards.ts`).
  */
 const join = (etcd: Etcd["Type"], weight: number | undefined) =>
   Effect.gen(function*() {
@@ -113,8 +114,8 @@ const leave = (m: Member) =>
   })
 
 /**
- * `EtcdSeq.drain` (being built on another branch): an `Effect<void, EtcdSeqError, EtcdSeq>`, run when the installed
- * `EtcdSeq` has it (accepted as a function returning one, too); `drain-na` otherwise.
+ * `EtcdSeq.drain`: an `Effect<void, EtcdSeqError, EtcdSeq>`, run when the installed `EtcdSeq` has it (accepted as a
+ * function returning one, too); `drain-na` otherwise.
  */
 const drain = (m: Member) =>
   Effect.gen(function*() {

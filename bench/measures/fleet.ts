@@ -1,8 +1,8 @@
 /**
  * `npm run bench -- --fleet`: a fleet of members spread over P processes (M members each, one client per process)
  * against one etcd this benchmark starts, per configuration P x M. Each process is the real node process running
- * `bench/children/fleetMember.ts` (bundled to JavaScript first), so the pid held is the process. Not a test: figures, not
- * assertions.
+ * `bench/children/fleetMember.ts` (bundled to JavaScript first), so the pid held is the process. Not a test:
+ * figures, not assertions.
  *
  * Per configuration: the join storm from "go" (processes already started, clients connected) until every member holds
  * the full count; failed joins; `Info.invalid` seen by members that never lost etcd; Info changes per member during

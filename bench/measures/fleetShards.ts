@@ -24,8 +24,8 @@
  * Options: `--fleet-shards=50x1,20x50`, `--shards=1024`, `--work-stop=50ms`, `--fleet-rounds=2`, `--ttl=10`,
  * `--weights=auto` (`force`: pass `weight` even if not accepted, to try the scenario; `off`), `--within=10m` (the whole
  * run; processes and etcds are stopped either way), `--nice=0` (the member processes' niceness),
- * `--out=bench/results` (`fleet-shards.md` and `.json`). `FLEET_LOG=<dir>`: each process's warnings to a file of its own;
- * `FLEET_DEBUG=1`: at each change's convergence, the view and the ledger as seen, and etcd's requests by method.
+ * `--out=bench/results` (`fleet-shards.md` and `.json`). `FLEET_LOG=<dir>`: each process's warnings to a file of its
+ * own; `FLEET_DEBUG=1`: at each change's convergence, the view and the ledger as seen, and etcd's requests by method.
  * `FLEET_PROFILE=<dir>`: each member process profiles each change, from before it to 300 ms after it converged, and
  * writes `<dir>/<P>x<M>-<change>-<n>-<process>.cpuprofile`.
  */
@@ -230,7 +230,7 @@ interface ConfigResult {
   loadAfter: ReadonlyArray<number>
 }
 
-// --- Feature checks for what other branches are building ---
+// --- Feature checks: drain and weight, which an older installed build lacks ---
 
 /** `EtcdSeq.drain`, an `Effect<void, EtcdSeqError, EtcdSeq>` (or a function returning one): there or not. */
 const drainAvailable = (): boolean => {
@@ -351,8 +351,10 @@ const runConfig = (file: string, processes: number, perProcess: number, weights:
         Effect.forkScoped
       )
 
-      /** Converged: the view has `members` and waits for nothing; every shard runs at its claim's holder alone. */
-      /** `exempt`: a member that may own nothing (a draining one), or `"all"` (weighted: a light member may own none). */
+      /**
+       * Converged: the view has `members` and waits for nothing; every shard runs at its claim's holder alone.
+       * `exempt`: a member that may own nothing (a draining one), or `"all"` (weighted: a light member may own none).
+       */
       const converged = (members: number, extra: () => boolean, exempt?: string) => () => {
         const v = view
         if (v === undefined || v.members.length !== members || v.shards === undefined || v.waiting.length > 0) {

@@ -4,8 +4,8 @@
  * group after `--grace`, and waited for until no process of it is left) before the next assignment's child starts,
  * when the member goes invalid, and when `etcdseq run` itself is stopped (SIGINT, SIGTERM: it then leaves the group
  * and exits). A child that exits 0 waits for the next assignment; one that exits otherwise ends `etcdseq run` with
- * its code, after the leave. Stopped by SIGINT or SIGTERM, the member drains first (`--drain-timeout`). On Linux the child is started under `setpriv --pdeathsig KILL`, so it dies with a
- * SIGKILLed wrapper too.
+ * its code, after the leave. Stopped by SIGINT or SIGTERM, the member drains first (`--drain-timeout`). On Linux
+ * the child is started under `setpriv --pdeathsig KILL`, so it dies with a SIGKILLed wrapper too.
  */
 import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
