@@ -3,7 +3,7 @@
  * to writes queued and in flight.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Option, Scope } from "effect"
+import { Deferred, type Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
 import * as TxnBatcher from "../../src/internal/txnBatcher.js"
 
 interface W {
@@ -51,6 +51,18 @@ const fake = (
 
 const numbers = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => ({ n: from + i }))
 
+/** A flushing batcher in a scope of its own, with the write `{ n: 1 }` in flight and held at `gate`. */
+const oneInFlight = (flush: Duration.DurationInput) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const gate = yield* Deferred.make<void>()
+    const fixture = yield* fake({ maxInFlight: 1, waiting: "detached", onClose: { flush }, gate }).pipe(
+      Scope.extend(scope)
+    )
+    const sent = yield* Effect.fork(fixture.batcher.write({ n: 1 }))
+    yield* Deferred.await(fixture.started)
+    return { ...fixture, gate, scope, sent }
+  })
 describe("TxnBatcher", () => {
   it.live("writes asked for in one turn go in one batch; each gets its own outcome", () =>
     Effect.gen(function*() {
@@ -192,16 +204,7 @@ describe("TxnBatcher", () => {
 
     it.live("flush: the close waits for what is in flight (never interrupted), then sends what is queued", () =>
       Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const gate = yield* Deferred.make<void>()
-        const { batcher, batches, started } = yield* fake({
-          maxInFlight: 1,
-          waiting: "detached",
-          onClose: { flush: "5 seconds" },
-          gate
-        }).pipe(Scope.extend(scope))
-        const sent = yield* Effect.fork(batcher.write({ n: 1 }))
-        yield* Deferred.await(started)
+        const { batcher, batches, gate, scope, sent } = yield* oneInFlight("5 seconds")
         const queued = yield* batcher.offer({ n: 2 })
         const also = yield* batcher.offer({ n: 3 })
         const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
@@ -217,16 +220,7 @@ describe("TxnBatcher", () => {
 
     it.live("flush: bounded; what is still queued when the bound passes ends interrupted, never sent", () =>
       Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const gate = yield* Deferred.make<void>()
-        const { batcher, batches, started } = yield* fake({
-          maxInFlight: 1,
-          waiting: "detached",
-          onClose: { flush: "30 millis" },
-          gate
-        }).pipe(Scope.extend(scope))
-        const sent = yield* Effect.fork(batcher.write({ n: 1 }))
-        yield* Deferred.await(started)
+        const { batcher, batches, gate, scope, sent } = yield* oneInFlight("30 millis")
         const queued = yield* batcher.offer({ n: 2 })
         const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
         expect(Exit.isInterrupted(yield* Effect.exit(queued))).toBe(true)
